@@ -1,0 +1,79 @@
+"""jaxpass: a GPU-first, differentiable simulator and optimiser for pinching-antenna systems.
+
+Public API (explicit re-exports; see README for the conventions)::
+
+    import jaxpass as jp
+    cfg = jp.PassConfig.joint_beamforming()
+    users = jp.sample_users(key, cfg)                  # (K, 2)
+    X = jp.uniform_positions(cfg)                      # (N, L)
+    H = jp.effective_channel(cfg, X, users)            # (K, N) complex
+    W = jp.beamforming.wmmse(H, cfg.power, cfg.noise_power)
+    r = jp.sum_rate(H, W, cfg.noise_power)             # bps/Hz
+"""
+
+from jaxpass import beamforming, channel, geometry, metrics, phase, units
+from jaxpass.channel import (
+    blockage_covariance,
+    coupled_amplitudes,
+    distances,
+    effective_channel,
+    equal_split,
+    free_space_links,
+    los_probability,
+    pinch_response,
+    radiation_amplitudes,
+    ula_channel,
+)
+from jaxpass.config import PassConfig
+from jaxpass.geometry import (
+    is_feasible,
+    positions_from_spacings,
+    project_positions,
+    sample_users,
+    uniform_positions,
+)
+from jaxpass.metrics import (
+    energy_efficiency,
+    expected_snr,
+    rates,
+    sinr,
+    spectral_efficiency,
+    sum_rate,
+    tdma_rates,
+    tdma_snr,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PassConfig",
+    "beamforming",
+    "blockage_covariance",
+    "channel",
+    "coupled_amplitudes",
+    "distances",
+    "effective_channel",
+    "energy_efficiency",
+    "equal_split",
+    "expected_snr",
+    "free_space_links",
+    "geometry",
+    "is_feasible",
+    "los_probability",
+    "metrics",
+    "phase",
+    "pinch_response",
+    "positions_from_spacings",
+    "project_positions",
+    "radiation_amplitudes",
+    "rates",
+    "sample_users",
+    "sinr",
+    "spectral_efficiency",
+    "sum_rate",
+    "tdma_rates",
+    "tdma_snr",
+    "ula_channel",
+    "uniform_positions",
+    "units",
+]

@@ -1,0 +1,371 @@
+"""Transmit beamformers for one drop (MODELS §3.1-§3.2). Batch with ``jax.vmap``.
+
+Conventions: ``H (K, N)`` complex effective channel (user k receives
+``H[k] @ W``), ``W (N, K)`` with column k serving user k, power budget
+``sum_k ||W[:, k]||^2 = power`` [W]. Every beamformer here meets the budget
+with equality and is differentiable with respect to ``H`` (and to the duals
+for ``kkt``). Scale-free steps (ZF, RZF, MRT) work on ``H / ||H||_F`` so float32
+never sees the ~1e-3 raw channel magnitudes squared twice.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_solve
+
+from jaxpass._checks import check_nonnegative, check_positive_int, check_shape, is_tracer
+from jaxpass.metrics import sum_rate
+
+NORMALIZE_MODES = ("columns", "total")
+
+
+# ----------------------------------------------------------------- helpers
+def _real_dtype(x):
+    return jnp.finfo(jnp.asarray(x).dtype).dtype
+
+
+def _safe_div(num, den):
+    ok = den > 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def _sq_norm(x, axis=None):
+    return jnp.sum(x.real**2 + x.imag**2, axis=axis)
+
+
+def _check_channel(H, *, max_users_is_n: bool = False, name: str = "this beamformer"):
+    if is_tracer(H):
+        return
+    check_shape("H", H, (None, None))
+    K, N = H.shape
+    if max_users_is_n and K > N:
+        raise ValueError(
+            f"{name} needs K <= N (users <= RF chains/antennas), got K={K}, N={N}; "
+            "use mrt/wmmse or a TDMA metric for K > N"
+        )
+
+
+def _check_power(power, name="power"):
+    check_nonnegative(name, power)
+
+
+def normalize_power(W, power, mode: str = "total"):
+    """Scale ``W (N, K)`` to total power ``power`` [W].
+
+    ``mode="total"``: one common factor, ``||W||_F^2 = power`` (keeps the power split).
+    ``mode="columns"``: every column to ``power / K`` (equal power per user).
+    Zero columns stay zero (no NaN).
+    """
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"normalize mode must be one of {NORMALIZE_MODES}, got {mode!r}")
+    power = jnp.asarray(power, _real_dtype(W))
+    if mode == "total":
+        scale = jnp.sqrt(_safe_div(power, _sq_norm(W)))
+        return W * scale
+    K = W.shape[-1]
+    scale = jnp.sqrt(_safe_div(power / K, _sq_norm(W, axis=-2)))
+    return W * scale[..., None, :]
+
+
+def _unit_channel(H):
+    """``H / ||H||_F`` (zero stays zero) and the squared norm used."""
+    nrm2 = _sq_norm(H)
+    return H * jnp.sqrt(_safe_div(jnp.ones_like(nrm2), nrm2)), nrm2
+
+
+def _psd_solve(M, B):
+    """Solve ``M X = B`` for Hermitian positive-definite ``M`` by Cholesky."""
+    return cho_solve((jnp.linalg.cholesky(M), True), B)
+
+
+# ------------------------------------------------------------- linear ones
+def mrt(H, power):
+    """Maximum-ratio transmission ``W ∝ H^H``, equal power per user. Any K."""
+    _check_channel(H)
+    _check_power(power)
+    return normalize_power(jnp.conj(H).T, power, "columns")
+
+
+def rzf(H, power, alpha, *, normalize: str = "columns"):
+    """Regularised zero-forcing ``W ∝ H^H (H H^H + alpha I)^{-1}``.
+
+    Args:
+      H: ``(K, N)`` channel.
+      power: budget [W].
+      alpha: regulariser in channel-gain units (same units as ``|H|^2``);
+        ``K * noise_power / power`` is the MMSE-like choice. ``alpha -> 0``
+        gives ``zf``.
+      normalize: ``"columns"`` (equal power per user, default) or ``"total"``.
+
+    Returns:
+      ``(N, K)`` beamformer with ``||W||_F^2 = power``.
+    """
+    _check_channel(H, max_users_is_n=False)
+    _check_power(power)
+    check_nonnegative("alpha", alpha)
+    Hn, nrm2 = _unit_channel(H)
+    K = H.shape[0]
+    rdt = _real_dtype(H)
+    # relative jitter keeps Cholesky finite for rank-deficient H (coincident users)
+    jitter = 16 * jnp.finfo(rdt).eps
+    reg = _safe_div(jnp.asarray(alpha, rdt), nrm2) + jitter
+    M = Hn @ jnp.conj(Hn).T + reg * jnp.eye(K, dtype=H.dtype)
+    F = jnp.conj(Hn).T @ _psd_solve(M, jnp.eye(K, dtype=H.dtype))
+    return normalize_power(F, power, normalize)
+
+
+def zf(H, power, *, normalize: str = "columns"):
+    """Zero-forcing ``W ∝ H^H (H H^H)^{-1}``: ``H @ W`` is diagonal. Needs ``K <= N``.
+
+    A relative jitter of ``16 eps`` regularises the Gram matrix so coincident
+    users (rank-deficient ``H``) give finite results instead of NaN.
+    """
+    _check_channel(H, max_users_is_n=True, name="zf")
+    return rzf(H, power, 0.0, normalize=normalize)
+
+
+# ---------------------------------------------------------------- KKT map
+def kkt(H, lam, share, power):
+    """KKT-structured beamformer (JB eqs. (41)-(44), (56); TT (17); MODELS §3.2).
+
+    ``D = (I_N + H^H diag(lam) H)^{-1} H^H`` and
+    ``W[:, k] = sqrt(share_k * power) D[:, k] / ||D[:, k]||``.
+    The printed normalisation (56) is garbled; the per-column normalisation here
+    is the authors' code and meets the budget exactly when ``sum(share) = 1``.
+
+    Args:
+      H: ``(K, N)`` channel.
+      lam: ``(K,)`` non-negative dual weights, in units of 1/|H|^2.
+      share: ``(K,)`` power shares (renormalised to sum to one; all-zero -> equal).
+      power: budget [W].
+
+    Returns:
+      ``(N, K)`` beamformer; differentiable in ``H``, ``lam`` and ``share``.
+    """
+    _check_channel(H)
+    _check_power(power)
+    K, N = H.shape
+    if not is_tracer(lam):
+        check_shape("lam", lam, (K,))
+        check_nonnegative("lam", lam)
+    if not is_tracer(share):
+        check_shape("share", share, (K,))
+        check_nonnegative("share", share)
+    rdt = _real_dtype(H)
+    lam = jnp.asarray(lam, rdt)
+    share = jnp.asarray(share, rdt)
+    total = jnp.sum(share)
+    share = jnp.where(total > 0, share / jnp.where(total > 0, total, 1.0), 1.0 / K)
+    Hh = jnp.conj(H).T
+    M = jnp.eye(N, dtype=H.dtype) + (Hh * lam[None, :]) @ H
+    D = _psd_solve(M, Hh)
+    col = jnp.sqrt(_safe_div(jnp.ones((K,), rdt), _sq_norm(D, axis=0)))
+    return D * (col * jnp.sqrt(share * jnp.asarray(power, rdt)))[None, :]
+
+
+# ------------------------------------------------------------------ WMMSE
+class WmmseResult(NamedTuple):
+    """WMMSE output.
+
+    Attributes:
+      W: ``(N, K)`` beamformer (power budget met with equality).
+      lam: ``(K,)`` duals ``alpha_k |u_k|^2 / mu`` of the last W-update, in the
+        physical units ``kkt`` expects: ``kkt(H, lam, share, power)`` rebuilds W
+        up to a per-column phase.
+      share: ``(K,)`` power shares ``||W[:, k]||^2 / power``.
+      sum_rates: ``(iterations + 1,)`` sum rate of the initial point and after
+        each iteration (tolerance mode: NaN after the stopping iteration).
+      iterations: number of iterations run.
+    """
+
+    W: jax.Array
+    lam: jax.Array
+    share: jax.Array
+    sum_rates: jax.Array
+    iterations: jax.Array
+
+
+def _solve_shifted(A, mu, B, evals, evecs):
+    """``(A + mu I)^{-1} B`` with implicit-function gradients.
+
+    The forward solve uses the (non-differentiated) eigendecomposition of ``A``;
+    ``lax.custom_linear_solve`` differentiates through the linear system itself,
+    so degenerate eigenvalues (K < N) never put ``1/(d_i - d_j)`` into a gradient.
+    """
+    inv = 1.0 / (evals + mu)
+
+    def matvec(y):
+        return A @ y + mu * y
+
+    def solve(_, b):
+        return evecs @ (inv[:, None] * (jnp.conj(evecs).T @ b))
+
+    def transpose_solve(_, b):  # (A + mu I)^T = conj(A) + mu I for Hermitian A
+        return jnp.conj(evecs) @ (inv[:, None] * (evecs.T @ b))
+
+    return jax.lax.custom_linear_solve(matvec, B, solve, transpose_solve)
+
+
+def _power_multiplier(evals, c2, steps: int):
+    """Smallest ``mu >= floor`` with ``sum_n c2_n / (d_n + mu)^2 <= 1`` (bisection).
+
+    ``c2_n = sum_k |(U^H B)_{n,k}|^2``. Bracket from ``d_min <= d_n <= d_max``:
+    ``mu in [s - d_max, s - d_min]`` with ``s = sqrt(sum c2)``.
+    """
+    dt = evals.dtype
+    floor = 64 * jnp.finfo(dt).eps * (jnp.max(evals) + 1.0)
+    s = jnp.sqrt(jnp.sum(c2))
+    lo = jnp.maximum(s - jnp.max(evals), floor)
+    hi = jnp.maximum(s - jnp.min(evals), floor)
+
+    def power(mu):
+        return jnp.sum(c2 / (evals + mu) ** 2)
+
+    def body(_, bracket):
+        a, b = bracket
+        m = 0.5 * (a + b)
+        over = power(m) > 1.0
+        return jnp.where(over, m, a), jnp.where(over, b, m)
+
+    lo, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
+    return jnp.where(power(floor) <= 1.0, floor, hi)
+
+
+def _wmmse_step(G, W):
+    """One WMMSE iteration in noise- and power-normalised units (unit budget, unit noise).
+
+    JB eqs. (11)-(14): MMSE receivers ``u_k = (g_k w_k) / J_k``, weights
+    ``alpha_k = 1/e_k = J_k / (J_k - |g_k w_k|^2)``, then
+    ``W = (sum_k alpha_k |u_k|^2 g_k^H g_k + mu I)^{-1} [alpha_k u_k g_k^H]_k``
+    with ``mu`` such that ``||W||_F^2 = 1`` (or ``mu = 0`` and a rescale to full
+    power when the budget is slack; scaling up never lowers the sum rate).
+    Returns the new W and the duals ``alpha |u|^2 / mu``.
+    """
+    rdt = _real_dtype(G)
+    Y = G @ W  # (K, K): [k, i] = g_k w_i
+    P = Y.real**2 + Y.imag**2
+    J = jnp.sum(P, axis=1) + 1.0
+    s = jnp.diagonal(Y)
+    u = s / J
+    alpha = J / jnp.maximum(J - (s.real**2 + s.imag**2), 1.0)  # J - |s|^2 >= noise = 1
+    weight = alpha * (u.real**2 + u.imag**2)
+    Gh = jnp.conj(G).T
+    A = (Gh * weight[None, :]) @ G
+    A = 0.5 * (A + jnp.conj(A).T)
+    B = Gh * (alpha * u)[None, :]
+    evals, evecs = jax.lax.stop_gradient(jnp.linalg.eigh(A))
+    evals = jnp.maximum(evals, 0.0)
+    c = jnp.conj(evecs).T @ jax.lax.stop_gradient(B)
+    c2 = jnp.sum(c.real**2 + c.imag**2, axis=1)
+    mu0 = _power_multiplier(evals, c2, steps=60 if rdt == jnp.float64 else 30)
+    Y0 = _solve_shifted(A, mu0, B, evals, evecs)
+    # implicit derivative of mu: F(mu, A, B) = ||Y(mu)||^2 - 1 = 0 on the active branch
+    Z = jax.lax.stop_gradient(evecs @ ((1.0 / (evals + mu0))[:, None] * (jnp.conj(evecs).T @ Y0)))
+    F = _sq_norm(Y0) - 1.0
+    dF = jax.lax.stop_gradient(-2.0 * jnp.real(jnp.vdot(Y0, Z)))
+    active = jax.lax.stop_gradient(F) > -1e3 * jnp.finfo(rdt).eps  # budget binds
+    dmu = jnp.where(active, -(F - jax.lax.stop_gradient(F)) / jnp.where(dF < 0, dF, -1.0), 0.0)
+    W_new = Y0 - dmu * Z
+    W_new = normalize_power(W_new, 1.0, "total")
+    lam = weight / mu0
+    return W_new, lam
+
+
+def _wmmse_init(H, init, power):
+    K, N = H.shape
+    if isinstance(init, str):
+        if init not in ("auto", "zf", "mrt"):
+            raise ValueError(f"wmmse init must be 'auto', 'zf', 'mrt' or an (N, K) array, got {init!r}")
+        if init == "auto":
+            init = "zf" if K <= N else "mrt"
+        return zf(H, 1.0) if init == "zf" else mrt(H, 1.0)
+    W0 = jnp.asarray(init)
+    if not is_tracer(W0):
+        check_shape("init", W0, (N, K))
+    return normalize_power(W0.astype(H.dtype), 1.0, "total")
+
+
+def wmmse(H, power, noise_power, *, iterations: int = 100, init="auto", tol=None, return_info: bool = False):
+    """Weighted MMSE transmit beamforming (JB eqs. (11)-(14); MODELS §3.1).
+
+    Two modes:
+
+    * ``tol=None`` (default): exactly ``iterations`` updates in a ``lax.scan``;
+      reverse-mode differentiable (unrolled), with exact implicit gradients of
+      the power multiplier and of the linear solve.
+    * ``tol`` given: ``lax.while_loop`` that stops when the relative sum-rate change
+      drops below ``tol`` (or after ``iterations``); forward use only.
+
+    Internally the problem is normalised to unit noise and unit budget
+    (``G = H sqrt(power / noise_power)``) so float32 stays well scaled; every
+    iterate meets the budget with equality and the sum rate never decreases.
+
+    Args:
+      H: ``(K, N)`` channel (any K; init ZF needs K <= N).
+      power: budget P [W]. noise_power: sigma^2 [W] (> 0).
+      iterations: number of updates (maximum, in ``tol`` mode).
+      init: ``"auto"`` (ZF if K <= N else MRT), ``"zf"``, ``"mrt"``, or an ``(N, K)`` start.
+      tol: relative sum-rate change for early stopping, or None.
+      return_info: return a ``WmmseResult`` with duals, shares and history.
+
+    Returns:
+      ``(N, K)`` beamformer, or ``WmmseResult`` if ``return_info``.
+    """
+    _check_channel(H)
+    _check_power(power)
+    check_positive_int("iterations", iterations)
+    if not is_tracer(noise_power):
+        check_nonnegative("noise_power", noise_power)
+        if float(noise_power) <= 0:
+            raise ValueError(f"noise_power must be > 0, got {noise_power}")
+    if tol is not None and not is_tracer(tol) and not float(tol) > 0:
+        raise ValueError(f"tol must be > 0 or None, got {tol}")
+    rdt = _real_dtype(H)
+    scale = jnp.sqrt(jnp.asarray(power, rdt) / jnp.asarray(noise_power, rdt))
+    G = H * scale
+    W0 = _wmmse_init(H, init, power)
+    K = H.shape[0]
+    rate0 = sum_rate(G, W0, 1.0)
+    lam0 = jnp.zeros((K,), rdt)
+
+    if tol is None:
+        def body(carry, _):
+            W, _lam = carry
+            W, lam = _wmmse_step(G, W)
+            return (W, lam), sum_rate(G, W, 1.0)
+
+        (W, lam), history = jax.lax.scan(body, (W0, lam0), None, length=iterations)
+        count = jnp.asarray(iterations)
+    else:
+        tol = jnp.asarray(tol, rdt)
+        buf = jnp.full((iterations,), jnp.nan, rdt)
+
+        def cond(state):
+            i, _W, _lam, prev, cur, _buf = state
+            change = jnp.abs(cur - prev) / jnp.maximum(jnp.abs(cur), 1e-30)
+            return (i < iterations) & ((i == 0) | (change > tol))
+
+        def step(state):
+            i, W, _lam, _prev, cur, buf = state
+            W, lam = _wmmse_step(G, W)
+            new = sum_rate(G, W, 1.0)
+            return i + 1, W, lam, cur, new, buf.at[i].set(new)
+
+        count, W, lam, _, _, history = jax.lax.while_loop(
+            cond, step, (jnp.asarray(0), W0, lam0, rate0, rate0, buf)
+        )
+        history = jax.lax.stop_gradient(history)
+    W_out = W * jnp.sqrt(jnp.asarray(power, rdt))
+    if not return_info:
+        return W_out
+    share = _sq_norm(W, axis=0)  # unit budget -> shares directly
+    return WmmseResult(
+        W=W_out,
+        lam=lam * scale**2,  # G = scale * H  =>  physical duals scale by scale^2
+        share=share,
+        sum_rates=jnp.concatenate([rate0[None], history]),
+        iterations=count,
+    )

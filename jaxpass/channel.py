@@ -1,0 +1,247 @@
+"""PASS channel model (MODELS §2, §5, §6; JB eqs. (2)-(9), TT (1)-(6)).
+
+Single drop per call: positions ``X (N, L)`` [m], users ``(K, 2)`` [m]; batch
+with ``jax.vmap``. Complex outputs are complex64 for float32 inputs and
+complex128 under x64. Phases are evaluated in cycles through
+``jaxpass.phase.cis_cycles`` (one routine for the whole library).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxpass._checks import check_finite, check_positive_int, check_shape, is_tracer
+from jaxpass.config import PassConfig
+from jaxpass.phase import cis_cycles, reduce_cycles
+from jaxpass.units import SPEED_OF_LIGHT
+
+
+def _float_dtype(*arrays):
+    dt = jnp.result_type(*[jnp.asarray(a).dtype for a in arrays])
+    return dt if jnp.issubdtype(dt, jnp.floating) else jnp.result_type(float)
+
+
+def _check_drop(cfg: PassConfig, X, users):
+    """Validate one drop's shapes and finiteness at the boundary (tracers skip)."""
+    if not is_tracer(X):
+        check_shape("X (positions)", X, (cfg.num_waveguides, cfg.num_pinches))
+        check_finite("X (positions)", X)
+    if not is_tracer(users):
+        check_shape("users", users, (cfg.num_users, 2))
+        check_finite("users", users)
+
+
+def distances(cfg: PassConfig, X, users):
+    """``r[k, n, l] = sqrt((X[n,l] - x_k)^2 + (y_n - y_k)^2 + h^2)`` [m], shape ``(K, N, L)``.
+
+    Never zero because ``h > 0``, so no division guard is needed downstream.
+    """
+    _check_drop(cfg, X, users)
+    X = jnp.asarray(X)
+    users = jnp.asarray(users)
+    dt = _float_dtype(X, users)
+    X, users = X.astype(dt), users.astype(dt)
+    dx = X[None, :, :] - users[:, 0, None, None]
+    dy = cfg.lane_y.astype(dt)[None, :] - users[:, 1, None]  # (K, N)
+    h = jnp.asarray(cfg.height, dt)
+    return jnp.sqrt(dx * dx + (dy * dy + h * h)[:, :, None])
+
+
+def equal_split(num_elements: int, dtype=None):
+    """Split coefficients ``delta_n = 1/(L - n)`` that radiate equal power ``1/L`` (MODELS §5)."""
+    dtype = dtype or jnp.result_type(float)
+    return 1.0 / (num_elements - jnp.arange(num_elements, dtype=dtype))
+
+
+def coupled_amplitudes(split):
+    """Radiated amplitudes of the power-split model (MODELS §5, EE).
+
+    ``a_n = sqrt(delta_n) prod_{i<n} sqrt(1 - delta_i)``; the residual power
+    ``prod_n (1 - delta_n)`` is lost at the end of the waveguide.
+
+    Args:
+      split: ``(..., L)`` split coefficients ``delta`` in ``[0, 1]`` (clipped).
+
+    Returns:
+      ``(..., L)`` non-negative amplitudes with ``sum a^2 = 1 - prod(1 - delta)``.
+    """
+    d = jnp.clip(jnp.asarray(split), 0.0, 1.0)
+    keep = 1.0 - d
+    # exclusive cumulative product of (1 - delta_i), i < n
+    before = jnp.cumprod(jnp.concatenate([jnp.ones_like(keep[..., :1]), keep[..., :-1]], axis=-1), axis=-1)
+    # sqrt(x) with a finite derivative at 0 (x = 0 happens for delta = 0 or 1)
+    return _safe_sqrt(d * before)
+
+
+def _safe_sqrt(x):
+    tiny = jnp.finfo(x.dtype).tiny
+    pos = x > tiny
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
+def radiation_amplitudes(cfg: PassConfig, split=None, dtype=None):
+    """``a[n, l]`` of shape ``(N, L)`` for the config's radiation model.
+
+    ``"equal"``: ``1/sqrt(L)`` (JB eq. (3)). ``"coupled"``: ``coupled_amplitudes(split)``
+    with ``split`` of shape ``(L,)`` or ``(N, L)``; default ``equal_split(L)``.
+    """
+    dtype = dtype or jnp.result_type(float)
+    N, L = cfg.num_waveguides, cfg.num_pinches
+    if cfg.radiation == "equal":
+        if split is not None:
+            raise ValueError("split coefficients need radiation='coupled' (config has radiation='equal')")
+        return jnp.full((N, L), 1.0 / jnp.sqrt(jnp.asarray(L, dtype)), dtype)
+    if split is None:
+        split = equal_split(L, dtype)
+    split = jnp.asarray(split, dtype)
+    if not is_tracer(split):
+        if split.shape not in ((L,), (N, L)):
+            raise ValueError(f"split must have shape ({L},) or ({N}, {L}), got {split.shape}")
+        check_finite("split", split)
+    return jnp.broadcast_to(coupled_amplitudes(split), (N, L))
+
+
+def _amplitudes(cfg: PassConfig, amplitudes, dtype):
+    if amplitudes is None:
+        return radiation_amplitudes(cfg, dtype=dtype)
+    a = jnp.asarray(amplitudes)
+    if not is_tracer(a):
+        if a.shape not in ((cfg.num_pinches,), (cfg.num_waveguides, cfg.num_pinches)):
+            raise ValueError(
+                f"amplitudes must have shape ({cfg.num_pinches},) or "
+                f"({cfg.num_waveguides}, {cfg.num_pinches}), got {a.shape}"
+            )
+        check_finite("amplitudes", a)
+    return jnp.broadcast_to(a.astype(dtype), (cfg.num_waveguides, cfg.num_pinches))
+
+
+def _waveguide_loss(cfg: PassConfig, X):
+    """Amplitude attenuation ``10**(-alpha_db x / 20)`` along the waveguide."""
+    return jnp.exp(-(jnp.log(10.0) / 20.0) * jnp.asarray(cfg.loss_db_per_m, X.dtype) * X)
+
+
+def pinch_response(cfg: PassConfig, X, amplitudes=None, *, method: str = "auto"):
+    """In-waveguide response ``g[n,l] = a e^{-j kappa n_eff x} 10^{-alpha x/20}``, ``(N, L)`` complex.
+
+    JB eq. (4) / MODELS §2. ``amplitudes``: optional ``(N, L)`` or ``(L,)`` override.
+    """
+    X = jnp.asarray(X)
+    if not is_tracer(X):
+        check_shape("X (positions)", X, (cfg.num_waveguides, cfg.num_pinches))
+    dt = _float_dtype(X)
+    X = X.astype(dt)
+    lam = SPEED_OF_LIGHT / jnp.asarray(cfg.carrier_freq, dt)
+    c, s = cis_cycles(jnp.asarray(cfg.n_eff, dt) * X / lam, method)
+    mag = _amplitudes(cfg, amplitudes, dt) * _waveguide_loss(cfg, X)
+    return jax.lax.complex(mag * c, -mag * s)
+
+
+def free_space_links(cfg: PassConfig, X, users, *, method: str = "auto"):
+    """``h[k,n,l] = sqrt(beta) e^{-j kappa r} / r``, shape ``(K, N, L)`` complex (JB eq. (2))."""
+    r = distances(cfg, X, users)
+    lam = SPEED_OF_LIGHT / jnp.asarray(cfg.carrier_freq, r.dtype)
+    c, s = cis_cycles(r / lam, method)
+    mag = jnp.sqrt(jnp.asarray(cfg.beta, r.dtype)) / r
+    return jax.lax.complex(mag * c, -mag * s)
+
+
+def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, method: str = "auto"):
+    """Effective channel ``Heff[k, n] = sum_l h[k,n,l] g[n,l]``, shape ``(K, N)`` complex.
+
+    MODELS §2 (JB eqs. (2)-(9)): row ``k`` is ``h_k^H G(X)``; with a beamformer
+    ``W (N, K)`` user k receives ``Heff[k] @ W``. Computed in one fused pass:
+    magnitude ``sqrt(beta) a[n,l] 10^{-alpha x/20} / r`` and phase
+    ``-(r + n_eff x) / lambda`` cycles.
+
+    Args:
+      cfg: the scenario.
+      X: ``(N, L)`` pinch positions [m].
+      users: ``(K, 2)`` user coordinates [m].
+      amplitudes: optional ``(N, L)``/``(L,)`` radiation amplitudes (default from
+        ``cfg.radiation``; see ``radiation_amplitudes``).
+      los: optional LoS indicators or weights broadcastable to ``(K, N, L)``
+        (MODELS §6 blockage masks), multiplying each path.
+      method: ``cis`` evaluation path (``jaxpass.phase``).
+
+    Returns:
+      ``(K, N)`` complex effective channel (amplitude units: sqrt(W) gain).
+    """
+    r = distances(cfg, X, users)
+    dt = r.dtype
+    X = jnp.asarray(X, dt)
+    lam = SPEED_OF_LIGHT / jnp.asarray(cfg.carrier_freq, dt)
+    guide = reduce_cycles(jnp.asarray(cfg.n_eff, dt) * X / lam)  # (N, L), reduced once
+    c, s = cis_cycles(r / lam + guide[None], method)
+    gain = jnp.sqrt(jnp.asarray(cfg.beta, dt)) * _amplitudes(cfg, amplitudes, dt) * _waveguide_loss(cfg, X)
+    mag = gain[None] / r
+    if los is not None:
+        los = jnp.asarray(los, dt)
+        if not is_tracer(los):
+            check_finite("los", los)
+            try:
+                jnp.broadcast_shapes(los.shape, mag.shape)
+            except ValueError:
+                raise ValueError(f"los must broadcast to (K, N, L)={mag.shape}, got {los.shape}") from None
+        mag = mag * los
+    return jax.lax.complex(jnp.sum(mag * c, axis=-1), -jnp.sum(mag * s, axis=-1))
+
+
+def los_probability(cfg: PassConfig, X, users):
+    """LoS probability ``p[k,n,l] = exp(-beta_b r[k,n,l])``, shape ``(K, N, L)`` (MODELS §6)."""
+    r = distances(cfg, X, users)
+    return jnp.exp(-jnp.asarray(cfg.blockage_rate, r.dtype) * r)
+
+
+def blockage_covariance(cfg: PassConfig, X, users, *, amplitudes=None, method: str = "auto"):
+    """Blockage-averaged channel covariance ``R_k = E[h_k h_k^H]``, shape ``(K, N, N)``.
+
+    MODELS §6 with independent Bernoulli LoS indicators per path (prob. ``p``):
+    for path coefficients ``c[k,n,l]`` (the terms of ``effective_channel``),
+    ``R_k = m_k m_k^H + diag(sum_l p (1-p) |c|^2)`` with ``m_k[n] = sum_l p c``.
+    For one pinch per waveguide (PB) this is
+    ``(p_k * hbar_k)(p_k * hbar_k)^H + diag(p_k (1 - p_k) |hbar_k|^2)``.
+    In the row convention of ``effective_channel`` (user k receives
+    ``Heff[k] @ w``) we return ``R_k = E[Heff[k]^H Heff[k]]``, i.e.
+    ``R_k[n, m] = E[conj(Heff[k, n]) Heff[k, m]]``, so that the expected received
+    power is ``E|Heff[k] @ w|^2 = w^H R_k w`` and the expected SNR is that over sigma^2.
+    """
+    p = los_probability(cfg, X, users)  # (K, N, L)
+    K, N, L = p.shape
+    # path coefficients c[k,n,l], computed as effective_channel of each path alone
+    paths = jax.vmap(
+        lambda mask: effective_channel(cfg, X, users, amplitudes=amplitudes, los=mask, method=method),
+        in_axes=0,
+        out_axes=-1,
+    )(jnp.eye(L, dtype=p.dtype)[:, None, None, :])  # (K, N, L)
+    mean = jnp.sum(p * paths, axis=-1)  # (K, N) = E[Heff[k, n]]
+    var = jnp.sum(p * (1.0 - p) * jnp.abs(paths) ** 2, axis=-1)  # (K, N)
+    outer = jnp.conj(mean)[:, :, None] * mean[:, None, :]
+    return outer + jax.vmap(jnp.diag)(var).astype(outer.dtype)
+
+
+def ula_channel(cfg: PassConfig, users, num_antennas: int, spacing=None, *, method: str = "auto"):
+    """Conventional uniform linear array at the origin (MODELS §3.5), shape ``(K, M)`` complex.
+
+    Element ``m`` sits at ``(m * spacing, 0, h)`` (ULA along x, default spacing
+    ``lambda/2``); ``H[k, m] = sqrt(beta) e^{-j kappa r_km} / r_km``, the same
+    spherical-wave free-space model as the pinches. A sub-connected hybrid array
+    with N RF chains of L antennas uses ``num_antennas = N * L`` and groups
+    consecutive elements per chain.
+    """
+    check_positive_int("num_antennas", num_antennas)
+    users = jnp.asarray(users)
+    if not is_tracer(users):
+        check_shape("users", users, (cfg.num_users, 2))
+        check_finite("users", users)
+    dt = _float_dtype(users)
+    users = users.astype(dt)
+    lam = SPEED_OF_LIGHT / jnp.asarray(cfg.carrier_freq, dt)
+    d = lam / 2 if spacing is None else jnp.asarray(spacing, dt)
+    xm = jnp.arange(num_antennas, dtype=dt) * d
+    dx = xm[None, :] - users[:, 0:1]
+    h = jnp.asarray(cfg.height, dt)
+    r = jnp.sqrt(dx * dx + (users[:, 1:2] ** 2 + h * h))
+    c, s = cis_cycles(r / lam, method)
+    mag = jnp.sqrt(jnp.asarray(cfg.beta, dt)) / r
+    return jax.lax.complex(mag * c, -mag * s)

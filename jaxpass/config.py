@@ -1,0 +1,244 @@
+"""``PassConfig``: one immutable pytree describing a PASS scenario (DESIGN.md).
+
+Shape-defining integers (K, N, L) and string choices are static fields; every
+physical number is a pytree leaf, so ``jax.jit`` does not retrace when, say,
+the power changes, and gradients with respect to physical parameters work.
+
+Validation runs on construction whenever the values are concrete (not
+tracers) and raises ``ValueError``/``TypeError`` naming the field, the value
+and the allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxpass import units
+
+RADIATION_MODELS = ("equal", "coupled")
+
+
+def _concrete(value: Any):
+    """Return ``value`` as a NumPy array if it is concrete numeric data, else None."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        arr = np.asarray(value)
+    except Exception:  # pragma: no cover - exotic placeholders used by JAX internals
+        return None
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        return None
+    return arr
+
+
+@struct.dataclass
+class PassConfig:
+    """A pinching-antenna scenario (MODELS §1-§6), SI units throughout.
+
+    Attributes:
+      num_users: K, single-antenna users (static).
+      num_waveguides: N, waveguides = RF chains (static).
+      num_pinches: L, pinches per waveguide (static).
+      radiation: ``"equal"`` (``a = 1/sqrt(L)``, JB eq. (3)) or ``"coupled"``
+        (power-split model of MODELS §5) (static).
+      carrier_freq: f_c [Hz].
+      n_eff: effective refractive index of the waveguide.
+      height: pinch height h above the users' plane [m].
+      length_x: S_x, waveguide length and area extent along x [m].
+      width_y: S_y, area extent along y [m].
+      waveguide_y: ``None`` for centred lanes ``(n + 1/2) S_y / N`` or a
+        length-N tuple of lane coordinates [m].
+      power_dbm: transmit power budget P [dBm].
+      noise_dbm: noise power sigma^2 [dBm].
+      beta: channel gain at 1 m (``units.beta_seed`` / ``units.beta_friis``).
+      min_spacing: minimum pinch spacing delta_min [m] (presets: lambda/2).
+      loss_db_per_m: in-waveguide loss alpha [dB/m].
+      blockage_rate: LoS blockage rate beta_b [1/m]; 0 = always LoS (MODELS §6).
+      circuit_power_dbm: circuit power P_c for energy efficiency [dBm] (MODELS §5).
+    """
+
+    num_users: int = struct.field(pytree_node=False, default=4)
+    num_waveguides: int = struct.field(pytree_node=False, default=4)
+    num_pinches: int = struct.field(pytree_node=False, default=8)
+    radiation: str = struct.field(pytree_node=False, default="equal")
+    carrier_freq: Any = 30e9
+    n_eff: Any = 1.4
+    height: Any = 2.5
+    length_x: Any = 20.0
+    width_y: Any = 10.0
+    waveguide_y: Any = None
+    power_dbm: Any = 10.0
+    noise_dbm: Any = -90.0
+    beta: Any = units.SPEED_OF_LIGHT / (4.0 * math.pi * 30e9)
+    min_spacing: Any = units.SPEED_OF_LIGHT / 30e9 / 2.0
+    loss_db_per_m: Any = 0.0
+    blockage_rate: Any = 0.0
+    circuit_power_dbm: Any = 20.0
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "PassConfig":
+        """Raise a clear error if the scenario is meaningless; return self."""
+        for name in ("num_users", "num_waveguides", "num_pinches"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"PassConfig.{name} must be an int, got {v!r}")
+            if v <= 0:
+                raise ValueError(f"PassConfig.{name} must be >= 1, got {v}")
+        if self.radiation not in RADIATION_MODELS:
+            raise ValueError(
+                f"PassConfig.radiation must be one of {RADIATION_MODELS}, got {self.radiation!r}"
+            )
+        positive = ("carrier_freq", "n_eff", "height", "length_x", "width_y", "beta", "min_spacing")
+        nonnegative = ("loss_db_per_m", "blockage_rate")
+        finite = ("power_dbm", "noise_dbm", "circuit_power_dbm")
+        values = {}
+        for name in positive + nonnegative + finite:
+            arr = _concrete(getattr(self, name))
+            if arr is None:
+                continue
+            if arr.ndim != 0:
+                raise ValueError(f"PassConfig.{name} must be a scalar, got shape {arr.shape}")
+            if not np.isfinite(arr):
+                raise ValueError(f"PassConfig.{name} must be finite, got {arr}")
+            if name in positive and not arr > 0:
+                raise ValueError(f"PassConfig.{name} must be > 0, got {arr}")
+            if name in nonnegative and not arr >= 0:
+                raise ValueError(f"PassConfig.{name} must be >= 0, got {arr}")
+            values[name] = float(arr)
+        if "n_eff" in values and values["n_eff"] < 1.0:
+            raise ValueError(f"PassConfig.n_eff must be >= 1 (a dielectric waveguide), got {values['n_eff']}")
+        if "min_spacing" in values and "length_x" in values:
+            need = self.num_pinches * values["min_spacing"]
+            if need > values["length_x"]:
+                raise ValueError(
+                    "PassConfig: num_pinches * min_spacing = "
+                    f"{self.num_pinches} * {values['min_spacing']:.6g} = {need:.6g} m exceeds "
+                    f"length_x = {values['length_x']:.6g} m; no feasible pinch layout exists"
+                )
+        if self.waveguide_y is not None:
+            lanes = _concrete(self.waveguide_y)
+            if lanes is not None:
+                if lanes.shape != (self.num_waveguides,):
+                    raise ValueError(
+                        f"PassConfig.waveguide_y must have length num_waveguides={self.num_waveguides}, "
+                        f"got shape {lanes.shape}"
+                    )
+                if not np.all(np.isfinite(lanes)):
+                    raise ValueError(f"PassConfig.waveguide_y must be finite, got {lanes}")
+                if "width_y" in values and (np.any(lanes < 0) or np.any(lanes > values["width_y"])):
+                    raise ValueError(
+                        f"PassConfig.waveguide_y must lie in [0, width_y={values['width_y']}], got {lanes}"
+                    )
+        return self
+
+    # -------------------------------------------------------------- properties
+    @property
+    def power(self):
+        """Transmit power budget P [W]."""
+        return units.dbm_to_watt(self.power_dbm)
+
+    @property
+    def noise_power(self):
+        """Noise power sigma^2 [W]."""
+        return units.dbm_to_watt(self.noise_dbm)
+
+    @property
+    def circuit_power(self):
+        """Circuit power P_c [W] (energy efficiency, MODELS §5)."""
+        return units.dbm_to_watt(self.circuit_power_dbm)
+
+    @property
+    def wavelength(self):
+        """Free-space wavelength lambda = c / f_c [m]."""
+        return units.SPEED_OF_LIGHT / jnp.asarray(self.carrier_freq)
+
+    @property
+    def wavenumber(self):
+        """Free-space wavenumber kappa = 2 pi / lambda [rad/m]."""
+        return 2.0 * jnp.pi / self.wavelength
+
+    @property
+    def lane_y(self):
+        """Waveguide lane coordinates y_n, shape ``(N,)`` [m]."""
+        if self.waveguide_y is not None:
+            return jnp.asarray(self.waveguide_y)
+        n = jnp.arange(self.num_waveguides)
+        return (n + 0.5) * jnp.asarray(self.width_y) / self.num_waveguides
+
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def joint_beamforming(cls, **overrides) -> "PassConfig":
+        """JB §V / Table I: K = N = 4, L = 8, 30 GHz, 20 x 10 m, h = 2.5 m,
+        P = 10 dBm, sigma^2 = -90 dBm, delta_min = lambda/2, seed beta (MODELS §3.6)."""
+        return _preset(
+            dict(num_users=4, num_waveguides=4, num_pinches=8, carrier_freq=30e9, n_eff=1.4,
+                 height=2.5, length_x=20.0, width_y=10.0, power_dbm=10.0, noise_dbm=-90.0,
+                 beta_convention="seed"),
+            overrides,
+        )
+
+    @classmethod
+    def two_timescale(cls, **overrides) -> "PassConfig":
+        """TT §V: K = N = 4, L = 8, 20 x 10 m, P = 20 dBm (grid 12..28), sigma^2 = -90 dBm;
+        remaining physics as JB (MODELS §4)."""
+        return _preset(
+            dict(num_users=4, num_waveguides=4, num_pinches=8, carrier_freq=30e9, n_eff=1.4,
+                 height=2.5, length_x=20.0, width_y=10.0, power_dbm=20.0, noise_dbm=-90.0,
+                 beta_convention="seed"),
+            overrides,
+        )
+
+    @classmethod
+    def energy_efficiency(cls, **overrides) -> "PassConfig":
+        """EE (reconstructed, MODELS §5): one waveguide at y = 2.5 m over 20 x 5 m, h = 3 m,
+        28 GHz, K = 4 TDMA users, N = 8 coupled elements, P_max = 20 dBm, P_c = 20 dBm,
+        sigma^2 = -90 dBm, Friis beta."""
+        return _preset(
+            dict(num_users=4, num_waveguides=1, num_pinches=8, radiation="coupled",
+                 carrier_freq=28e9, n_eff=1.4, height=3.0, length_x=20.0, width_y=5.0,
+                 waveguide_y=(2.5,), power_dbm=20.0, noise_dbm=-90.0, circuit_power_dbm=20.0,
+                 beta_convention="friis"),
+            overrides,
+        )
+
+    @classmethod
+    def power_min_blockage(cls, **overrides) -> "PassConfig":
+        """PB (reconstructed, MODELS §6): D = 10 m square, d = 3 m, 28 GHz, N = 2 waveguides
+        with one pinch each, K = 4 TDMA users, blockage rate 0.1 /m, sigma^2 = -90 dBm,
+        Friis beta."""
+        return _preset(
+            dict(num_users=4, num_waveguides=2, num_pinches=1, carrier_freq=28e9, n_eff=1.4,
+                 height=3.0, length_x=10.0, width_y=10.0, power_dbm=30.0, noise_dbm=-90.0,
+                 blockage_rate=0.1, beta_convention="friis"),
+            overrides,
+        )
+
+
+def _preset(base: dict, overrides: dict) -> PassConfig:
+    """Merge a preset with user overrides; fill beta and min_spacing from the carrier
+    frequency by the preset's named convention unless given explicitly."""
+    unknown = set(overrides) - set(PassConfig.__dataclass_fields__) - {"beta_convention"}
+    if unknown:
+        raise TypeError(f"unknown PassConfig field(s): {sorted(unknown)}")
+    params = {**base, **overrides}
+    convention = params.pop("beta_convention")
+    if convention not in ("seed", "friis"):
+        raise ValueError(f"beta_convention must be 'seed' or 'friis', got {convention!r}")
+    freq = params["carrier_freq"]
+    freq_c = _concrete(freq)
+    if freq_c is None or freq_c.ndim != 0 or not np.isfinite(freq_c) or freq_c <= 0:
+        raise ValueError(f"PassConfig.carrier_freq must be a finite number > 0, got {freq!r}")
+    if "beta" not in params:
+        params["beta"] = units.beta_seed(freq_c) if convention == "seed" else units.beta_friis(freq_c)
+    if "min_spacing" not in params:
+        params["min_spacing"] = units.SPEED_OF_LIGHT / float(freq_c) / 2.0
+    return PassConfig(**params)

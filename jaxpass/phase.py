@@ -1,0 +1,90 @@
+"""One complex-exponential routine for the whole channel (MODELS §2 numerics).
+
+Phases enter as *cycles* ``t`` (``kappa r / (2 pi) = r / lambda``), are reduced to
+``t - round(t)`` (exact in floating point for |t| < 2**23) and only then
+turned into cosine/sine. ``kappa r`` is ~1e4 rad, so evaluating ``cos(kappa r)``
+directly wastes precision and, on CPU, time: XLA's ``jnp.sin``/``jnp.cos`` do a
+slow generic range reduction (~66 M elem/s on the project's 2-core machines)
+while the fused quarter-turn reduction plus short polynomials below run at
+over 1 G elem/s.
+
+``cis_cycles(t, method=...)`` returns ``(cos 2 pi t, sin 2 pi t)``:
+
+* ``"poly"``: quarter-turn reduction + Taylor polynomials of degree 9/10 on
+  ``[-pi/4, pi/4]`` (truncation error < 2e-9); max abs error ~1e-7 in float32.
+* ``"hardware"``: reduced argument through ``jnp.cos``/``jnp.sin``.
+* ``"auto"`` (default): ``"poly"`` for float32 on CPU; ``"hardware"`` for
+  float64 (full accuracy) and on GPU/TPU where the hardware units are fast.
+
+Both paths are differentiable (``round`` has zero derivative, so
+``d/dt cos(2 pi t) = -2 pi sin(2 pi t)`` exactly as for the unreduced phase).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_TWO_PI = 6.283185307179586
+
+# Taylor coefficients of sin(a)/a and cos(a) in a^2 (Horner, highest first).
+_SIN_COEFFS = (1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0, 1.0)
+_COS_COEFFS = (-1.0 / 3628800.0, 1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0, -0.5, 1.0)
+
+
+def _horner(coeffs, x):
+    acc = jnp.asarray(coeffs[0], x.dtype)
+    for c in coeffs[1:]:
+        acc = acc * x + jnp.asarray(c, x.dtype)
+    return acc
+
+
+def resolve_method(dtype, method: str = "auto") -> str:
+    """The concrete evaluation path for ``method`` at ``dtype`` on the default backend."""
+    if method not in ("auto", "poly", "hardware"):
+        raise ValueError(f"cis method must be 'auto', 'poly' or 'hardware', got {method!r}")
+    if method != "auto":
+        return method
+    if jnp.dtype(dtype) == jnp.float64 or jax.default_backend() != "cpu":
+        return "hardware"
+    return "poly"
+
+
+def reduce_cycles(t):
+    """``t - round(t)`` in ``[-1/2, 1/2]``: the phase in cycles modulo one turn."""
+    return t - jnp.round(t)
+
+
+def cis_cycles(t, method: str = "auto"):
+    """``(cos(2 pi t), sin(2 pi t))`` for real ``t`` in cycles, any shape.
+
+    Args:
+      t: real array of phases in cycles (turns).
+      method: ``"auto"``, ``"poly"`` or ``"hardware"`` (see module docstring).
+
+    Returns:
+      Two real arrays of ``t``'s shape and dtype.
+    """
+    t = jnp.asarray(t)
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        t = t.astype(jnp.result_type(float))
+    path = resolve_method(t.dtype, method)
+    r = reduce_cycles(t)
+    if path == "hardware":
+        a = _TWO_PI * r
+        return jnp.cos(a), jnp.sin(a)
+    q = jnp.round(4.0 * r)  # quarter turns, in {-2, ..., 2}
+    a = _TWO_PI * (r - 0.25 * q)  # in [-pi/4, pi/4]
+    a2 = a * a
+    s = a * _horner(_SIN_COEFFS, a2)
+    c = _horner(_COS_COEFFS, a2)
+    qi = q.astype(jnp.int32) & 3  # -1 -> 3, -2 -> 2
+    cos_t = jnp.where(qi == 0, c, jnp.where(qi == 1, -s, jnp.where(qi == 2, -c, s)))
+    sin_t = jnp.where(qi == 0, s, jnp.where(qi == 1, c, jnp.where(qi == 2, -s, -c)))
+    return cos_t, sin_t
+
+
+def cis(t, method: str = "auto"):
+    """``exp(2j pi t)`` as a complex array (complex64 for float32 ``t``)."""
+    c, s = cis_cycles(t, method)
+    return jax.lax.complex(c, s)
