@@ -92,6 +92,11 @@ def mrt(H, power):
 def rzf(H, power, alpha, *, normalize: str = "columns"):
     """Regularised zero-forcing ``W ∝ H^H (H H^H + alpha I)^{-1}``.
 
+    Computed from the SVD of ``H`` (``V diag(s / (s^2 + alpha)) U^H``), accurate to
+    ``eps * cond(H)`` instead of the ``eps * cond(H)^2`` of a Gram-matrix solve, so
+    float32 ZF stays on float64's result for ill-conditioned drops (users close
+    together). Gradients come from implicit differentiation of the Gram system.
+
     Args:
       H: ``(K, N)`` channel.
       power: budget [W].
@@ -107,21 +112,17 @@ def rzf(H, power, alpha, *, normalize: str = "columns"):
     _check_power(power)
     check_nonnegative("alpha", alpha)
     Hn, nrm2 = _unit_channel(H)
-    K = H.shape[0]
     rdt = _real_dtype(H)
-    # relative jitter keeps Cholesky finite for rank-deficient H (coincident users)
-    jitter = 16 * jnp.finfo(rdt).eps
-    reg = _safe_div(jnp.asarray(alpha, rdt), nrm2) + jitter
-    M = Hn @ jnp.conj(Hn).T + reg * jnp.eye(K, dtype=H.dtype)
-    F = jnp.conj(Hn).T @ _psd_solve(M, jnp.eye(K, dtype=H.dtype))
+    reg = _safe_div(jnp.asarray(alpha, rdt), nrm2)
+    F = regularized_pinv(Hn, reg)
     return normalize_power(F, power, normalize)
 
 
 def zf(H, power, *, normalize: str = "columns"):
     """Zero-forcing ``W ∝ H^H (H H^H)^{-1}``: ``H @ W`` is diagonal. Needs ``K <= N``.
 
-    A relative jitter of ``16 eps`` regularises the Gram matrix so coincident
-    users (rank-deficient ``H``) give finite results instead of NaN.
+    Singular values below ``eps * s_max`` are regularised (``(eps s_max)^2`` added
+    to ``s^2``), so coincident users (rank-deficient ``H``) give finite results.
     """
     _check_channel(H, max_users_is_n=True, name="zf")
     return rzf(H, power, 0.0, normalize=normalize)
@@ -188,90 +189,146 @@ class WmmseResult(NamedTuple):
     iterations: jax.Array
 
 
-def _solve_shifted(A, mu, B, evals, evecs):
-    """``(A + mu I)^{-1} B`` with implicit-function gradients.
+def _svd(M):
+    """Full SVD of a (non-differentiated) ``(K, N)`` matrix: ``U (K, K)``, ``s (K,)`` zero-padded, ``Vh``."""
+    U, S, Vh = jnp.linalg.svd(jax.lax.stop_gradient(M), full_matrices=True)
+    K, N = M.shape
+    s = jnp.zeros((K,), S.dtype).at[: min(K, N)].set(S[: min(K, N)])
+    return U, s, Vh
 
-    The forward solve uses the (non-differentiated) eigendecomposition of ``A``;
-    ``lax.custom_linear_solve`` differentiates through the linear system itself,
-    so degenerate eigenvalues (K < N) never put ``1/(d_i - d_j)`` into a gradient.
+
+def _regularized_floor(s):
+    """Gram regulariser that only acts on numerically zero singular values."""
+    return (jnp.finfo(s.dtype).eps * jnp.max(s)) ** 2 + jnp.finfo(s.dtype).tiny
+
+
+def regularized_pinv(M, reg, svd=None):
+    """``M^H (M M^H + reg I)^{-1}`` for ``M (K, N)``, shape ``(N, K)``.
+
+    Forward value from the SVD ``M = U diag(s) V^H`` as ``V diag(s / (s^2 + reg)) U^H``
+    (accurate to ``eps * cond(M)``); the derivative with respect to ``M`` and
+    ``reg`` is that of the Gram system, obtained by ``lax.custom_linear_solve``
+    with the same SVD as solver. So no singular-value gaps ``1/(s_i^2 - s_j^2)``
+    ever enter a gradient (finite for repeated or zero singular values).
+
+    Args:
+      M: ``(K, N)`` complex matrix.
+      reg: scalar ``>= 0``; ``(eps s_max)^2`` is added so rank-deficient ``M`` stays finite.
+      svd: optional precomputed ``_svd(M)``.
     """
-    inv = 1.0 / (evals + mu)
+    K, N = M.shape
+    U, s, Vh = _svd(M) if svd is None else svd
+    r = min(K, N)
+    reg = reg + _regularized_floor(s)
+    reg_c = jax.lax.stop_gradient(reg)
+    inv = 1.0 / (s**2 + reg_c)  # (K,) eigenvalues of (M M^H + reg)^{-1}
+    value = jnp.conj(Vh[:r]).T @ ((s[:r] * inv[:r])[:, None] * jnp.conj(U[:, :r]).T)
 
     def matvec(y):
-        return A @ y + mu * y
+        return M @ (jnp.conj(M).T @ y) + reg * y
 
     def solve(_, b):
-        return evecs @ (inv[:, None] * (jnp.conj(evecs).T @ b))
+        return U @ (inv[:, None] * (jnp.conj(U).T @ b))
 
-    def transpose_solve(_, b):  # (A + mu I)^T = conj(A) + mu I for Hermitian A
-        return jnp.conj(evecs) @ (inv[:, None] * (evecs.T @ b))
+    def transpose_solve(_, b):  # (M M^H + reg)^T = conj(M M^H) + reg
+        return jnp.conj(U) @ (inv[:, None] * (U.T @ b))
 
-    return jax.lax.custom_linear_solve(matvec, B, solve, transpose_solve)
+    Y = jax.lax.custom_linear_solve(matvec, jnp.eye(K, dtype=M.dtype), solve, transpose_solve)
+    W = jnp.conj(M).T @ Y
+    return W + jax.lax.stop_gradient(value - W)
 
 
-def _power_multiplier(evals, c2, steps: int):
-    """Smallest ``mu >= floor`` with ``sum_n c2_n / (d_n + mu)^2 <= 1`` (bisection).
+def _power_multiplier(d, c2, floor, steps: int = 20):
+    """Smallest ``mu >= 0`` with ``p(mu) = sum_n c2_n / (d_n + floor + mu)^2 <= 1``.
 
-    ``c2_n = sum_k |(U^H B)_{n,k}|^2``. Bracket from ``d_min <= d_n <= d_max``:
-    ``mu in [s - d_max, s - d_min]`` with ``s = sqrt(sum c2)``.
+    The secular equation of a trust-region step (More & Sorensen): with
+    ``phi(mu) = p(mu)^{-1/2} - 1`` concave and increasing, Newton's method started
+    left of the root (``mu = s - d_max``, ``s = sqrt(sum c2)``, where ``p >= 1``) rises
+    monotonically to it with quadratic convergence, so a fixed number of steps
+    gives full precision in float32 and float64 alike (bisection would need
+    ~log2(d_max / mu) steps and stalls in float32).
     """
-    dt = evals.dtype
-    floor = 64 * jnp.finfo(dt).eps * (jnp.max(evals) + 1.0)
-    s = jnp.sqrt(jnp.sum(c2))
-    lo = jnp.maximum(s - jnp.max(evals), floor)
-    hi = jnp.maximum(s - jnp.min(evals), floor)
+    e = d + floor
+    live = c2 > 0  # directions that carry power; others would give 0/0 after underflow
+
+    def ratio(power_of_q, mu):
+        q = jnp.where(live, e + mu, 1.0)
+        return jnp.where(live, c2 / q**power_of_q, 0.0)
 
     def power(mu):
-        return jnp.sum(c2 / (evals + mu) ** 2)
+        return jnp.sum(ratio(2, mu))
 
-    def body(_, bracket):
-        a, b = bracket
-        m = 0.5 * (a + b)
-        over = power(m) > 1.0
-        return jnp.where(over, m, a), jnp.where(over, b, m)
+    def newton(_, mu):
+        p = power(mu)
+        dp = -2.0 * jnp.sum(ratio(3, mu))
+        phi = jax.lax.rsqrt(p) - 1.0
+        dphi = -0.5 * p ** (-1.5) * dp
+        step = jnp.where(dphi > 0, phi / jnp.where(dphi > 0, dphi, 1.0), 0.0)
+        return jnp.maximum(mu - step, mu)  # monotone from the left
 
-    lo, hi = jax.lax.fori_loop(0, steps, body, (lo, hi))
-    return jnp.where(power(floor) <= 1.0, floor, hi)
+    slack = power(jnp.zeros((), e.dtype)) <= 1.0
+    lo = jnp.maximum(jnp.sqrt(jnp.sum(c2)) - jnp.max(e), 0.0)
+    mu = jax.lax.fori_loop(0, steps, newton, lo)
+    return jnp.where(slack, 0.0, mu)
 
 
 def _wmmse_step(G, W):
     """One WMMSE iteration in noise- and power-normalised units (unit budget, unit noise).
 
     JB eqs. (11)-(14): MMSE receivers ``u_k = (g_k w_k) / J_k``, weights
-    ``alpha_k = 1/e_k = J_k / (J_k - |g_k w_k|^2)``, then
+    ``alpha_k = 1/e_k = J_k / (1 + interference_k)``, then
     ``W = (sum_k alpha_k |u_k|^2 g_k^H g_k + mu I)^{-1} [alpha_k u_k g_k^H]_k``
-    with ``mu`` such that ``||W||_F^2 = 1`` (or ``mu = 0`` and a rescale to full
-    power when the budget is slack; scaling up never lowers the sum rate).
+    with ``mu`` such that ``||W||_F^2 = 1`` (or ``mu`` at a tiny floor and a rescale
+    to full power when the budget is slack; scaling up never lowers the sum rate).
+
+    Numerics: with ``Gw = diag(sqrt(alpha) |u|) G`` and ``c = sqrt(alpha) u / |u|`` the
+    update is ``W = Gw^H (Gw Gw^H + mu I)^{-1} diag(c)`` (push-through identity),
+    i.e. ``regularized_pinv(Gw, mu) * c``: SVD-accurate forward values, implicit
+    gradients. Interference is summed off the diagonal, never as ``J - |s|^2``.
+    ``mu`` is found by bisection on the SVD and differentiated implicitly
+    (``dmu = -dF / F'`` for ``F = ||W(mu)||^2 - 1``).
     Returns the new W and the duals ``alpha |u|^2 / mu``.
     """
     rdt = _real_dtype(G)
+    K, N = G.shape
     Y = G @ W  # (K, K): [k, i] = g_k w_i
     P = Y.real**2 + Y.imag**2
-    J = jnp.sum(P, axis=1) + 1.0
     s = jnp.diagonal(Y)
+    interference = jnp.sum(jnp.where(jnp.eye(K, dtype=bool), 0.0, P), axis=1)
+    J = jnp.diagonal(P) + interference + 1.0
     u = s / J
-    alpha = J / jnp.maximum(J - (s.real**2 + s.imag**2), 1.0)  # J - |s|^2 >= noise = 1
-    weight = alpha * (u.real**2 + u.imag**2)
-    Gh = jnp.conj(G).T
-    A = (Gh * weight[None, :]) @ G
-    A = 0.5 * (A + jnp.conj(A).T)
-    B = Gh * (alpha * u)[None, :]
-    evals, evecs = jax.lax.stop_gradient(jnp.linalg.eigh(A))
-    evals = jnp.maximum(evals, 0.0)
-    c = jnp.conj(evecs).T @ jax.lax.stop_gradient(B)
-    c2 = jnp.sum(c.real**2 + c.imag**2, axis=1)
-    mu0 = _power_multiplier(evals, c2, steps=60 if rdt == jnp.float64 else 30)
-    Y0 = _solve_shifted(A, mu0, B, evals, evecs)
-    # implicit derivative of mu: F(mu, A, B) = ||Y(mu)||^2 - 1 = 0 on the active branch
-    Z = jax.lax.stop_gradient(evecs @ ((1.0 / (evals + mu0))[:, None] * (jnp.conj(evecs).T @ Y0)))
-    F = _sq_norm(Y0) - 1.0
-    dF = jax.lax.stop_gradient(-2.0 * jnp.real(jnp.vdot(Y0, Z)))
+    alpha = J / (interference + 1.0)
+    abs_u = jnp.abs(u)
+    weight = alpha * abs_u**2
+    phase_u = jnp.where(abs_u > 0, u / jnp.where(abs_u > 0, abs_u, 1.0), 0.0)
+    c = jnp.sqrt(alpha) * phase_u
+    Gw = jnp.sqrt(weight)[:, None] * G
+    svd = _svd(Gw)
+    U, sv, _ = svd
+    z = jax.lax.stop_gradient(jnp.conj(U).T * c[None, :])  # (K, K): U^H diag(c)
+    c2 = jnp.sum(z.real**2 + z.imag**2, axis=1) * sv**2
+    floor = _regularized_floor(sv)
+    mu0 = _power_multiplier(sv**2, c2, floor)
+    W0 = regularized_pinv(Gw, mu0, svd) * c[None, :]
+    # implicit derivative of mu on the active branch: W(mu) ~ W0 - (mu - mu0) Z
+    mu_eff = mu0 + floor
+    Z = jax.lax.stop_gradient(_pinv_derivative(svd, sv, mu_eff, z))
+    F = _sq_norm(W0) - 1.0
+    dF = jax.lax.stop_gradient(-2.0 * jnp.real(jnp.vdot(W0, Z)))
     active = jax.lax.stop_gradient(F) > -1e3 * jnp.finfo(rdt).eps  # budget binds
     dmu = jnp.where(active, -(F - jax.lax.stop_gradient(F)) / jnp.where(dF < 0, dF, -1.0), 0.0)
-    W_new = Y0 - dmu * Z
-    W_new = normalize_power(W_new, 1.0, "total")
-    lam = weight / mu0
+    W_new = normalize_power(W0 - dmu * Z, 1.0, "total")
+    lam = weight / mu_eff
     return W_new, lam
+
+
+def _pinv_derivative(svd, sv, mu, z):
+    """``-d/dmu [Gw^H (Gw Gw^H + mu)^{-1}] diag(c) = V diag(s / (s^2 + mu)^2) U^H diag(c)``."""
+    U, _, Vh = svd
+    K, N = U.shape[0], Vh.shape[0]
+    r = min(K, N)
+    coef = sv[:r] / (sv[:r] ** 2 + mu) ** 2
+    return jnp.conj(Vh[:r]).T @ (coef[:, None] * z[:r])
 
 
 def _wmmse_init(H, init, power):

@@ -1,0 +1,179 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import PRESETS, random_drop, random_positions, rel_err
+
+import jaxpass as jp
+
+C = 299_792_458.0
+
+
+def loop_effective_channel(cfg, X, users, amplitudes):
+    """MODELS §2 written as plain loops in float64 (the reference)."""
+    X, users, a = np.asarray(X, np.float64), np.asarray(users, np.float64), np.asarray(amplitudes, np.float64)
+    lam = C / cfg.carrier_freq
+    kappa = 2 * np.pi / lam
+    lanes = np.asarray(cfg.lane_y, np.float64)
+    H = np.zeros((cfg.num_users, cfg.num_waveguides), complex)
+    for k in range(cfg.num_users):
+        for n in range(cfg.num_waveguides):
+            for l in range(cfg.num_pinches):
+                x = X[n, l]
+                r = np.sqrt((x - users[k, 0]) ** 2 + (lanes[n] - users[k, 1]) ** 2 + cfg.height**2)
+                h = np.sqrt(cfg.beta) * np.exp(-1j * kappa * r) / r
+                g = a[n, l] * np.exp(-1j * kappa * cfg.n_eff * x) * 10 ** (-cfg.loss_db_per_m * x / 20)
+                H[k, n] += h * g
+    return H
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("radiation", ["equal", "coupled"])
+def test_effective_channel_equals_loop_reference_x64(x64, preset, radiation):
+    cfg = PRESETS[preset](radiation=radiation, loss_db_per_m=0.08)
+    for seed in range(5):
+        X, users = random_drop(seed, cfg)
+        if radiation == "coupled":
+            split = jax.random.uniform(jax.random.key(100 + seed), (cfg.num_waveguides, cfg.num_pinches))
+            a = jp.radiation_amplitudes(cfg, split)
+        else:
+            a = jp.radiation_amplitudes(cfg)
+        H = np.asarray(jp.effective_channel(cfg, X, users, amplitudes=a))
+        ref = loop_effective_channel(cfg, X, users, a)
+        assert H.dtype == np.complex128
+        np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+        # the default amplitudes of each radiation model are equal-power
+        np.testing.assert_allclose(
+            np.asarray(jp.effective_channel(cfg, X, users)),
+            loop_effective_channel(cfg, X, users, np.full(X.shape, cfg.num_pinches**-0.5)),
+            rtol=1e-10, atol=1e-10 * np.abs(ref).max(),
+        )
+
+
+def test_channel_factors_into_links_and_pinch_response(x64, jb_cfg):
+    cfg = jb_cfg.replace(loss_db_per_m=0.05)
+    X, users = random_drop(1, cfg)
+    H = jp.effective_channel(cfg, X, users)
+    H2 = jnp.sum(jp.free_space_links(cfg, X, users) * jp.pinch_response(cfg, X)[None], axis=-1)
+    np.testing.assert_allclose(H, H2, rtol=1e-10)
+    r = jp.distances(cfg, X, users)
+    assert r.shape == (4, 4, 8) and float(r.min()) >= cfg.height
+
+
+def test_float32_channel_close_to_float64(jb_cfg):
+    X, users = random_drop(2, jb_cfg)
+    H32 = np.asarray(jp.effective_channel(jb_cfg, X, users))
+    with jax.enable_x64(True):
+        H64 = np.asarray(jp.effective_channel(jb_cfg, jnp.asarray(X, jnp.float64), jnp.asarray(users, jnp.float64)))
+    assert H32.dtype == np.complex64
+    assert rel_err(H32, H64) < 2e-3  # float32 phases at ~4e3 cycles
+
+
+def test_sanity_all_pinches_at_one_point_is_sqrt_L_times_single(x64):
+    """MODELS §7: equal amplitudes, all pinches at one point -> sqrt(L) x the single-pinch channel."""
+    cfg = jp.PassConfig.joint_beamforming(num_pinches=8)
+    cfg1 = cfg.replace(num_pinches=1)
+    _, users = random_drop(4, cfg)
+    x = jnp.array([3.0, 7.0, 11.0, 15.0])
+    H = jp.effective_channel(cfg, jnp.repeat(x[:, None], 8, axis=1), users)  # allowed off the feasible set
+    H1 = jp.effective_channel(cfg1, x[:, None], users)
+    np.testing.assert_allclose(H, np.sqrt(8) * H1, rtol=1e-12)
+
+
+def test_sanity_one_user_one_pinch_best_position_is_under_user(x64):
+    """MODELS §7: one user, one pinch, no loss -> |h|^2 is maximised at x = x_user."""
+    cfg = jp.PassConfig.joint_beamforming(num_users=1, num_waveguides=1, num_pinches=1)
+    user = jnp.array([[7.3, 2.0]])
+    grid = jnp.linspace(0.0, 20.0, 20001)
+    gain = jax.vmap(lambda x: jnp.abs(jp.effective_channel(cfg, x.reshape(1, 1), user)[0, 0]) ** 2)(grid)
+    assert float(grid[jnp.argmax(gain)]) == pytest.approx(7.3, abs=1e-3)
+
+
+def test_loss_attenuates_and_amplitude_models():
+    cfg = jp.PassConfig.energy_efficiency()
+    split = jp.equal_split(8)
+    a = jp.coupled_amplitudes(split)
+    np.testing.assert_allclose(a**2, np.full(8, 1 / 8), rtol=1e-6)  # equal radiation
+    d = jax.random.uniform(jax.random.key(0), (50, 8))
+    a = jp.coupled_amplitudes(d)
+    residual = jnp.prod(1 - d, axis=-1)
+    np.testing.assert_allclose(jnp.sum(a**2, -1) + residual, 1.0, rtol=1e-5)  # power conservation
+    X, users = random_drop(0, cfg)
+    lossy = cfg.replace(loss_db_per_m=1.0)
+    g0, g1 = jp.pinch_response(cfg, X), jp.pinch_response(lossy, X)
+    np.testing.assert_allclose(jnp.abs(g1) / jnp.abs(g0), 10 ** (-np.asarray(X) / 20), rtol=1e-5)
+
+
+def test_coupled_amplitudes_gradient_finite_at_edges(x64):
+    g = jax.grad(lambda d: jnp.sum(jp.coupled_amplitudes(d) ** 2))(jnp.array([0.0, 1.0, 0.5, 0.0]))
+    assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_blockage_covariance_matches_monte_carlo(x64):
+    cfg = jp.PassConfig.power_min_blockage(num_pinches=2, blockage_rate=0.15)
+    X, users = random_drop(3, cfg)
+    R = jp.blockage_covariance(cfg, X, users)
+    assert R.shape == (4, 2, 2)
+    np.testing.assert_allclose(R, jnp.conj(jnp.swapaxes(R, -1, -2)), atol=1e-30)  # Hermitian
+    p = jp.los_probability(cfg, X, users)
+    masks = jax.random.bernoulli(jax.random.key(9), p, (20000,) + p.shape).astype(jnp.float64)
+    Hs = jax.vmap(lambda m: jp.effective_channel(cfg, X, users, los=m))(masks)  # (S, K, N)
+    emp = jnp.mean(jnp.conj(Hs)[..., :, None] * Hs[..., None, :], axis=0)
+    se = jnp.std(jnp.abs(Hs[..., :, None] * Hs[..., None, :]), axis=0) / np.sqrt(20000)
+    assert bool(jnp.all(jnp.abs(emp - R) <= 4 * se + 1e-30))
+    # always-LoS limit: covariance is the rank-one outer product
+    cfg0 = cfg.replace(blockage_rate=0.0)
+    H = jp.effective_channel(cfg0, X, users)
+    np.testing.assert_allclose(jp.blockage_covariance(cfg0, X, users), jnp.conj(H)[:, :, None] * H[:, None, :], rtol=1e-12)
+
+
+def test_los_probability_decays_with_distance(jb_cfg):
+    cfg = jb_cfg.replace(blockage_rate=0.2)
+    X, users = random_drop(5, cfg)
+    np.testing.assert_allclose(jp.los_probability(cfg, X, users), jnp.exp(-0.2 * jp.distances(cfg, X, users)), rtol=1e-6)
+
+
+def test_ula_channel(x64, jb_cfg):
+    _, users = random_drop(6, jb_cfg)
+    H = jp.ula_channel(jb_cfg, users, 16)
+    assert H.shape == (4, 16)
+    lam = C / 30e9
+    xm = np.arange(16) * lam / 2
+    u = np.asarray(users)
+    r = np.sqrt((xm[None] - u[:, :1]) ** 2 + u[:, 1:] ** 2 + 2.5**2)
+    np.testing.assert_allclose(H, np.sqrt(jb_cfg.beta) * np.exp(-2j * np.pi * r / lam) / r, rtol=1e-10)
+
+
+def test_channel_jits_once_per_config_shape(jb_cfg):
+    import chex
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def chan(cfg, X, u):
+        return jp.effective_channel(cfg, X, u)
+
+    key = jax.random.key(0)
+    X = random_positions(key, jb_cfg)
+    for p in (10.0, 20.0):
+        for s in range(3):
+            chan(jb_cfg.replace(power_dbm=p, loss_db_per_m=0.01 * s), X, jp.sample_users(jax.random.key(s), jb_cfg))
+
+
+def test_channel_bad_input(jb_cfg):
+    X, users = random_drop(0, jb_cfg)
+    with pytest.raises(ValueError, match="users must have shape"):
+        jp.effective_channel(jb_cfg, X, users[:3])
+    with pytest.raises(ValueError, match="X \\(positions\\) must have shape"):
+        jp.effective_channel(jb_cfg, X.T, users)
+    with pytest.raises(ValueError, match="users contains 1 non-finite"):
+        jp.effective_channel(jb_cfg, X, users.at[0, 1].set(jnp.nan))
+    with pytest.raises(ValueError, match="X \\(positions\\) contains"):
+        jp.effective_channel(jb_cfg, X.at[0, 0].set(jnp.inf), users)
+    with pytest.raises(ValueError, match="amplitudes must have shape"):
+        jp.effective_channel(jb_cfg, X, users, amplitudes=jnp.ones(3))
+    with pytest.raises(ValueError, match="los must broadcast"):
+        jp.effective_channel(jb_cfg, X, users, los=jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match="radiation='coupled'"):
+        jp.radiation_amplitudes(jb_cfg, split=jnp.ones(8))
+    with pytest.raises(ValueError, match="num_antennas must be >= 1"):
+        jp.ula_channel(jb_cfg, users, 0)
