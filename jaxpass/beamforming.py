@@ -61,13 +61,25 @@ def normalize_power(W, power, mode: str = "total"):
     """
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"normalize mode must be one of {NORMALIZE_MODES}, got {mode!r}")
-    power = jnp.asarray(power, _real_dtype(W))
+    rdt = _real_dtype(W)
+    root = jnp.sqrt(jnp.asarray(power, rdt))  # sqrt outside the data path: finite gradients at P = 0
     if mode == "total":
-        scale = jnp.sqrt(_safe_div(power, _sq_norm(W)))
-        return W * scale
+        return W * (root * _safe_rsqrt(_sq_norm(W)))
     K = W.shape[-1]
-    scale = jnp.sqrt(_safe_div(power / K, _sq_norm(W, axis=-2)))
+    scale = root * jnp.sqrt(jnp.asarray(1.0 / K, rdt)) * _safe_rsqrt(_sq_norm(W, axis=-2))
     return W * scale[..., None, :]
+
+
+def _safe_sqrt(x):
+    """``sqrt(x)`` with 0 at ``x <= tiny`` and a zero (not infinite) gradient there."""
+    ok = x > jnp.finfo(x.dtype).tiny  # denormals flush to zero on CPU/GPU
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+
+
+def _safe_rsqrt(x):
+    """``1/sqrt(x)`` with 0 at ``x <= tiny`` and finite gradients."""
+    ok = x > jnp.finfo(x.dtype).tiny
+    return jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, x, 1.0)), 0.0)
 
 
 def _unit_channel(H):
@@ -163,8 +175,8 @@ def kkt(H, lam, share, power):
     Hh = jnp.conj(H).T
     M = jnp.eye(N, dtype=H.dtype) + (Hh * lam[None, :]) @ H
     D = _psd_solve(M, Hh)
-    col = jnp.sqrt(_safe_div(jnp.ones((K,), rdt), _sq_norm(D, axis=0)))
-    return D * (col * jnp.sqrt(share * jnp.asarray(power, rdt)))[None, :]
+    col = _safe_rsqrt(_sq_norm(D, axis=0))
+    return D * (col * jnp.sqrt(share) * jnp.sqrt(jnp.asarray(power, rdt)))[None, :]
 
 
 # ------------------------------------------------------------------ WMMSE
@@ -298,11 +310,13 @@ def _wmmse_step(G, W):
     J = jnp.diagonal(P) + interference + 1.0
     u = s / J
     alpha = J / (interference + 1.0)
-    abs_u = jnp.abs(u)
-    weight = alpha * abs_u**2
-    phase_u = jnp.where(abs_u > 0, u / jnp.where(abs_u > 0, abs_u, 1.0), 0.0)
-    c = jnp.sqrt(alpha) * phase_u
-    Gw = jnp.sqrt(weight)[:, None] * G
+    u2 = u.real**2 + u.imag**2  # |u|^2 without the kink of |.| at 0 (switched-off users)
+    weight = alpha * u2
+    # users whose receiver fell below eps^2 of the strongest are switched off (c = 0): their
+    # phase u/|u| is numerically meaningless and its derivative ~|u|^-3 would overflow
+    live = u2 > jnp.finfo(rdt).eps ** 2 * jnp.max(u2) + jnp.finfo(rdt).tiny
+    c = jnp.where(live, jnp.sqrt(alpha) * u * jax.lax.rsqrt(jnp.where(live, u2, 1.0)), 0.0)
+    Gw = (jnp.sqrt(alpha) * _safe_sqrt(u2))[:, None] * G
     svd = _svd(Gw)
     U, sv, _ = svd
     z = jax.lax.stop_gradient(jnp.conj(U).T * c[None, :])  # (K, K): U^H diag(c)
@@ -327,7 +341,7 @@ def _pinv_derivative(svd, sv, mu, z):
     U, _, Vh = svd
     K, N = U.shape[0], Vh.shape[0]
     r = min(K, N)
-    coef = sv[:r] / (sv[:r] ** 2 + mu) ** 2
+    coef = _safe_div(sv[:r], (sv[:r] ** 2 + mu) ** 2)
     return jnp.conj(Vh[:r]).T @ (coef[:, None] * z[:r])
 
 

@@ -1,0 +1,1 @@
+"""Benchmark suite for jaxpass: throughput now, paper reproductions later (see README.md)."""

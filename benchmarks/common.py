@@ -1,0 +1,346 @@
+"""Shared helpers for the benchmark suite: device naming, timing, JSON output, tables.
+
+Timing protocol (DESIGN.md "Performance notes"):
+
+1. compile first: ``jax.jit(fn).lower(*args).compile()`` is timed on its own
+   (``compile_s`` = trace + lower + XLA compile);
+2. one untimed warm-up call of the compiled executable (``warmup_s`` is
+   recorded, never used as a throughput);
+3. timed calls, each followed by ``jax.block_until_ready``, until at least
+   ``repeats`` calls *and* ``min_time`` seconds have been spent (stopping early
+   after ``max_time`` seconds once 3 calls are in, so slow cases stay bounded);
+4. report the median and the spread (min, max, and the interquartile range).
+
+Numbers are measurements, never assertions: nothing here fails on a slow run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+QUICK_RESULTS_DIR = RESULTS_DIR / "quick"  # git-ignored: quick runs never clobber full results
+
+
+# ------------------------------------------------------------------ device
+def slugify(text: str) -> str:
+    """Lower-case, runs of non-alphanumerics -> ``-`` (``"NVIDIA H100 80GB HBM3"`` -> ``"nvidia-h100-80gb-hbm3"``)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def device_name(device=None) -> str:
+    """Short, file-name-safe name of the benchmarked device.
+
+    CPU: ``"cpu-<n>core"`` with ``n = os.cpu_count()`` (what bounds CPU
+    throughput); accelerators: the slugified ``device_kind`` (``"nvidia-h100-80gb-hbm3"``,
+    ``"tpu-v5-lite"``), with ``-x<count>`` appended when more than one is visible.
+    """
+    device = device or jax.devices()[0]
+    if device.platform == "cpu":
+        return f"cpu-{os.cpu_count() or 1}core"
+    name = slugify(getattr(device, "device_kind", "") or device.platform)
+    count = len(jax.devices())
+    return name if count == 1 else f"{name}-x{count}"
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _git_state() -> dict[str, Any] | None:
+    try:
+        root = BENCH_DIR.parent
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Versions, device and date recorded in every result file."""
+    import jaxlib
+
+    dev = jax.devices()[0]
+    return {
+        "device": device_name(dev),
+        "platform": dev.platform,
+        "device_kind": getattr(dev, "device_kind", None),
+        "device_count": len(jax.devices()),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": getattr(jaxlib, "__version__", None),
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "x64": bool(jax.config.jax_enable_x64),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": _git_state(),
+    }
+
+
+# ------------------------------------------------------------------ timing
+@dataclass
+class Timing:
+    """Wall-clock statistics of one benchmarked call [s].
+
+    ``compile_s`` is ``None`` for non-JAX (NumPy) functions; ``compiled`` is the
+    ``jax.stages.Compiled`` executable (for ``memory_analysis``) or ``None``.
+    """
+
+    median_s: float
+    min_s: float
+    max_s: float
+    q1_s: float
+    q3_s: float
+    repeats: int
+    total_s: float
+    warmup_s: float
+    compile_s: float | None = None
+    compiled: Any = field(default=None, repr=False)
+    output: Any = field(default=None, repr=False)
+
+    def per_second(self, count: float) -> float:
+        """``count`` items per median call, per second."""
+        return count / self.median_s
+
+    def metrics(self) -> dict[str, float]:
+        """Positive timing numbers for the JSON record (``compile_s`` only when compiled)."""
+        out = {"median_s": self.median_s, "min_s": self.min_s, "max_s": self.max_s,
+               "q1_s": self.q1_s, "q3_s": self.q3_s}
+        if self.compile_s is not None:
+            out["compile_s"] = self.compile_s
+        return out
+
+
+def _stats(samples: Sequence[float], **extra) -> Timing:
+    a = np.asarray(samples, np.float64)
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return Timing(median_s=float(med), min_s=float(a.min()), max_s=float(a.max()), q1_s=float(q1),
+                  q3_s=float(q3), repeats=int(a.size), total_s=float(a.sum()), **extra)
+
+
+def _sample_loop(call: Callable[[], Any], repeats: int, min_time: float, max_time: float,
+                 max_repeats: int) -> list[float]:
+    samples: list[float] = []
+    total = 0.0
+    while len(samples) < max_repeats:
+        if len(samples) >= repeats and total >= min_time:
+            break
+        if len(samples) >= 3 and total >= max_time:
+            break
+        t0 = time.perf_counter()
+        call()
+        dt = time.perf_counter() - t0
+        samples.append(dt)
+        total += dt
+    return samples
+
+
+def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_time: float = 30.0,
+            max_repeats: int = 100_000, jit: bool = True) -> Timing:
+    """Compile ``fn`` on ``args``, then time repeated calls.
+
+    Args:
+      fn: a JAX-traceable function (``jit=True``; it is wrapped in ``jax.jit``,
+        pass an already-jitted one just the same) or any Python callable
+        (``jit=False``, e.g. a NumPy loop; no compile step).
+      *args: the call's arguments (already on device; generated outside the timing).
+      repeats: minimum number of timed calls.
+      min_time: minimum total timed seconds (more calls are made until reached).
+      max_time: once 3 calls are in, stop after this many timed seconds even if
+        ``repeats`` is not reached (keeps very slow references bounded).
+      max_repeats: hard cap on timed calls.
+      jit: compile with ``jax.jit`` first and report ``compile_s``.
+
+    Returns:
+      A ``Timing``; ``.output`` holds the warm-up call's result (for accuracy checks).
+    """
+    compile_s = None
+    compiled = None
+    if jit:
+        t0 = time.perf_counter()
+        compiled = jax.jit(fn).lower(*args).compile()
+        compile_s = time.perf_counter() - t0
+        target = compiled
+    else:
+        target = fn
+
+    t0 = time.perf_counter()
+    output = jax.block_until_ready(target(*args))
+    warmup_s = time.perf_counter() - t0
+
+    samples = _sample_loop(lambda: jax.block_until_ready(target(*args)), repeats, min_time, max_time,
+                           max_repeats)
+    return _stats(samples, warmup_s=warmup_s, compile_s=compile_s, compiled=compiled, output=output)
+
+
+def memory_per_item(compiled, count: int) -> dict[str, float] | None:
+    """Bytes per item (e.g. per drop) from ``compiled.memory_analysis()``, or ``None``.
+
+    ``peak_bytes`` is the executable's live set as XLA plans it:
+    ``arguments + outputs + temporaries - aliased``. Backends that do not
+    report (``memory_analysis()`` is ``None`` or raises) give ``None``.
+    """
+    if compiled is None:
+        return None
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - optional backend feature
+        return None
+    if stats is None:
+        return None
+    fields = {name: getattr(stats, f"{name}_size_in_bytes", None)
+              for name in ("argument", "output", "temp", "alias")}
+    if any(v is None for v in fields.values()):
+        return None
+    peak = fields["argument"] + fields["output"] + fields["temp"] - fields["alias"]
+    return {
+        "argument_bytes_per_drop": fields["argument"] / count,
+        "output_bytes_per_drop": fields["output"] / count,
+        "temp_bytes_per_drop": fields["temp"] / count,
+        "peak_bytes_per_drop": peak / count,
+    }
+
+
+# ------------------------------------------------------------------ output
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None  # strict JSON has no NaN/inf
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def write_json_atomic(path: Path, payload: dict) -> Path:
+    """Write ``payload`` as indented JSON to ``path`` via a temp file + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_jsonable(payload), fh, indent=2, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def result_path(out_dir: Path, name: str, suffix: str = "json", device: str | None = None) -> Path:
+    """``<out_dir>/<name>-<device>.<suffix>``."""
+    return Path(out_dir) / f"{name}-{device or device_name()}.{suffix}"
+
+
+def default_out_dir(quick: bool) -> Path:
+    """``benchmarks/results`` for full runs, ``benchmarks/results/quick`` for ``--quick``."""
+    return QUICK_RESULTS_DIR if quick else RESULTS_DIR
+
+
+def write_result(name: str, *, config: dict, records: list, ratios: dict, out_dir: Path,
+                 quick: bool, extra: dict | None = None) -> Path:
+    """Write ``<out_dir>/<name>-<device>.json`` with the common envelope (schema 1)."""
+    payload = {
+        "benchmark": name,
+        "schema_version": 1,
+        "quick": quick,
+        "env": environment(),
+        "config": config,
+        "records": records,
+        "ratios": ratios,
+    }
+    if extra:
+        payload.update(extra)
+    return write_json_atomic(result_path(out_dir, name), payload)
+
+
+# ------------------------------------------------------------------ printing
+def fmt_num(x, digits: int = 3) -> str:
+    """Engineering-style short number: ``1.23e+06 -> 1.23 M``."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, str):
+        return x
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    for scale, unit in ((1e12, " T"), (1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.{digits}g}{unit}"
+    if abs(x) >= 1e-2:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_time(seconds) -> str:
+    """Seconds with a sensible unit (``s``, ``ms``, ``us``)."""
+    if seconds is None:
+        return "n/a"
+    s = float(seconds)
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} us"
+
+
+def fmt_ratio(r) -> str:
+    return "n/a" if r is None else f"{float(r):.3g}x"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table (cells already formatted as strings)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in cells)])
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (stdout carries the tables)."""
+    print(msg, file=sys.stderr, flush=True)
