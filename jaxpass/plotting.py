@@ -1,0 +1,79 @@
+"""Matplotlib figures (headless: the Agg backend is selected on import).
+
+Every function draws on a given ``matplotlib.axes.Axes`` (or creates one) and
+returns it, so callers compose figures freely.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxpass.config import PassConfig  # noqa: E402
+
+
+def plot_layout(cfg: PassConfig, X, users, ax=None, title: str | None = None):
+    """Top view of one drop: waveguides (lines), pinches (dots), users (stars) [m].
+
+    Args:
+      cfg: the scenario.
+      X: ``(N, L)`` pinch positions.
+      users: ``(K, 2)`` user coordinates.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    X, users = np.asarray(X), np.asarray(users)
+    lanes = np.asarray(cfg.lane_y)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, y in enumerate(lanes):
+        c = colors[n % len(colors)]
+        ax.plot([0, float(cfg.length_x)], [y, y], color=c, lw=2, alpha=0.35, solid_capstyle="butt")
+        ax.plot(X[n], np.full(X.shape[1], y), "o", color=c, ms=4, label="pinches" if n == 0 else None)
+        ax.plot([0], [y], "s", color=c, ms=6)  # feed point
+    ax.plot(users[:, 0], users[:, 1], "*", color="black", ms=11, label="users")
+    for k, (ux, uy) in enumerate(users):
+        ax.annotate(f"{k}", (ux, uy), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlim(-0.5, float(cfg.length_x) + 0.5)
+    ax.set_ylim(-0.5, float(cfg.width_y) + 0.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    ax.set_title(title or f"layout: N={cfg.num_waveguides} waveguides, L={cfg.num_pinches} pinches, K={cfg.num_users} users")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
+    return ax
+
+
+def plot_method_rates(rates: dict, ax=None, ylabel: str = "sum rate [bps/Hz]", title: str | None = None):
+    """Per-method distribution over drops: box plot with the mean marked.
+
+    Args:
+      rates: ``{method name: 1-D array of per-drop values}``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    names = list(rates)
+    data = [np.asarray(rates[n], dtype=float) for n in names]
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    for i, d in enumerate(data, start=1):
+        ax.annotate(f"{d.mean():.1f}", (i, d.mean()), textcoords="offset points", xytext=(9, -3), fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def save_figure(fig, path):
+    """Save atomically (temp name then rename), so no half-written PNG is left behind."""
+    import os
+
+    path = os.fspath(path)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path

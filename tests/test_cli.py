@@ -1,0 +1,59 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxpass.cli import main
+
+
+def test_demo_writes_table_json_and_png(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--drops", "4", "--wmmse-iterations", "5", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in ("MRT", "ZF", "RZF", "WMMSE", "ms/drop"):
+        assert name in text
+    payload = json.loads((out / "demo.json").read_text())
+    assert payload["drops"] == 4 and set(payload["methods"]) == {"MRT", "ZF", "RZF", "WMMSE"}
+    zf, mrt = payload["methods"]["ZF"]["mean"], payload["methods"]["MRT"]["mean"]
+    assert zf > mrt > 0  # interference-limited MRT is far below ZF at 10 dBm
+    png = (out / "demo.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not [p for p in os.listdir(out) if ".tmp" in p]
+
+
+def test_demo_on_a_tdma_preset_skips_zf(tmp_path, capsys):
+    out = tmp_path / "pb"
+    assert main(["demo", "--preset", "power_min_blockage", "--drops", "3", "--wmmse-iterations", "3", "--out", str(out)]) == 0
+    payload = json.loads((out / "demo.json").read_text())
+    assert "ZF" not in payload["methods"] and "WMMSE" in payload["methods"]
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["demo", "--drops", "0"], "positive integer"),
+        (["demo", "--preset", "nope"], "invalid choice"),
+        (["demo", "--seed", "x"], "invalid int"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_invalid_physics_is_a_user_error(tmp_path, capsys):
+    code = main(["demo", "--power-dbm", "nan", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "power_dbm must be finite" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_everywhere_and_python_dash_m():
+    for argv in (["--help"], ["demo", "--help"]):
+        res = subprocess.run([sys.executable, "-m", "jaxpass", *argv], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and "usage: jaxpass" in res.stdout
