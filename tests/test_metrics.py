@@ -37,7 +37,7 @@ def test_expected_snr_matches_quadratic_form(x64):
     R = jp.blockage_covariance(cfg, X, users)
     w = jnp.array([1.0 + 1.0j, 0.5 - 0.2j])
     for k in range(cfg.num_users):
-        expected = float(jnp.real(jnp.conj(w) @ R[k] @ w)) / cfg.noise_power
+        expected = float(jnp.real(jnp.conj(w) @ R[k] @ w)) / float(cfg.noise_power)
         assert float(jp.expected_snr(R[k], w, cfg.noise_power)) == pytest.approx(expected, rel=1e-12)
     # no blockage: expected SNR is the deterministic SNR
     cfg0 = cfg.replace(blockage_rate=0.0)
