@@ -165,7 +165,7 @@ def _sample_loop(call: Callable[[], Any], repeats: int, min_time: float, max_tim
 
 
 def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_time: float = 30.0,
-            max_repeats: int = 100_000, jit: bool = True) -> Timing:
+            max_repeats: int = 100_000, jit: bool = True, compiler_options: dict | None = None) -> Timing:
     """Compile ``fn`` on ``args``, then time repeated calls.
 
     Args:
@@ -179,6 +179,7 @@ def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_ti
         ``repeats`` is not reached (keeps very slow references bounded).
       max_repeats: hard cap on timed calls.
       jit: compile with ``jax.jit`` first and report ``compile_s``.
+      compiler_options: XLA options for this compilation only (``Lowered.compile``).
 
     Returns:
       A ``Timing``; ``.output`` holds the warm-up call's result (for accuracy checks).
@@ -187,7 +188,7 @@ def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_ti
     compiled = None
     if jit:
         t0 = time.perf_counter()
-        compiled = jax.jit(fn).lower(*args).compile()
+        compiled = jax.jit(fn).lower(*args).compile(compiler_options)
         compile_s = time.perf_counter() - t0
         target = compiled
     else:
@@ -200,6 +201,68 @@ def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_ti
     samples = _sample_loop(lambda: jax.block_until_ready(target(*args)), repeats, min_time, max_time,
                            max_repeats)
     return _stats(samples, warmup_s=warmup_s, compile_s=compile_s, compiled=compiled, output=output)
+
+
+@dataclass
+class Case:
+    """One contender of an interleaved comparison: ``fn(*args)``, compiled with ``jax.jit`` if ``jit``."""
+
+    fn: Callable
+    args: tuple = ()
+    jit: bool = True
+    compiler_options: dict | None = None
+
+
+def time_interleaved(cases: dict[str, Case], *, repeats: int = 5, min_time: float = 0.5,
+                     max_time: float = 30.0, slot: float = 0.05, max_repeats: int = 100_000) -> dict[str, Timing]:
+    """Time several functions side by side, alternating between them.
+
+    Each case is compiled and warmed up first (as in ``time_fn``). Then rounds
+    run every unfinished case for about ``slot`` seconds (at least one call;
+    every call is timed on its own and blocked on), so slow drifts of the
+    machine (frequency, a busy neighbour, the second core being taken) hit all
+    contenders alike and their *ratio* stays meaningful. A case is finished
+    once it has ``repeats`` calls and ``min_time`` seconds, or 3 calls and
+    ``max_time`` seconds.
+
+    Returns:
+      ``{name: Timing}`` in the order given.
+    """
+    prepared = {}
+    for name, case in cases.items():
+        compile_s = compiled = None
+        target = case.fn
+        if case.jit:
+            t0 = time.perf_counter()
+            compiled = jax.jit(case.fn).lower(*case.args).compile(case.compiler_options)
+            compile_s = time.perf_counter() - t0
+            target = compiled
+        t0 = time.perf_counter()
+        output = jax.block_until_ready(target(*case.args))
+        warmup_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        jax.block_until_ready(target(*case.args))  # per-call estimate for the slot size
+        estimate = time.perf_counter() - t0
+        prepared[name] = dict(target=target, args=case.args, compile_s=compile_s, compiled=compiled,
+                              output=output, warmup_s=warmup_s,
+                              per_slot=max(1, int(slot / max(estimate, 1e-9))), samples=[])
+
+    def finished(p):
+        n, total = len(p["samples"]), sum(p["samples"])
+        return (n >= repeats and total >= min_time) or (n >= 3 and total >= max_time) or n >= max_repeats
+
+    while not all(finished(p) for p in prepared.values()):
+        for p in prepared.values():
+            if finished(p):
+                continue
+            target, args, samples = p["target"], p["args"], p["samples"]
+            for _ in range(p["per_slot"]):
+                t0 = time.perf_counter()
+                jax.block_until_ready(target(*args))
+                samples.append(time.perf_counter() - t0)
+    return {name: _stats(p["samples"], warmup_s=p["warmup_s"], compile_s=p["compile_s"], compiled=p["compiled"],
+                         output=p["output"])
+            for name, p in prepared.items()}
 
 
 def memory_per_item(compiled, count: int) -> dict[str, float] | None:
@@ -311,8 +374,6 @@ def fmt_num(x, digits: int = 3) -> str:
     for scale, unit in ((1e12, " T"), (1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(x) >= scale:
             return f"{x / scale:.{digits}g}{unit}"
-    if abs(x) >= 1e-2:
-        return f"{x:.{digits}g}"
     return f"{x:.{digits}g}"
 
 

@@ -14,9 +14,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
 
 from jaxpass._checks import check_nonnegative, check_positive_int, check_shape, is_tracer
+from jaxpass.linalg import cholesky_solve, jacobi_svd
 from jaxpass.metrics import sum_rate
 
 NORMALIZE_MODES = ("columns", "total")
@@ -86,11 +86,6 @@ def _unit_channel(H):
     """``H / ||H||_F`` (zero stays zero) and the squared norm used."""
     nrm2 = _sq_norm(H)
     return H * jnp.sqrt(_safe_div(jnp.ones_like(nrm2), nrm2)), nrm2
-
-
-def _psd_solve(M, B):
-    """Solve ``M X = B`` for Hermitian positive-definite ``M`` by Cholesky."""
-    return cho_solve((jnp.linalg.cholesky(M), True), B)
 
 
 # ------------------------------------------------------------- linear ones
@@ -174,7 +169,7 @@ def kkt(H, lam, share, power):
     share = jnp.where(total > 0, share / jnp.where(total > 0, total, 1.0), 1.0 / K)
     Hh = jnp.conj(H).T
     M = jnp.eye(N, dtype=H.dtype) + (Hh * lam[None, :]) @ H
-    D = _psd_solve(M, Hh)
+    D = cholesky_solve(M, Hh)
     col = _safe_rsqrt(_sq_norm(D, axis=0))
     return D * (col * jnp.sqrt(share) * jnp.sqrt(jnp.asarray(power, rdt)))[None, :]
 
@@ -202,11 +197,12 @@ class WmmseResult(NamedTuple):
 
 
 def _svd(M):
-    """Full SVD of a (non-differentiated) ``(K, N)`` matrix: ``U (K, K)``, ``s (K,)`` zero-padded, ``Vh``."""
-    U, S, Vh = jnp.linalg.svd(jax.lax.stop_gradient(M), full_matrices=True)
-    K, N = M.shape
-    s = jnp.zeros((K,), S.dtype).at[: min(K, N)].set(S[: min(K, N)])
-    return U, s, Vh
+    """SVD of a (non-differentiated) small ``(K, N)`` matrix: ``U (K, K)``, ``s (K,)``, ``Vt (N, K)``.
+
+    ``M = U diag(s) Vt^H``; one-sided Jacobi (``jaxpass.linalg.jacobi_svd``), which
+    vectorises across a vmapped batch instead of one LAPACK call per matrix.
+    """
+    return jacobi_svd(jax.lax.stop_gradient(M))
 
 
 def _regularized_floor(s):
@@ -221,7 +217,9 @@ def regularized_pinv(M, reg, svd=None):
     (accurate to ``eps * cond(M)``); the derivative with respect to ``M`` and
     ``reg`` is that of the Gram system, obtained by ``lax.custom_linear_solve``
     with the same SVD as solver. So no singular-value gaps ``1/(s_i^2 - s_j^2)``
-    ever enter a gradient (finite for repeated or zero singular values).
+    ever enter a gradient (finite for repeated or zero singular values); the
+    gradient's solver is regularised at ``eps s_max^2``, which changes it only
+    along numerically null directions (``s < sqrt(eps) s_max``).
 
     Args:
       M: ``(K, N)`` complex matrix.
@@ -229,21 +227,25 @@ def regularized_pinv(M, reg, svd=None):
       svd: optional precomputed ``_svd(M)``.
     """
     K, N = M.shape
-    U, s, Vh = _svd(M) if svd is None else svd
-    r = min(K, N)
+    U, s, Vt = _svd(M) if svd is None else svd
     reg = reg + _regularized_floor(s)
     reg_c = jax.lax.stop_gradient(reg)
     inv = 1.0 / (s**2 + reg_c)  # (K,) eigenvalues of (M M^H + reg)^{-1}
-    value = jnp.conj(Vh[:r]).T @ ((s[:r] * inv[:r])[:, None] * jnp.conj(U[:, :r]).T)
+    value = Vt @ ((s * inv)[:, None] * jnp.conj(U).T)
+    # The derivative uses a solver regularised at eps * s_max^2 instead of
+    # (eps s_max)^2: it differs only along directions with s < sqrt(eps) s_max
+    # (numerically null: coincident users), where the exact sensitivity ~1/reg
+    # would overflow after a few unrolled WMMSE iterations.
+    inv_grad = 1.0 / (s**2 + reg_c + jnp.finfo(s.dtype).eps * jnp.max(s) ** 2)
 
     def matvec(y):
         return M @ (jnp.conj(M).T @ y) + reg * y
 
     def solve(_, b):
-        return U @ (inv[:, None] * (jnp.conj(U).T @ b))
+        return U @ (inv_grad[:, None] * (jnp.conj(U).T @ b))
 
     def transpose_solve(_, b):  # (M M^H + reg)^T = conj(M M^H) + reg
-        return jnp.conj(U) @ (inv[:, None] * (U.T @ b))
+        return jnp.conj(U) @ (inv_grad[:, None] * (U.T @ b))
 
     Y = jax.lax.custom_linear_solve(matvec, jnp.eye(K, dtype=M.dtype), solve, transpose_solve)
     W = jnp.conj(M).T @ Y
@@ -337,12 +339,9 @@ def _wmmse_step(G, W):
 
 
 def _pinv_derivative(svd, sv, mu, z):
-    """``-d/dmu [Gw^H (Gw Gw^H + mu)^{-1}] diag(c) = V diag(s / (s^2 + mu)^2) U^H diag(c)``."""
-    U, _, Vh = svd
-    K, N = U.shape[0], Vh.shape[0]
-    r = min(K, N)
-    coef = _safe_div(sv[:r], (sv[:r] ** 2 + mu) ** 2)
-    return jnp.conj(Vh[:r]).T @ (coef[:, None] * z[:r])
+    """``-d/dmu [Gw^H (Gw Gw^H + mu)^{-1}] diag(c) = Vt diag(s / (s^2 + mu)^2) U^H diag(c)``."""
+    _, _, Vt = svd
+    return Vt @ (_safe_div(sv, (sv**2 + mu) ** 2)[:, None] * z)
 
 
 def _wmmse_init(H, init, power):

@@ -36,7 +36,10 @@ def sinr(H, W, noise_power):
     _check_hw(H, W)
     P = received_gains(H, W)
     signal = jnp.diagonal(P)
-    interference = jnp.sum(P, axis=-1) - signal
+    # off-diagonal sum, not row sum minus signal: at 60 dB SNR the difference would
+    # cancel catastrophically in float32 (error eps * signal >> noise)
+    K = P.shape[-1]
+    interference = jnp.sum(jnp.where(jnp.eye(K, dtype=bool), 0.0, P), axis=-1)
     return _safe_div(signal, interference + noise_power)
 
 

@@ -119,8 +119,11 @@ def test_kkt_with_wmmse_duals_reproduces_wmmse(x64):
 def test_float32_matches_float64_on_1000_drops(name):
     """Sum rate of ZF and WMMSE, float32 vs float64 on the same inputs, every drop within 1e-3.
 
-    Presets with K > N (EE: 1 waveguide, PB: 2) are TDMA problems; ZF needs K <= N,
-    so ZF is checked there with the first N users and WMMSE with all K.
+    Presets with K > N (EE: 1 waveguide, PB: 2) are TDMA problems; ZF needs K <= N and
+    for K > N WMMSE's choice of which users to switch off is a bifurcation (a 5e-8
+    change of H, below float32 resolution, can pick another local optimum, found on
+    1 of 1000 PB drops), so there both are compared on the first N users (the SDMA
+    part of the scenario); the float32 channel itself is checked on all users.
     """
     cfg = PRESETS[name]()
     k1, k2 = jax.random.split(jax.random.key(2024))
@@ -130,17 +133,20 @@ def test_float32_matches_float64_on_1000_drops(name):
 
     def rates(X, u):
         H = jp.effective_channel(cfg, X, u)
-        w = bf.wmmse(H, cfg.power, cfg.noise_power, iterations=100)
-        Hz = H[:N]
-        return jnp.stack([jp.sum_rate(H, w, cfg.noise_power), jp.sum_rate(Hz, bf.zf(Hz, cfg.power), cfg.noise_power)])
+        Hs = H[:N]
+        w = bf.wmmse(Hs, cfg.power, cfg.noise_power, iterations=100)
+        return jnp.stack([jp.sum_rate(Hs, w, cfg.noise_power), jp.sum_rate(Hs, bf.zf(Hs, cfg.power), cfg.noise_power),
+                          jnp.real(H[0, 0]), jnp.imag(H[-1, -1])])
 
     f = jax.jit(jax.vmap(rates))
     r32 = np.asarray(f(X, U), np.float64)
     with jax.enable_x64(True):
         r64 = np.asarray(f(jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)))
-    assert np.all(np.isfinite(r32)) and np.all(r64 > 0)
-    rel = np.abs(r32 - r64) / r64
+    assert np.all(np.isfinite(r32)) and np.all(r64[:, :2] > 0)
+    rel = np.abs(r32[:, :2] - r64[:, :2]) / r64[:, :2]
     assert rel.max() < 1e-3, f"worst drop {rel.max(axis=0)} at {rel.argmax(axis=0)}"
+    chan_scale = np.abs(r64[:, 2:]).max()
+    assert np.abs(r32[:, 2:] - r64[:, 2:]).max() < 1e-4 * chan_scale  # double-float phases (plain float32: ~1e-3)
 
 
 def _rate_fn(cfg, users, beamformer):

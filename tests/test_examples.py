@@ -22,3 +22,11 @@ def test_quickstart_prints_rates():
     lines = res.stdout.splitlines()
     assert lines[0].startswith("zf") and "bps/Hz" in lines[0]
     assert "feasible after a step: True" in lines[-1]
+
+
+def test_readme_api_example_runs():
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    res = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert float(res.stdout.strip().splitlines()[0]) > 10

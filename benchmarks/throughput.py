@@ -1,0 +1,669 @@
+"""Throughput of the jaxpass core on ``PassConfig.joint_beamforming()`` (K = N = 4, L = 8), float32.
+
+Run ``python -m benchmarks.throughput [--quick] [--out DIR]`` (or ``python -m
+benchmarks``). Everything is compiled first and timed with
+``jax.block_until_ready`` (see ``benchmarks.common``); every comparison is made
+side by side in the same process, so read the *ratios*, not the absolute times.
+
+Sections (ids used in the JSON ``records``):
+
+* ``channel``: ``jax.jit(jax.vmap(effective_channel))`` at each batch size,
+  next to ``naive_jax`` (``jnp.exp(-1j * kappa * r)`` straight from MODELS §2,
+  no cycle reduction, jitted + vmapped) and ``numpy_loop`` (a per-drop Python
+  loop over NumPy float64, ``np.exp`` of the complex phase; timed on a subset).
+  Accuracy of both float32 paths against the NumPy float64 loop is recorded.
+  On CPU a what-if row ``jaxpass_ynn_off`` times the same jaxpass code compiled
+  with the XLA option ``xla_cpu_experimental_ynn_fusion_type=""`` (reductions
+  stay in XLA's own fused loops instead of YNNPACK custom fusions); it is
+  skipped where the option is unknown.
+* ``grad``: ``jax.jit(jax.vmap(jax.value_and_grad(loss)))`` with ``loss(X, users)
+  = sum_rate(H, zf(H, P), sigma^2)``, ``H = effective_channel(cfg, X, users)``:
+  one "drop-step" is one loss value plus its gradient w.r.t. the ``(N, L)`` positions.
+* ``channel_vs_L`` / ``channel_vs_K``: channel forward at one batch size
+  for L in {8, 16, 32, 64} and K = N in {2, 4, 8}.
+* ``wmmse``: ``jp.beamforming.wmmse(H, P, sigma^2, iterations=I)`` next to
+  ``plain`` (the textbook WMMSE written here: ``jnp.linalg.inv`` per iteration,
+  bisection on the power multiplier by re-solving), both vmapped + jitted,
+  same ZF-type start, same iteration count.
+* ``ceiling``: the machine's reference speeds: NumPy ``np.sin`` and XLA
+  ``jnp.sin`` on float32 arguments in [0, 1e4) rad (elements/s),
+  ``jaxpass.phase.cis_cycles`` alone (elements/s, one cos/sin pair per element)
+  and a jitted float32 matmul (FLOP/s, ``2 n^3`` per product).
+
+JSON layout (``<out>/throughput-<device>.json``, schema_version 1)::
+
+    {
+      "benchmark": "throughput", "schema_version": 1, "quick": bool,
+      "env":    {"device", "platform", "jax_version", "jaxlib_version", "numpy_version",
+                 "cpu_count", "date_utc", "git", ...},
+      "config": {"preset", "dtype", "K", "N", "L", "batches", "L_values", "K_values",
+                 "sweep_batch", "numpy_drops", "wmmse_batch", "wmmse_iterations", ...},
+      "records": [
+        {"id": "channel/jaxpass/B=1024",      # unique: section/impl/params
+         "section": "channel", "impl": "jaxpass",
+         "params":  {"batch": 1024, "K": 4, "N": 4, "L": 8},
+         "repeats": 17,                       # timed calls behind the statistics
+         "metrics": {"median_s", "min_s", "max_s", "q1_s", "q3_s", "compile_s",
+                     "drops_per_s", "path_elements_per_s", ...},
+         "memory":   {"peak_bytes_per_drop", "temp_bytes_per_drop", ...} or null,
+         "accuracy": {"max_rel_err", ...} or null},
+        ...
+      ],
+      "ratios": {"channel_jaxpass_over_numpy_loop": 123.4, ...}
+    }
+
+Contract (what the tests check): every value in each record's ``metrics``
+and in ``ratios`` is a positive finite float; ``memory`` and ``accuracy``
+values, when present, are finite and non-negative. Throughput keys by
+section: ``channel*`` -> ``drops_per_s``, ``path_elements_per_s`` (K*N*L per
+drop); ``grad`` -> ``drop_steps_per_s``; ``wmmse`` -> ``drops_per_s``;
+``ceiling`` -> ``elements_per_s`` or ``flops_per_s``. ``numpy_loop`` and the
+NumPy ceiling have no ``compile_s``. Ratio keys are ``<what>_<a>_over_<b>``
+(``a``'s throughput divided by ``b``'s; > 1 means ``a`` is faster), with an
+``@B=<batch>`` suffix for per-batch values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxpass as jp
+from benchmarks import common
+from benchmarks.common import fmt_num, fmt_ratio, fmt_time, log, markdown_table
+
+NAME = "throughput"
+
+FULL = dict(
+    batches=(1, 64, 1024, 16384),
+    L_values=(8, 16, 32, 64),
+    K_values=(2, 4, 8),
+    sweep_batch=16384,
+    numpy_drops=256,
+    wmmse_batch=4096,
+    wmmse_iterations=100,
+    plain_bisection_steps=30,
+    sin_elements=2**20,
+    matmul_n=2048,
+    repeats=5,
+    min_time=1.0,
+    max_time=30.0,
+)
+QUICK = dict(
+    batches=(1, 64),
+    L_values=(8, 16),
+    K_values=(2, 4),
+    sweep_batch=64,
+    numpy_drops=16,
+    wmmse_batch=64,
+    wmmse_iterations=10,
+    plain_bisection_steps=30,
+    sin_elements=2**18,
+    matmul_n=256,
+    repeats=3,
+    min_time=0.02,
+    max_time=2.0,
+)
+
+
+# ---------------------------------------------------------------- inputs
+def base_config(**overrides) -> jp.PassConfig:
+    """The benchmarked scenario: JB preset (K = N = 4, L = 8) with overrides."""
+    return jp.PassConfig.joint_beamforming(**overrides)
+
+
+def make_drops(cfg: jp.PassConfig, batch: int, seed: int = 0):
+    """``batch`` random drops in float32: users ``(B, K, 2)`` and feasible positions ``(B, N, L)``.
+
+    Positions are the uniform layout plus Gaussian jitter (std = a quarter of
+    the uniform spacing), projected onto the feasible set.
+    """
+    k_users, k_jitter = jax.random.split(jax.random.key(seed))
+    users = jp.sample_users(k_users, cfg, (batch,)).astype(jnp.float32)
+    X0 = jp.uniform_positions(cfg, jnp.float32)
+    spacing = float(cfg.length_x) / cfg.num_pinches
+    jitter = 0.25 * spacing * jax.random.normal(k_jitter, (batch,) + X0.shape, jnp.float32)
+    X = jax.jit(lambda Z: jp.project_positions(cfg, Z))(X0 + jitter)
+    return jax.block_until_ready(X), jax.block_until_ready(users)
+
+
+def paths_per_drop(cfg: jp.PassConfig) -> int:
+    return cfg.num_users * cfg.num_waveguides * cfg.num_pinches
+
+
+# ------------------------------------------------------------ functions
+def jaxpass_channel(cfg: jp.PassConfig):
+    """Batched ``effective_channel``: ``(B, N, L), (B, K, 2) -> (B, K, N)``."""
+    return jax.vmap(lambda X, users: jp.effective_channel(cfg, X, users))
+
+
+def _physics(cfg: jp.PassConfig) -> dict:
+    """The MODELS §2 constants as Python floats (float64 on the host)."""
+    N, L = cfg.num_waveguides, cfg.num_pinches
+    f = float(cfg.carrier_freq)
+    if cfg.waveguide_y is None:
+        lanes = (np.arange(N) + 0.5) * float(cfg.width_y) / N
+    else:
+        lanes = np.asarray(cfg.waveguide_y, np.float64)
+    if cfg.radiation != "equal":
+        raise NotImplementedError("reference channels cover radiation='equal' only")
+    return dict(
+        kappa=2.0 * math.pi * f / jp.units.SPEED_OF_LIGHT,
+        sqrt_beta=math.sqrt(float(cfg.beta)),
+        n_eff=float(cfg.n_eff),
+        height=float(cfg.height),
+        lanes=lanes,
+        amplitude=1.0 / math.sqrt(L),
+        alpha_db=float(cfg.loss_db_per_m),
+    )
+
+
+def naive_jax_channel(cfg: jp.PassConfig):
+    """MODELS §2 written directly in JAX: ``jnp.exp(-1j * kappa * r)``, no cycle reduction.
+
+    Batched like ``jaxpass_channel``. In float32 ``kappa * r ~ 1e4`` rad keeps
+    only ~5e-4 rad of phase resolution, and XLA's CPU sin/cos reduce the
+    argument generically.
+    """
+    p = _physics(cfg)
+    lanes = jnp.asarray(p["lanes"], jnp.float32)
+
+    def one(X, users):
+        dx = X[None, :, :] - users[:, 0, None, None]  # (K, N, L)
+        dy = lanes[None, :, None] - users[:, 1, None, None]
+        r = jnp.sqrt(dx**2 + dy**2 + p["height"] ** 2)
+        h = p["sqrt_beta"] * jnp.exp(-1j * p["kappa"] * r) / r
+        g = (p["amplitude"] * jnp.exp(-1j * p["kappa"] * p["n_eff"] * X)
+             * 10.0 ** (-p["alpha_db"] * X / 20.0))
+        return jnp.sum(h * g[None], axis=-1)
+
+    return jax.vmap(one)
+
+
+def numpy_channel_loop(cfg: jp.PassConfig):
+    """MODELS §2 in plain NumPy float64, one drop per Python iteration (the reference)."""
+    p = _physics(cfg)
+    lanes = p["lanes"]
+
+    def run(X, users):
+        X = np.asarray(X, np.float64)
+        users = np.asarray(users, np.float64)
+        B, N, L = X.shape
+        K = users.shape[1]
+        out = np.empty((B, K, N), np.complex128)
+        for b in range(B):
+            Xb, ub = X[b], users[b]
+            dx = Xb[None, :, :] - ub[:, 0, None, None]
+            dy = lanes[None, :, None] - ub[:, 1, None, None]
+            r = np.sqrt(dx**2 + dy**2 + p["height"] ** 2)
+            h = p["sqrt_beta"] * np.exp(-1j * p["kappa"] * r) / r
+            g = p["amplitude"] * np.exp(-1j * p["kappa"] * p["n_eff"] * Xb) * 10.0 ** (-p["alpha_db"] * Xb / 20.0)
+            out[b] = np.sum(h * g[None], axis=-1)
+        return out
+
+    return run
+
+
+def zf_sum_rate_wrt_positions(cfg: jp.PassConfig):
+    """``loss(X, users) = sum_rate(H, zf(H, P), sigma^2)`` with ``H = effective_channel(cfg, X, users)``."""
+
+    def loss(X, users):
+        H = jp.effective_channel(cfg, X, users)
+        return jp.sum_rate(H, jp.beamforming.zf(H, cfg.power), cfg.noise_power)
+
+    return loss
+
+
+def plain_wmmse(H, power, noise_power, *, iterations: int = 100, bisection_steps: int = 30):
+    """Textbook WMMSE for one drop (Shi et al. 2011 / JB (11)-(14)), written straightforwardly.
+
+    ZF start ``H^H (H H^H)^{-1}`` at full power; per iteration: MMSE receivers
+    ``u_k``, weights ``1/e_k``, then ``W(mu) = inv(A + mu I) B`` with ``mu`` found
+    by ``bisection_steps`` bisection steps on ``[0, ||B||_F / sqrt(P)]``, each
+    re-solving with ``jnp.linalg.inv``. Raw (un-normalised) units.
+    """
+    K, N = H.shape
+    Hh = jnp.conj(H).T
+    W = Hh @ jnp.linalg.inv(H @ Hh)
+    W = W * jnp.sqrt(power / jnp.sum(jnp.abs(W) ** 2))
+    eye = jnp.eye(N, dtype=H.dtype)
+
+    def iteration(W, _):
+        Y = H @ W  # [k, i] = h_k w_i
+        J = jnp.sum(jnp.abs(Y) ** 2, axis=1) + noise_power
+        s = jnp.diagonal(Y)
+        u = s / J
+        weight = 1.0 / (1.0 - jnp.abs(s) ** 2 / J)
+        A = (Hh * (weight * jnp.abs(u) ** 2)[None, :]) @ H
+        B = Hh * (weight * jnp.conj(u))[None, :]
+
+        def solve(mu):
+            return jnp.linalg.inv(A + mu * eye) @ B
+
+        def halve(_, bracket):
+            lo, hi = bracket
+            mid = 0.5 * (lo + hi)
+            too_much = jnp.sum(jnp.abs(solve(mid)) ** 2) > power
+            return jnp.where(too_much, mid, lo), jnp.where(too_much, hi, mid)
+
+        hi = jnp.sqrt(jnp.sum(jnp.abs(B) ** 2) / power)
+        _, hi = jax.lax.fori_loop(0, bisection_steps, halve, (jnp.zeros_like(hi), hi))
+        return solve(hi), None
+
+    W, _ = jax.lax.scan(iteration, W, None, length=iterations)
+    return W
+
+
+# ---------------------------------------------------------------- helpers
+#: XLA CPU option that keeps reductions out of YNNPACK custom fusions, so the whole
+#: channel fuses into one loop (see README "what-if rows"); applied per compilation.
+YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _ynn_off_available() -> bool:
+    """Whether this backend is a CPU whose XLA accepts ``YNN_OFF`` (experimental flag)."""
+    if jax.default_backend() != "cpu":
+        return False
+    try:
+        jax.jit(lambda x: jnp.sum(x, axis=-1)).lower(jnp.ones((4, 8))).compile(YNN_OFF)
+    except Exception:  # noqa: BLE001 - unknown option in another jaxlib
+        return False
+    return True
+
+
+_ID_KEYS = {"channel": ("batch", "paired_batch"), "grad": ("batch",), "channel_vs_L": ("L",),
+            "channel_vs_K": ("K",), "wmmse": ("batch",), "ceiling": ()}
+_ID_ABBREV = {"batch": "B", "paired_batch": "with_B"}
+
+
+def _record(section, impl, params, timing=None, metrics=None, memory=None, accuracy=None):
+    rid = "/".join([section, impl] + [f"{_ID_ABBREV.get(k, k)}={params[k]}" for k in _ID_KEYS[section]
+                                  if k in params])
+    out_metrics = dict(timing.metrics()) if timing is not None else {}
+    out_metrics.update(metrics or {})
+    return {
+        "id": rid,
+        "section": section,
+        "impl": impl,
+        "params": dict(params),
+        "repeats": timing.repeats if timing is not None else None,
+        "metrics": out_metrics,
+        "memory": memory,
+        "accuracy": accuracy,
+    }
+
+
+def _rel_errors(H, H_ref) -> dict:
+    """Per drop ``max |H - H_ref| / max |H_ref|``: median and max over drops."""
+    H = np.asarray(H, np.complex128)
+    err = np.max(np.abs(H - H_ref), axis=(-2, -1)) / np.max(np.abs(H_ref), axis=(-2, -1))
+    return {"median_rel_err": float(np.median(err)), "max_rel_err": float(np.max(err))}
+
+
+def _timing_kw(s):
+    return dict(repeats=s["repeats"], min_time=s["min_time"], max_time=s["max_time"])
+
+
+# ---------------------------------------------------------------- sections
+def bench_channel(cfg, s, records, ratios):
+    """(a) + (c): channel forward next to its two references (interleaved per batch), then (b) the gradient."""
+    P = paths_per_drop(cfg)
+    chan = jaxpass_channel(cfg)
+    naive = naive_jax_channel(cfg)
+    params0 = dict(K=cfg.num_users, N=cfg.num_waveguides, L=cfg.num_pinches)
+
+    # NumPy loop on a fixed subset (slow, cost linear in drops); accuracy on the same subset
+    n_ref = s["numpy_drops"]
+    Xr, ur = make_drops(cfg, n_ref, seed=1)
+    Xr_np, ur_np = np.asarray(Xr), np.asarray(ur)
+    ref_fn = numpy_channel_loop(cfg)
+    H_ref = ref_fn(Xr_np, ur_np)
+    acc_jaxpass = _rel_errors(jax.jit(chan)(Xr, ur), H_ref)
+    acc_naive = _rel_errors(jax.jit(naive)(Xr, ur), H_ref)
+
+    ynn_off = _ynn_off_available()
+    acc_ynn_off = (_rel_errors(jax.jit(chan).lower(Xr, ur).compile(YNN_OFF)(Xr, ur), H_ref) if ynn_off else None)
+    for B in s["batches"]:
+        X, users = make_drops(cfg, B)
+        log(f"[throughput] channel B={B}: jaxpass | naive_jax | numpy_loop ({n_ref} drops)"
+            + (" | jaxpass_ynn_off" if ynn_off else "") + ", interleaved")
+        cases = {
+            "jaxpass": common.Case(chan, (X, users)),
+            "naive_jax": common.Case(naive, (X, users)),
+            "numpy_loop": common.Case(ref_fn, (Xr_np, ur_np), jit=False),
+        }
+        if ynn_off:
+            cases["jaxpass_ynn_off"] = common.Case(chan, (X, users), compiler_options=YNN_OFF)
+        t = common.time_interleaved(cases, **_timing_kw(s))
+        rate = {k: v.per_second(B if k != "numpy_loop" else n_ref) for k, v in t.items()}
+        impls = [("jaxpass", acc_jaxpass), ("naive_jax", acc_naive)] + ([("jaxpass_ynn_off", acc_ynn_off)] if ynn_off else [])
+        for impl, acc in impls:
+            records.append(_record("channel", impl, dict(batch=B, **params0), t[impl],
+                                   dict(drops_per_s=rate[impl], path_elements_per_s=rate[impl] * P),
+                                   common.memory_per_item(t[impl].compiled, B), acc))
+        records.append(_record("channel", "numpy_loop", dict(batch=n_ref, paired_batch=B, **params0),
+                               t["numpy_loop"],
+                               dict(drops_per_s=rate["numpy_loop"], path_elements_per_s=rate["numpy_loop"] * P)))
+        ratios[f"channel_jaxpass_over_naive_jax@B={B}"] = rate["jaxpass"] / rate["naive_jax"]
+        ratios[f"channel_jaxpass_over_numpy_loop@B={B}"] = rate["jaxpass"] / rate["numpy_loop"]
+        if ynn_off:
+            ratios[f"channel_jaxpass_ynn_off_over_jaxpass@B={B}"] = rate["jaxpass_ynn_off"] / rate["jaxpass"]
+
+    Bmax = max(s["batches"])
+    ratios["channel_jaxpass_over_numpy_loop"] = ratios[f"channel_jaxpass_over_numpy_loop@B={Bmax}"]
+    ratios["channel_jaxpass_over_naive_jax"] = ratios[f"channel_jaxpass_over_naive_jax@B={Bmax}"]
+
+    grad = jax.vmap(jax.value_and_grad(zf_sum_rate_wrt_positions(cfg)))
+    for B in s["batches"]:
+        X, users = make_drops(cfg, B)
+        log(f"[throughput] grad B={B}")
+        t = common.time_fn(grad, X, users, **_timing_kw(s))
+        value, g = t.output
+        records.append(_record("grad", "jaxpass", dict(batch=B, **params0), t,
+                               dict(drop_steps_per_s=t.per_second(B)),
+                               common.memory_per_item(t.compiled, B),
+                               {"mean_sum_rate": float(jnp.mean(value)),
+                                "nonfinite_grads": float(jnp.sum(~jnp.isfinite(g)))}))
+
+
+def bench_sweeps(s, records, ratios):
+    """(d): channel forward vs L (K = N = 4) and vs K = N (L = 8) at one batch size (each sweep interleaved)."""
+    B = s["sweep_batch"]
+    for section, key, values in (("channel_vs_L", "L", s["L_values"]), ("channel_vs_K", "K", s["K_values"])):
+        cases, cfgs = {}, {}
+        for v in values:
+            cfg = base_config(num_pinches=v) if key == "L" else base_config(num_users=v, num_waveguides=v)
+            cfgs[v] = cfg
+            cases[v] = common.Case(jaxpass_channel(cfg), make_drops(cfg, B))
+        log(f"[throughput] {section}: {key} in {tuple(values)}, B={B}, interleaved")
+        timings = common.time_interleaved(cases, **_timing_kw(s))
+        for v, t in timings.items():
+            cfg = cfgs[v]
+            rate = t.per_second(B)
+            records.append(_record(section, "jaxpass",
+                                   dict(batch=B, K=cfg.num_users, N=cfg.num_waveguides, L=cfg.num_pinches), t,
+                                   dict(drops_per_s=rate, path_elements_per_s=rate * paths_per_drop(cfg)),
+                                   common.memory_per_item(t.compiled, B)))
+
+
+def bench_wmmse(cfg, s, records, ratios):
+    """(e): jaxpass WMMSE vs the plain textbook version, same batch and iteration count, interleaved."""
+    B, iters = s["wmmse_batch"], s["wmmse_iterations"]
+    X, users = make_drops(cfg, B, seed=2)
+    H = jax.block_until_ready(jax.jit(jaxpass_channel(cfg))(X, users))
+    power, noise = cfg.power, cfg.noise_power
+    rate_fn = jax.jit(jax.vmap(lambda H, W: jp.sum_rate(H, W, noise)))
+    params = dict(batch=B, K=cfg.num_users, N=cfg.num_waveguides, iterations=iters)
+    log(f"[throughput] wmmse B={B} iterations={iters}: jaxpass | plain, interleaved")
+    timings = common.time_interleaved({
+        "jaxpass": common.Case(jax.vmap(lambda H: jp.beamforming.wmmse(H, power, noise, iterations=iters)), (H,)),
+        "plain": common.Case(jax.vmap(lambda H: plain_wmmse(H, power, noise, iterations=iters,
+                                                            bisection_steps=s["plain_bisection_steps"])), (H,)),
+    }, **_timing_kw(s))
+    out = {}
+    for impl, t in timings.items():
+        sr = np.asarray(rate_fn(H, t.output))
+        acc = {"mean_sum_rate": float(np.nanmean(sr)), "nonfinite_drops": float(np.sum(~np.isfinite(sr)))}
+        out[impl] = t.per_second(B)
+        records.append(_record("wmmse", impl, params, t, dict(drops_per_s=out[impl]),
+                               common.memory_per_item(t.compiled, B), acc))
+    ratios["wmmse_jaxpass_over_plain"] = out["jaxpass"] / out["plain"]
+
+
+def bench_ceiling(cfg, s, records, ratios):
+    """(f): NumPy/XLA sine, jaxpass's cis kernel and a float32 matmul, interleaved with the channel itself."""
+    n = s["sin_elements"]
+    x = np.random.default_rng(0).uniform(0.0, 1e4, n).astype(np.float32)
+    buf = np.empty_like(x)
+    xd = jax.device_put(x)
+    cycles = jax.device_put((x / (2 * np.pi)).astype(np.float32))
+    m = s["matmul_n"]
+    ka, kb = jax.random.split(jax.random.key(3))
+    a = jax.random.normal(ka, (m, m), jnp.float32)
+    b = jax.random.normal(kb, (m, m), jnp.float32)
+    B = max(s["batches"])
+    log(f"[throughput] ceiling: np.sin | jnp.sin | cis_cycles ({n} float32) | matmul {m}^2 | channel B={B}")
+    t = common.time_interleaved({
+        "numpy_sin": common.Case(lambda: np.sin(x, out=buf), jit=False),
+        "jax_sin": common.Case(jnp.sin, (xd,)),
+        "jaxpass_cis": common.Case(lambda c: jp.phase.cis_cycles(c), (cycles,)),
+        "jax_matmul": common.Case(jnp.matmul, (a, b)),
+        "channel_jaxpass": common.Case(jaxpass_channel(cfg), make_drops(cfg, B)),
+    }, **_timing_kw(s))
+    for impl in ("numpy_sin", "jax_sin", "jaxpass_cis"):
+        params = dict(n=n) if impl != "jaxpass_cis" else dict(n=n, method=jp.phase.resolve_method(jnp.float32))
+        records.append(_record("ceiling", impl, params, t[impl], dict(elements_per_s=t[impl].per_second(n))))
+    records.append(_record("ceiling", "jax_matmul", dict(n=m), t["jax_matmul"],
+                           dict(flops_per_s=t["jax_matmul"].per_second(2.0 * m**3))))
+    rate = t["channel_jaxpass"].per_second(B)
+    records.append(_record("ceiling", "channel_jaxpass",
+                           dict(batch=B, K=cfg.num_users, N=cfg.num_waveguides, L=cfg.num_pinches),
+                           t["channel_jaxpass"],
+                           dict(drops_per_s=rate, path_elements_per_s=rate * paths_per_drop(cfg))))
+
+
+def _find(records, section, impl, **params):
+    for r in records:
+        if r["section"] == section and r["impl"] == impl and all(r["params"].get(k) == v for k, v in params.items()):
+            return r
+    return None
+
+
+def ceiling_ratios(records, s, ratios):
+    """Channel path-elements/s (the copy timed interleaved with the ceiling kernels) over each kernel."""
+    chan = _find(records, "ceiling", "channel_jaxpass")
+    if chan is None:
+        return
+    pe = chan["metrics"]["path_elements_per_s"]
+    for impl, key in (("numpy_sin", "numpy_sin"), ("jax_sin", "jax_sin"), ("jaxpass_cis", "jaxpass_cis")):
+        r = _find(records, "ceiling", impl)
+        if r is not None:
+            ratios[f"channel_path_elements_over_{key}"] = pe / r["metrics"]["elements_per_s"]
+    mm = _find(records, "ceiling", "jax_matmul")
+    if mm is not None:
+        ratios["channel_path_elements_per_matmul_flop"] = pe / mm["metrics"]["flops_per_s"]
+
+
+# ---------------------------------------------------------------- report
+def report(records, ratios, s) -> str:
+    """Markdown tables of every record and ratio."""
+    out = []
+    rows = []
+    for r in records:
+        if r["section"] != "channel":
+            continue
+        m, acc = r["metrics"], r["accuracy"] or {}
+        batch = r["params"]["batch"]
+        if "paired_batch" in r["params"]:
+            batch = f"{batch} (with B={r['params']['paired_batch']})"
+        rows.append([r["impl"], batch, fmt_num(m["drops_per_s"]), fmt_num(m["path_elements_per_s"]),
+                     fmt_time(m["median_s"]), f"{fmt_time(m['min_s'])} .. {fmt_time(m['max_s'])}",
+                     fmt_time(m.get("compile_s")),
+                     fmt_ratio(ratios.get(f"channel_jaxpass_over_naive_jax@B={r['params']['batch']}"))
+                     if r["impl"] == "jaxpass" else "",
+                     fmt_ratio(ratios.get(f"channel_jaxpass_over_numpy_loop@B={r['params']['batch']}"))
+                     if r["impl"] == "jaxpass" else "",
+                     f"{acc['max_rel_err']:.2g}" if "max_rel_err" in acc else ""])
+    out.append("### (a, c) effective channel forward, float32 (numpy_loop: float64, per-drop Python loop; "
+               "the rows of one batch timed interleaved)\n")
+    out.append(markdown_table(["impl", "batch", "drops/s", "path-elem/s", "median", "min .. max", "compile",
+                               "jaxpass/naive", "jaxpass/numpy", "max rel err vs f64"], rows))
+    what_if = [(b, ratios[f"channel_jaxpass_ynn_off_over_jaxpass@B={b}"]) for b in s["batches"]
+               if f"channel_jaxpass_ynn_off_over_jaxpass@B={b}" in ratios]
+    if what_if:
+        out.append("\nWhat-if row `jaxpass_ynn_off` (same code, compiled with XLA CPU option "
+                   "`xla_cpu_experimental_ynn_fusion_type=\"\"`) over `jaxpass`: "
+                   + ", ".join(f"B={b}: {fmt_ratio(r)}" for b, r in what_if))
+
+    rows = []
+    for r in records:
+        if r["section"] == "grad":
+            m = r["metrics"]
+            rows.append([r["params"]["batch"], fmt_num(m["drop_steps_per_s"]), fmt_time(m["median_s"]),
+                         f"{fmt_time(m['min_s'])} .. {fmt_time(m['max_s'])}", fmt_time(m["compile_s"]),
+                         f"{r['accuracy']['mean_sum_rate']:.4g}"])
+    out.append("\n### (b) value_and_grad of ZF sum rate w.r.t. positions\n")
+    out.append(markdown_table(["batch", "drop-steps/s", "median", "min .. max", "compile", "mean sum rate"], rows))
+
+    for section, key in (("channel_vs_L", "L"), ("channel_vs_K", "K")):
+        rows = []
+        for r in records:
+            if r["section"] == section:
+                m, p = r["metrics"], r["params"]
+                rows.append([p[key] if key == "L" else f"{p['K']} (N={p['N']})", p["K"] * p["N"] * p["L"],
+                             fmt_num(m["drops_per_s"]), fmt_num(m["path_elements_per_s"]),
+                             fmt_time(m["median_s"]), fmt_time(m["compile_s"])])
+        out.append(f"\n### (d) channel forward vs {key} at batch {s['sweep_batch']}\n")
+        out.append(markdown_table([key, "paths/drop", "drops/s", "path-elem/s", "median", "compile"], rows))
+
+    rows = []
+    for r in records:
+        if r["section"] == "wmmse":
+            m, acc = r["metrics"], r["accuracy"]
+            rows.append([r["impl"], r["params"]["batch"], r["params"]["iterations"], fmt_num(m["drops_per_s"]),
+                         fmt_time(m["median_s"]), f"{fmt_time(m['min_s'])} .. {fmt_time(m['max_s'])}",
+                         fmt_time(m["compile_s"]), f"{acc['mean_sum_rate']:.4g}"])
+    out.append("\n### (e) WMMSE\n")
+    out.append(markdown_table(["impl", "batch", "iterations", "drops/s", "median", "min .. max", "compile",
+                               "mean sum rate"], rows))
+    if "wmmse_jaxpass_over_plain" in ratios:
+        out.append(f"\njaxpass / plain WMMSE: {fmt_ratio(ratios['wmmse_jaxpass_over_plain'])}")
+
+    rows = []
+    chan = _find(records, "ceiling", "channel_jaxpass")
+    pe = chan["metrics"]["path_elements_per_s"] if chan else None
+    for r in records:
+        if r["section"] == "ceiling" and r["impl"] != "channel_jaxpass":
+            m = r["metrics"]
+            if "elements_per_s" in m:
+                rows.append([r["impl"], f"{r['params']['n']}", f"{fmt_num(m['elements_per_s'])} elem/s",
+                             fmt_ratio(pe / m["elements_per_s"]) if pe else "n/a"])
+            else:
+                rows.append([r["impl"], f"{r['params']['n']}^2", f"{m['flops_per_s'] / 1e9:.3g} GFLOP/s",
+                             f"{pe / m['flops_per_s']:.3g} path-elem/FLOP" if pe else "n/a"])
+    if pe:
+        rows.append([f"channel (jaxpass, B={chan['params']['batch']})", "", f"{fmt_num(pe)} path-elem/s", "1x"])
+    out.append("\n### (f) machine ceiling vs channel path-elements/s (all timed interleaved)\n")
+    out.append(markdown_table(["kernel", "size", "throughput", "channel path-elem/s ÷ this"], rows))
+
+    rows = []
+    for r in records:
+        if r["memory"] and r["section"] in ("channel", "grad", "wmmse", "channel_vs_L", "channel_vs_K"):
+            mem = r["memory"]
+            rows.append([r["id"], f"{mem['peak_bytes_per_drop']:.4g}", f"{mem['temp_bytes_per_drop']:.4g}",
+                         f"{mem['argument_bytes_per_drop']:.4g}", f"{mem['output_bytes_per_drop']:.4g}"])
+    out.append("\n### (g) memory per drop from compiled.memory_analysis() [bytes]\n")
+    out.append(markdown_table(["record", "peak", "temp", "args", "outputs"], rows) if rows
+               else "(not reported by this backend)")
+
+    out.append("\n### ratios (a/b throughput; > 1 means a is faster)\n")
+    out.append(markdown_table(["ratio", "value"], [[k, f"{v:.4g}"] for k, v in ratios.items()]))
+    return "\n".join(out)
+
+
+def plot(records, s, path: Path) -> Path | None:
+    """(h): drops/s vs batch, path-elements/s vs L and vs K."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import EngFormatter, NullFormatter, NullLocator
+    except ImportError:  # pragma: no cover - matplotlib is a dependency, but stay graceful
+        log("[throughput] matplotlib missing; no figure")
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
+    ax = axes[0]
+    for section, impl, key, label, style in (
+        ("channel", "jaxpass", "drops_per_s", "channel (jaxpass)", "o-"),
+        ("channel", "naive_jax", "drops_per_s", "channel (naive JAX)", "s--"),
+        ("channel", "jaxpass_ynn_off", "drops_per_s", "channel (jaxpass, XLA CPU YNN reductions off)", "o:"),
+        ("grad", "jaxpass", "drop_steps_per_s", "value_and_grad ZF sum rate", "^-"),
+    ):
+        pts = sorted((r["params"]["batch"], r["metrics"][key]) for r in records
+                     if r["section"] == section and r["impl"] == impl)
+        if pts:
+            ax.plot(*zip(*pts), style, label=label)
+    ref = [r["metrics"]["drops_per_s"] for r in records if r["section"] == "channel" and r["impl"] == "numpy_loop"]
+    if ref:
+        ax.axhline(float(np.median(ref)), color="gray", ls=":", label="channel (NumPy loop, f64)")
+    ax.set(xscale="log", yscale="log", xlabel="batch (drops)", ylabel="drops/s", title="throughput vs batch")
+    ax.yaxis.set_major_formatter(EngFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    batches = sorted(s["batches"])
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.legend(fontsize=8)
+    for ax, section, key, xlabel in ((axes[1], "channel_vs_L", "L", "L (pinches per waveguide), K = N = 4"),
+                                     (axes[2], "channel_vs_K", "K", "K = N (users = waveguides), L = 8")):
+        pts = sorted((r["params"][key], r["metrics"]["path_elements_per_s"]) for r in records
+                     if r["section"] == section)
+        ax.set_xscale("log", base=2)
+        if pts:
+            ax.plot(*zip(*pts), "o-")
+            ax.set_xticks([p[0] for p in pts], [str(p[0]) for p in pts])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(EngFormatter())
+        ax.set(xlabel=xlabel, ylabel="path-elements/s", title=f"channel forward, batch {s['sweep_batch']}")
+        ax.set_ylim(bottom=0)
+    fig.suptitle(f"jaxpass throughput on {common.device_name()} (float32)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------- driver
+def run(quick: bool = False, out_dir: Path | None = None) -> dict:
+    """Run every section, print the tables, write JSON + PNG; return the JSON payload's parts."""
+    s = dict(QUICK if quick else FULL)
+    out_dir = Path(out_dir) if out_dir is not None else common.default_out_dir(quick)
+    cfg = base_config()
+    t_start = time.perf_counter()
+    records: list = []
+    ratios: dict = {}
+    bench_channel(cfg, s, records, ratios)
+    bench_sweeps(s, records, ratios)
+    bench_wmmse(cfg, s, records, ratios)
+    bench_ceiling(cfg, s, records, ratios)
+    ceiling_ratios(records, s, ratios)
+    wall = time.perf_counter() - t_start
+
+    config = dict(preset="joint_beamforming", dtype="float32", K=cfg.num_users, N=cfg.num_waveguides,
+                  L=cfg.num_pinches, cis_method=jp.phase.resolve_method(jnp.float32), **s)
+    json_path = common.write_result(NAME, config=config, records=records, ratios=ratios, out_dir=out_dir,
+                                    quick=quick, extra={"wall_s": wall})
+    png_path = plot(records, s, common.result_path(out_dir, NAME, "png"))
+
+    env = common.environment()
+    print(f"## jaxpass throughput — {env['device']} ({env['cpu_model'] or env['device_kind']}), "
+          f"jax {env['jax_version']}, {'quick' if quick else 'full'} run\n")
+    print(f"Config: JB preset K=N={cfg.num_users}, L={cfg.num_pinches}, float32, cis method "
+          f"'{config['cis_method']}'; timings: compile first, then >= {s['repeats']} calls and "
+          f">= {s['min_time']} s (median; spread = min .. max).\n")
+    print(report(records, ratios, s))
+    print(f"\nwall time {wall:.1f} s; wrote {json_path}" + (f" and {png_path}" if png_path else ""))
+    return {"config": config, "records": records, "ratios": ratios, "json": json_path, "png": png_path}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (< 60 s on 2 CPU cores), for tests")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default benchmarks/results, or benchmarks/results/quick with --quick)")
+    args = parser.parse_args(argv)
+    run(quick=args.quick, out_dir=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
