@@ -131,3 +131,53 @@ def cholesky_solve(M, B):
         acc = y[i] - sum((jnp.conj(L[k][i]) * x[k] for k in range(i + 1, n)), start=0.0)
         x[i] = acc * inv_diag[i]
     return jnp.stack(x, axis=0)
+
+
+def regularized_pinv_qr(M, reg):
+    """``M^H (M M^H + reg I)^{-1}`` for a small ``(K, N)`` matrix, by QR; shape ``(N, K)``.
+
+    With ``A = [M^H; sqrt(reg) I_K]`` (``(N + K) x K``) and ``A = Q R``,
+    ``M M^H + reg I = R^H R`` and ``M^H = Q_top R``, so the result is
+    ``Q_top R^{-H}``. The QR is classical Gram-Schmidt with one
+    re-orthogonalisation (CGS2: orthogonal to working precision), so the result
+    is accurate to ``eps * cond(A)`` (no squaring of the condition number as in a
+    Gram/Cholesky solve) and plainly differentiable. Both loops are
+    ``lax.fori_loop`` over columns/rows with batch-independent indices, so a
+    vmapped batch runs as a few fused elementwise kernels per step.
+
+    Args:
+      M: ``(K, N)`` complex matrix.
+      reg: scalar ``> 0`` (use a tiny floor for zero-forcing; it keeps ``R``'s
+        diagonal at least ``sqrt(reg)``, so coincident rows stay finite).
+    """
+    K, N = M.shape
+    A = jnp.concatenate([jnp.conj(M).T, jnp.sqrt(reg).astype(M.dtype) * jnp.eye(K, dtype=M.dtype)], axis=0)
+    rdt = jnp.finfo(M.dtype).dtype
+
+    def column(k, carry):
+        Q, R = carry
+        v = jax.lax.dynamic_index_in_dim(A, k, axis=1, keepdims=False)
+        r = jnp.zeros((K,), M.dtype)
+        for _ in range(2):  # CGS2; columns >= k of Q are still zero, so only j < k count
+            proj = jnp.sum(jnp.conj(Q) * v[:, None], axis=0)
+            v = v - jnp.sum(Q * proj[None, :], axis=1)
+            r = r + proj
+        nrm2 = jnp.sum(v.real**2 + v.imag**2)
+        nrm = jnp.sqrt(jnp.maximum(nrm2, jnp.finfo(rdt).tiny))
+        Q = jax.lax.dynamic_update_index_in_dim(Q, v / nrm, k, axis=1)
+        r = jnp.where(jnp.arange(K) == k, nrm.astype(M.dtype), r)
+        R = jax.lax.dynamic_update_index_in_dim(R, r, k, axis=1)
+        return Q, R
+
+    Q, R = jax.lax.fori_loop(0, K, column, (jnp.zeros((N + K, K), M.dtype), jnp.zeros((K, K), M.dtype)))
+
+    # Z = R^{-H}: forward substitution on the lower-triangular R^H, row by row
+    def row(i, Z):
+        r_col = jax.lax.dynamic_index_in_dim(R, i, axis=1, keepdims=False)  # R[:, i]
+        e_i = (jnp.arange(K) == i).astype(M.dtype)
+        acc = e_i - jnp.sum(jnp.conj(r_col)[:, None] * Z, axis=0)  # rows >= i of Z are zero
+        z = acc / jnp.conj(jax.lax.dynamic_index_in_dim(r_col, i, keepdims=False))
+        return jax.lax.dynamic_update_index_in_dim(Z, z, i, axis=0)
+
+    Z = jax.lax.fori_loop(0, K, row, jnp.zeros((K, K), M.dtype))
+    return Q[:N] @ Z
