@@ -11,7 +11,7 @@ Public API (explicit re-exports; see README for the conventions)::
     r = jp.sum_rate(H, W, cfg.noise_power)             # bps/Hz
 """
 
-from jaxpass import beamforming, channel, geometry, metrics, phase, units
+from jaxpass import beamforming, channel, geometry, linalg, metrics, phase, units
 from jaxpass.channel import (
     blockage_covariance,
     coupled_amplitudes,
@@ -24,6 +24,7 @@ from jaxpass.channel import (
     radiation_amplitudes,
     ula_channel,
 )
+from jaxpass.compile import compiler_options, jit
 from jaxpass.config import PassConfig
 from jaxpass.geometry import (
     is_feasible,
@@ -50,6 +51,7 @@ __all__ = [
     "beamforming",
     "blockage_covariance",
     "channel",
+    "compiler_options",
     "coupled_amplitudes",
     "distances",
     "effective_channel",
@@ -59,6 +61,8 @@ __all__ = [
     "free_space_links",
     "geometry",
     "is_feasible",
+    "jit",
+    "linalg",
     "los_probability",
     "metrics",
     "phase",

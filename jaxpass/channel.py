@@ -91,19 +91,31 @@ def _value_of(value, differentiable):
 
 
 def _links_double_float(px, py, h, ux, uy, inv_lam):
-    """Reduced cycles ``r / lambda`` computed with double-float pairs (float32, no gradient)."""
+    """Reduced cycles ``r / lambda`` computed with double-float pairs (float32, no gradient).
+
+    Coordinates are first converted to wavelengths (double-float, once per element
+    position and per user), so the per-path work is the distance alone: exact
+    differences, exact squares, a two-sum and a corrected square root.
+    """
     px, py, h, ux, uy, inv_lam = jax.lax.stop_gradient((px, py, h, ux, uy, inv_lam))
-    dx_h, dx_l = two_sum(px, -ux)
-    dy_h, dy_l = two_sum(py, -uy)
+
+    def cycles(v):
+        return df_mul(v, jnp.zeros_like(v), inv_lam[0], inv_lam[1])
+
+    def diff(a, b):
+        hi, err = two_sum(a[0], -b[0])
+        return hi, err + (a[1] - b[1])
+
+    dx_h, dx_l = diff(cycles(px), cycles(ux))
+    dy_h, dy_l = diff(cycles(py), cycles(uy))
+    h_h, h_l = cycles(h)
     x2, x2e = two_prod(dx_h, dx_h)
     y2, y2e = two_prod(dy_h, dy_h)
-    h2, h2e = two_prod(h, h)
+    h2, h2e = two_prod(h_h, h_h)
     c_h, c_e = two_sum(y2, h2)
     s_h, s_e = two_sum(x2, c_h)
-    s_l = s_e + c_e + (x2e + 2.0 * dx_h * dx_l) + (y2e + 2.0 * dy_h * dy_l) + h2e
-    r_h, r_l = df_sqrt(s_h, s_l)
-    m_h, m_l = df_mul(r_h, r_l, inv_lam[0], inv_lam[1])
-    return df_frac(m_h, m_l)
+    s_l = s_e + c_e + (x2e + 2.0 * dx_h * dx_l) + (y2e + 2.0 * dy_h * dy_l) + (h2e + 2.0 * h_h * h_l)
+    return df_frac(*df_sqrt(s_h, s_l))
 
 
 def _guide_cycles(cfg, X, inv_lam):

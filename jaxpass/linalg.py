@@ -13,6 +13,15 @@ import jax
 import jax.numpy as jnp
 
 
+def small_matmul(a, b):
+    """``a @ b`` for small matrices as a broadcast product and sum.
+
+    Under ``vmap`` on CPU this fuses into one elementwise loop, ~4x faster than
+    XLA's batched dot for 4 x 4 operands (2x for its gradient).
+    """
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
 def _default_sweeps(dtype) -> int:
     # cyclic one-sided Jacobi converges quadratically; 6 sweeps reach float32
     # round-off for n <= 8 columns, 8 sweeps float64 (tested in tests/test_linalg.py)
@@ -141,9 +150,9 @@ def regularized_pinv_qr(M, reg):
     ``Q_top R^{-H}``. The QR is classical Gram-Schmidt with one
     re-orthogonalisation (CGS2: orthogonal to working precision), so the result
     is accurate to ``eps * cond(A)`` (no squaring of the condition number as in a
-    Gram/Cholesky solve) and plainly differentiable. Both loops are
-    ``lax.fori_loop`` over columns/rows with batch-independent indices, so a
-    vmapped batch runs as a few fused elementwise kernels per step.
+    Gram/Cholesky solve) and plainly differentiable. Unrolled over the K columns
+    (elementwise ops only: a vmapped batch becomes a few fused SIMD loops; the
+    dependency chain is only K deep, so XLA's fusion does not blow up).
 
     Args:
       M: ``(K, N)`` complex matrix.
@@ -151,33 +160,27 @@ def regularized_pinv_qr(M, reg):
         diagonal at least ``sqrt(reg)``, so coincident rows stay finite).
     """
     K, N = M.shape
-    A = jnp.concatenate([jnp.conj(M).T, jnp.sqrt(reg).astype(M.dtype) * jnp.eye(K, dtype=M.dtype)], axis=0)
     rdt = jnp.finfo(M.dtype).dtype
-
-    def column(k, carry):
-        Q, R = carry
-        v = jax.lax.dynamic_index_in_dim(A, k, axis=1, keepdims=False)
-        r = jnp.zeros((K,), M.dtype)
-        for _ in range(2):  # CGS2; columns >= k of Q are still zero, so only j < k count
-            proj = jnp.sum(jnp.conj(Q) * v[:, None], axis=0)
-            v = v - jnp.sum(Q * proj[None, :], axis=1)
-            r = r + proj
-        nrm2 = jnp.sum(v.real**2 + v.imag**2)
-        nrm = jnp.sqrt(jnp.maximum(nrm2, jnp.finfo(rdt).tiny))
-        Q = jax.lax.dynamic_update_index_in_dim(Q, v / nrm, k, axis=1)
-        r = jnp.where(jnp.arange(K) == k, nrm.astype(M.dtype), r)
-        R = jax.lax.dynamic_update_index_in_dim(R, r, k, axis=1)
-        return Q, R
-
-    Q, R = jax.lax.fori_loop(0, K, column, (jnp.zeros((N + K, K), M.dtype), jnp.zeros((K, K), M.dtype)))
-
+    A = jnp.concatenate([jnp.conj(M).T, jnp.sqrt(reg).astype(M.dtype) * jnp.eye(K, dtype=M.dtype)], axis=0)
+    qs, R = [], [[None] * K for _ in range(K)]
+    for k in range(K):
+        v = A[:, k]
+        coef = [0.0] * k
+        for _ in range(2):  # CGS2
+            for j in range(k):
+                p = jnp.sum(jnp.conj(qs[j]) * v)
+                coef[j] = coef[j] + p
+                v = v - p * qs[j]
+        nrm = jnp.sqrt(jnp.maximum(jnp.sum(v.real**2 + v.imag**2), jnp.finfo(rdt).tiny))
+        qs.append(v / nrm)
+        for j in range(k):
+            R[j][k] = coef[j]
+        R[k][k] = nrm
     # Z = R^{-H}: forward substitution on the lower-triangular R^H, row by row
-    def row(i, Z):
-        r_col = jax.lax.dynamic_index_in_dim(R, i, axis=1, keepdims=False)  # R[:, i]
-        e_i = (jnp.arange(K) == i).astype(M.dtype)
-        acc = e_i - jnp.sum(jnp.conj(r_col)[:, None] * Z, axis=0)  # rows >= i of Z are zero
-        z = acc / jnp.conj(jax.lax.dynamic_index_in_dim(r_col, i, keepdims=False))
-        return jax.lax.dynamic_update_index_in_dim(Z, z, i, axis=0)
-
-    Z = jax.lax.fori_loop(0, K, row, jnp.zeros((K, K), M.dtype))
-    return Q[:N] @ Z
+    Z = []
+    for i in range(K):
+        acc = (jnp.arange(K) == i).astype(M.dtype)
+        for j in range(i):
+            acc = acc - jnp.conj(R[j][i]) * Z[j]
+        Z.append(acc / R[i][i])
+    return small_matmul(jnp.stack(qs, axis=1)[:N], jnp.stack(Z, axis=0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxpass._checks import check_shape, is_tracer
+from jaxpass.linalg import small_matmul
 
 
 def _check_hw(H, W):
@@ -27,7 +28,7 @@ def _safe_div(num, den):
 
 def received_gains(H, W):
     """``|H @ W|^2``, shape ``(K, K)``: entry ``[k, i]`` is user k's power from stream i."""
-    G = H @ W
+    G = small_matmul(H, W)
     return G.real**2 + G.imag**2
 
 

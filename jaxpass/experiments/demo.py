@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
+from jaxpass.compile import jit
 from jaxpass.config import PassConfig
 from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users, uniform_positions
@@ -59,7 +60,7 @@ class MethodResult:
 def _time_batched(fn, *args, repeats: int = 3):
     """Compile apart, then the best of ``repeats`` timed runs (seconds)."""
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     out = jax.block_until_ready(compiled(*args))
     best = np.inf
