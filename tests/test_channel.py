@@ -177,3 +177,28 @@ def test_channel_bad_input(jb_cfg):
         jp.radiation_amplitudes(jb_cfg, split=jnp.ones(8))
     with pytest.raises(ValueError, match="num_antennas must be >= 1"):
         jp.ula_channel(jb_cfg, users, 0)
+
+
+def test_channel_gradient_float64_finite_differences(x64, jb_cfg):
+    from jax.test_util import check_grads
+
+    cfg = jb_cfg.replace(loss_db_per_m=0.1, num_pinches=3)
+    X, users = random_drop(12, cfg)
+    f = lambda X, u: jnp.sum(jnp.abs(jp.effective_channel(cfg, X, u) @ jnp.arange(1.0, 5.0)) ** 2)
+    check_grads(f, (X, users), order=1, modes=["rev", "fwd"], eps=1e-7, atol=1e-8, rtol=1e-5)
+
+
+def test_channel_gradient_float32_matches_float64(jb_cfg):
+    """float32 gradients come from the plain expression (cheap), values from double-float pairs."""
+    X, users = random_drop(13, jb_cfg)
+    w = jnp.array([1.0, -0.5, 0.25, 2.0])
+
+    def f(X, u):
+        H = jp.effective_channel(jb_cfg, X, u)
+        return jnp.sum(jnp.real(H @ w) + 0.3 * jnp.imag(H @ w))
+
+    g32 = np.asarray(jax.grad(f)(X, users), np.float64)
+    with jax.enable_x64(True):
+        g64 = np.asarray(jax.grad(f)(jnp.asarray(X, jnp.float64), jnp.asarray(users, jnp.float64)))
+    assert np.abs(g32 - g64).max() < 1e-3 * np.abs(g64).max()
+    assert np.abs(g64).max() > 0
