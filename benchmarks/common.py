@@ -2,8 +2,12 @@
 
 Timing protocol (DESIGN.md "Performance notes"):
 
-1. compile first: ``jax.jit(fn).lower(*args).compile()`` is timed on its own
-   (``compile_s`` = trace + lower + XLA compile);
+1. compile first: ``jax.jit(fn).lower(*args).compile(compiler_options)`` is
+   timed on its own (``compile_s`` = trace + lower + XLA compile).
+   ``compiler_options`` is per case: the benchmarks pass
+   ``jaxpass.compiler_options()`` for jaxpass's own code (which makes the
+   compilation identical to ``jaxpass.jit``, jaxpass's recommended way to
+   compile) and ``None`` (plain ``jax.jit``) for the reference implementations;
 2. one untimed warm-up call of the compiled executable (``warmup_s`` is
    recorded, never used as a throughput);
 3. timed calls, each followed by ``jax.block_until_ready``, until at least
@@ -112,7 +116,9 @@ class Timing:
     """Wall-clock statistics of one benchmarked call [s].
 
     ``compile_s`` is ``None`` for non-JAX (NumPy) functions; ``compiled`` is the
-    ``jax.stages.Compiled`` executable (for ``memory_analysis``) or ``None``.
+    ``jax.stages.Compiled`` executable (for ``memory_analysis``) or ``None``;
+    ``compiler_options`` are the XLA options it was compiled with (``None`` =
+    plain ``jax.jit``, or not compiled at all).
     """
 
     median_s: float
@@ -126,6 +132,7 @@ class Timing:
     compile_s: float | None = None
     compiled: Any = field(default=None, repr=False)
     output: Any = field(default=None, repr=False)
+    compiler_options: dict | None = None
 
     def per_second(self, count: float) -> float:
         """``count`` items per median call, per second."""
@@ -179,7 +186,10 @@ def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_ti
         ``repeats`` is not reached (keeps very slow references bounded).
       max_repeats: hard cap on timed calls.
       jit: compile with ``jax.jit`` first and report ``compile_s``.
-      compiler_options: XLA options for this compilation only (``Lowered.compile``).
+      compiler_options: XLA options for this compilation only
+        (``Lowered.compile(compiler_options)``, the same executable as
+        ``jax.jit(fn, compiler_options=...)``). Pass ``jaxpass.compiler_options()``
+        to time jaxpass code as ``jaxpass.jit`` compiles it; ``None`` = plain ``jax.jit``.
 
     Returns:
       A ``Timing``; ``.output`` holds the warm-up call's result (for accuracy checks).
@@ -200,12 +210,18 @@ def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_ti
 
     samples = _sample_loop(lambda: jax.block_until_ready(target(*args)), repeats, min_time, max_time,
                            max_repeats)
-    return _stats(samples, warmup_s=warmup_s, compile_s=compile_s, compiled=compiled, output=output)
+    return _stats(samples, warmup_s=warmup_s, compile_s=compile_s, compiled=compiled, output=output,
+                  compiler_options=dict(compiler_options) if (jit and compiler_options) else None)
 
 
 @dataclass
 class Case:
-    """One contender of an interleaved comparison: ``fn(*args)``, compiled with ``jax.jit`` if ``jit``."""
+    """One contender of an interleaved comparison: ``fn(*args)``, compiled with ``jax.jit`` if ``jit``.
+
+    ``compiler_options`` go to ``Lowered.compile`` for this case only:
+    ``jaxpass.compiler_options()`` for jaxpass rows (= ``jaxpass.jit``),
+    ``None`` for references written the way a straightforward user would (plain ``jax.jit``).
+    """
 
     fn: Callable
     args: tuple = ()
@@ -245,6 +261,8 @@ def time_interleaved(cases: dict[str, Case], *, repeats: int = 5, min_time: floa
         estimate = time.perf_counter() - t0
         prepared[name] = dict(target=target, args=case.args, compile_s=compile_s, compiled=compiled,
                               output=output, warmup_s=warmup_s,
+                              compiler_options=(dict(case.compiler_options)
+                                                if (case.jit and case.compiler_options) else None),
                               per_slot=max(1, int(slot / max(estimate, 1e-9))), samples=[])
 
     def finished(p):
@@ -261,7 +279,7 @@ def time_interleaved(cases: dict[str, Case], *, repeats: int = 5, min_time: floa
                 jax.block_until_ready(target(*args))
                 samples.append(time.perf_counter() - t0)
     return {name: _stats(p["samples"], warmup_s=p["warmup_s"], compile_s=p["compile_s"], compiled=p["compiled"],
-                         output=p["output"])
+                         output=p["output"], compiler_options=p["compiler_options"])
             for name, p in prepared.items()}
 
 

@@ -5,30 +5,50 @@ benchmarks``). Everything is compiled first and timed with
 ``jax.block_until_ready`` (see ``benchmarks.common``); every comparison is made
 side by side in the same process, so read the *ratios*, not the absolute times.
 
+Compilation: every ``jaxpass`` row (jaxpass's own code: channel, grad, the L
+and K sweeps, WMMSE, and the jaxpass kernels of the ceiling section) is
+compiled the way jaxpass recommends, i.e. as ``jaxpass.jit`` does: ``jax.jit``
+plus ``jaxpass.compiler_options()`` (on CPU ``{"xla_cpu_experimental_ynn_fusion_type":
+""}``; ``None`` on GPU/TPU, where ``jaxpass.jit`` *is* ``jax.jit``). The
+reference implementations (``naive_jax``, ``plain`` WMMSE, ``jnp.sin``, the
+matmul) keep plain ``jax.jit``: they stand for what a straightforward user
+writes. Each record carries the options it was compiled with.
+
 Sections (ids used in the JSON ``records``):
 
-* ``channel``: ``jax.jit(jax.vmap(effective_channel))`` at each batch size,
+* ``channel``: ``jaxpass.jit(jax.vmap(effective_channel))`` at each batch size,
   next to ``naive_jax`` (``jnp.exp(-1j * kappa * r)`` straight from MODELS §2,
   no cycle reduction, jitted + vmapped) and ``numpy_loop`` (a per-drop Python
   loop over NumPy float64, ``np.exp`` of the complex phase; timed on a subset).
-  Accuracy of both float32 paths against the NumPy float64 loop is recorded.
-  On CPU a what-if row ``jaxpass_ynn_off`` times the same jaxpass code compiled
-  with the XLA option ``xla_cpu_experimental_ynn_fusion_type=""`` (reductions
-  stay in XLA's own fused loops instead of YNNPACK custom fusions); it is
-  skipped where the option is unknown.
-* ``grad``: ``jax.jit(jax.vmap(jax.value_and_grad(loss)))`` with ``loss(X, users)
+  Accuracy of the float32 paths against the NumPy float64 loop is recorded.
+  Where ``jaxpass.compiler_options()`` is not ``None`` (CPU) a what-if row
+  ``jaxpass_default_xla`` times the same jaxpass code compiled with plain
+  ``jax.jit`` (XLA's default options: on CPU the L-sum goes to YNNPACK custom
+  fusions), so both compilations are visible side by side; elsewhere the two
+  would be the same executable and the row is skipped.
+* ``grad``: ``jaxpass.jit(jax.vmap(jax.value_and_grad(loss)))`` with ``loss(X, users)
   = sum_rate(H, zf(H, P), sigma^2)``, ``H = effective_channel(cfg, X, users)``:
-  one "drop-step" is one loss value plus its gradient w.r.t. the ``(N, L)`` positions.
+  one "drop-step" is one loss value plus its gradient w.r.t. the ``(N, L)``
+  positions. Own batch list (``grad_batches``, includes 4096, the acceptance
+  size); timed interleaved with its ``jaxpass_default_xla`` what-if row (same
+  rule as the channel's).
 * ``channel_vs_L`` / ``channel_vs_K``: channel forward at one batch size
   for L in {8, 16, 32, 64} and K = N in {2, 4, 8}.
 * ``wmmse``: ``jp.beamforming.wmmse(H, P, sigma^2, iterations=I)`` next to
   ``plain`` (the textbook WMMSE written here: ``jnp.linalg.inv`` per iteration,
-  bisection on the power multiplier by re-solving), both vmapped + jitted,
-  same ZF-type start, same iteration count.
+  bisection on the power multiplier by re-solving), both vmapped, jaxpass's
+  compiled as ``jaxpass.jit``, ``plain`` with ``jax.jit``; same ZF-type start,
+  same iteration count.
 * ``ceiling``: the machine's reference speeds: NumPy ``np.sin`` and XLA
   ``jnp.sin`` on float32 arguments in [0, 1e4) rad (elements/s),
   ``jaxpass.phase.cis_cycles`` alone (elements/s, one cos/sin pair per element)
   and a jitted float32 matmul (FLOP/s, ``2 n^3`` per product).
+
+A full run ends with an informational "acceptance" block (never an assert,
+never a non-zero exit): channel forward path-elements/s at batch 16384
+(target >= 500 M/s), grad drop-steps/s at batch 4096 (>= 400 k/s) and the
+WMMSE jaxpass/plain ratio at batch 4096 (>= 3x), each marked PASS or BELOW
+(``not measured`` where the run did not time that size, e.g. ``--quick``).
 
 JSON layout (``<out>/throughput-<device>.json``, schema_version 1)::
 
@@ -36,20 +56,28 @@ JSON layout (``<out>/throughput-<device>.json``, schema_version 1)::
       "benchmark": "throughput", "schema_version": 1, "quick": bool,
       "env":    {"device", "platform", "jax_version", "jaxlib_version", "numpy_version",
                  "cpu_count", "date_utc", "git", ...},
-      "config": {"preset", "dtype", "K", "N", "L", "batches", "L_values", "K_values",
-                 "sweep_batch", "numpy_drops", "wmmse_batch", "wmmse_iterations", ...},
+      "config": {"preset", "dtype", "K", "N", "L", "batches", "grad_batches", "L_values",
+                 "K_values", "sweep_batch", "numpy_drops", "wmmse_batch", "wmmse_iterations",
+                 "jaxpass_compiler_options", ...},
       "records": [
         {"id": "channel/jaxpass/B=1024",      # unique: section/impl/params
          "section": "channel", "impl": "jaxpass",
          "params":  {"batch": 1024, "K": 4, "N": 4, "L": 8},
          "repeats": 17,                       # timed calls behind the statistics
+         "compiler_options": {"xla_cpu_experimental_ynn_fusion_type": ""} or null,
+                                              # null: plain jax.jit (or not compiled: numpy)
          "metrics": {"median_s", "min_s", "max_s", "q1_s", "q3_s", "compile_s",
                      "drops_per_s", "path_elements_per_s", ...},
          "memory":   {"peak_bytes_per_drop", "temp_bytes_per_drop", ...} or null,
          "accuracy": {"max_rel_err", ...} or null},
         ...
       ],
-      "ratios": {"channel_jaxpass_over_numpy_loop": 123.4, ...}
+      "ratios": {"channel_jaxpass_over_numpy_loop": 123.4, ...},
+      "acceptance": [                         # informational, see above
+        {"name": "channel_path_elements_per_s@B=16384", "value": 6.1e8 or null,
+         "target": 5e8, "unit": "path-elements/s", "status": "PASS" | "BELOW" | "not measured"},
+        ...],
+      "wall_s": 123.4
     }
 
 Contract (what the tests check): every value in each record's ``metrics``
@@ -60,7 +88,12 @@ drop); ``grad`` -> ``drop_steps_per_s``; ``wmmse`` -> ``drops_per_s``;
 ``ceiling`` -> ``elements_per_s`` or ``flops_per_s``. ``numpy_loop`` and the
 NumPy ceiling have no ``compile_s``. Ratio keys are ``<what>_<a>_over_<b>``
 (``a``'s throughput divided by ``b``'s; > 1 means ``a`` is faster), with an
-``@B=<batch>`` suffix for per-batch values.
+``@B=<batch>`` suffix for per-batch values: ``channel_jaxpass_over_{naive_jax,
+numpy_loop}[@B=..]``, ``channel_jaxpass_over_jaxpass_default_xla@B=..`` and
+``grad_jaxpass_over_jaxpass_default_xla@B=..`` (what ``jaxpass.compiler_options()``
+buys; only where it is not None), ``wmmse_jaxpass_over_plain``,
+``channel_path_elements_over_{numpy_sin,jax_sin,jaxpass_cis}``,
+``channel_path_elements_per_matmul_flop``.
 """
 
 from __future__ import annotations
@@ -83,6 +116,7 @@ NAME = "throughput"
 
 FULL = dict(
     batches=(1, 64, 1024, 16384),
+    grad_batches=(1, 64, 1024, 4096, 16384),
     L_values=(8, 16, 32, 64),
     K_values=(2, 4, 8),
     sweep_batch=16384,
@@ -98,6 +132,7 @@ FULL = dict(
 )
 QUICK = dict(
     batches=(1, 64),
+    grad_batches=(1, 64),
     L_values=(8, 16),
     K_values=(2, 4),
     sweep_batch=64,
@@ -262,20 +297,20 @@ def plain_wmmse(H, power, noise_power, *, iterations: int = 100, bisection_steps
 
 
 # ---------------------------------------------------------------- helpers
-#: XLA CPU option that keeps reductions out of YNNPACK custom fusions, so the whole
-#: channel fuses into one loop (see README "what-if rows"); applied per compilation.
-YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+def jaxpass_options() -> dict | None:
+    """The XLA options of jaxpass rows: ``jaxpass.compiler_options()`` (what ``jaxpass.jit`` adds).
+
+    On CPU (with an XLA that knows it) ``{"xla_cpu_experimental_ynn_fusion_type": ""}``,
+    which keeps the channel's L-sum out of YNNPACK custom fusions so the whole
+    channel fuses into one loop; ``None`` elsewhere. Passed per compilation
+    (``Lowered.compile``), which gives the same executable as ``jaxpass.jit``.
+    """
+    return jp.compiler_options()
 
 
-def _ynn_off_available() -> bool:
-    """Whether this backend is a CPU whose XLA accepts ``YNN_OFF`` (experimental flag)."""
-    if jax.default_backend() != "cpu":
-        return False
-    try:
-        jax.jit(lambda x: jnp.sum(x, axis=-1)).lower(jnp.ones((4, 8))).compile(YNN_OFF)
-    except Exception:  # noqa: BLE001 - unknown option in another jaxlib
-        return False
-    return True
+def default_xla_rows() -> bool:
+    """Whether the ``jaxpass_default_xla`` what-if rows differ from the jaxpass rows (options not None)."""
+    return jaxpass_options() is not None
 
 
 _ID_KEYS = {"channel": ("batch", "paired_batch"), "grad": ("batch",), "channel_vs_L": ("L",),
@@ -294,6 +329,7 @@ def _record(section, impl, params, timing=None, metrics=None, memory=None, accur
         "impl": impl,
         "params": dict(params),
         "repeats": timing.repeats if timing is not None else None,
+        "compiler_options": timing.compiler_options if timing is not None else None,
         "metrics": out_metrics,
         "memory": memory,
         "accuracy": accuracy,
@@ -313,8 +349,14 @@ def _timing_kw(s):
 
 # ---------------------------------------------------------------- sections
 def bench_channel(cfg, s, records, ratios):
-    """(a) + (c): channel forward next to its two references (interleaved per batch), then (b) the gradient."""
+    """(a) + (c): channel forward next to its references (interleaved per batch), then (b) the gradient.
+
+    jaxpass rows are compiled with ``jaxpass_options()`` (= ``jaxpass.jit``); the
+    references and the ``jaxpass_default_xla`` what-if rows with plain ``jax.jit``.
+    """
     P = paths_per_drop(cfg)
+    opts = jaxpass_options()
+    what_if = default_xla_rows()
     chan = jaxpass_channel(cfg)
     naive = naive_jax_channel(cfg)
     params0 = dict(K=cfg.num_users, N=cfg.num_waveguides, L=cfg.num_pinches)
@@ -325,52 +367,57 @@ def bench_channel(cfg, s, records, ratios):
     Xr_np, ur_np = np.asarray(Xr), np.asarray(ur)
     ref_fn = numpy_channel_loop(cfg)
     H_ref = ref_fn(Xr_np, ur_np)
-    acc_jaxpass = _rel_errors(jax.jit(chan)(Xr, ur), H_ref)
-    acc_naive = _rel_errors(jax.jit(naive)(Xr, ur), H_ref)
-
-    ynn_off = _ynn_off_available()
-    acc_ynn_off = (_rel_errors(jax.jit(chan).lower(Xr, ur).compile(YNN_OFF)(Xr, ur), H_ref) if ynn_off else None)
+    acc = {"jaxpass": _rel_errors(jp.jit(chan)(Xr, ur), H_ref),
+           "naive_jax": _rel_errors(jax.jit(naive)(Xr, ur), H_ref)}
+    if what_if:
+        acc["jaxpass_default_xla"] = _rel_errors(jax.jit(chan)(Xr, ur), H_ref)
     for B in s["batches"]:
         X, users = make_drops(cfg, B)
         log(f"[throughput] channel B={B}: jaxpass | naive_jax | numpy_loop ({n_ref} drops)"
-            + (" | jaxpass_ynn_off" if ynn_off else "") + ", interleaved")
+            + (" | jaxpass_default_xla" if what_if else "") + ", interleaved")
         cases = {
-            "jaxpass": common.Case(chan, (X, users)),
+            "jaxpass": common.Case(chan, (X, users), compiler_options=opts),
             "naive_jax": common.Case(naive, (X, users)),
             "numpy_loop": common.Case(ref_fn, (Xr_np, ur_np), jit=False),
         }
-        if ynn_off:
-            cases["jaxpass_ynn_off"] = common.Case(chan, (X, users), compiler_options=YNN_OFF)
+        if what_if:
+            cases["jaxpass_default_xla"] = common.Case(chan, (X, users))
         t = common.time_interleaved(cases, **_timing_kw(s))
         rate = {k: v.per_second(B if k != "numpy_loop" else n_ref) for k, v in t.items()}
-        impls = [("jaxpass", acc_jaxpass), ("naive_jax", acc_naive)] + ([("jaxpass_ynn_off", acc_ynn_off)] if ynn_off else [])
-        for impl, acc in impls:
+        for impl in [k for k in cases if k != "numpy_loop"]:
             records.append(_record("channel", impl, dict(batch=B, **params0), t[impl],
                                    dict(drops_per_s=rate[impl], path_elements_per_s=rate[impl] * P),
-                                   common.memory_per_item(t[impl].compiled, B), acc))
+                                   common.memory_per_item(t[impl].compiled, B), acc[impl]))
         records.append(_record("channel", "numpy_loop", dict(batch=n_ref, paired_batch=B, **params0),
                                t["numpy_loop"],
                                dict(drops_per_s=rate["numpy_loop"], path_elements_per_s=rate["numpy_loop"] * P)))
         ratios[f"channel_jaxpass_over_naive_jax@B={B}"] = rate["jaxpass"] / rate["naive_jax"]
         ratios[f"channel_jaxpass_over_numpy_loop@B={B}"] = rate["jaxpass"] / rate["numpy_loop"]
-        if ynn_off:
-            ratios[f"channel_jaxpass_ynn_off_over_jaxpass@B={B}"] = rate["jaxpass_ynn_off"] / rate["jaxpass"]
+        if what_if:
+            ratios[f"channel_jaxpass_over_jaxpass_default_xla@B={B}"] = rate["jaxpass"] / rate["jaxpass_default_xla"]
 
     Bmax = max(s["batches"])
     ratios["channel_jaxpass_over_numpy_loop"] = ratios[f"channel_jaxpass_over_numpy_loop@B={Bmax}"]
     ratios["channel_jaxpass_over_naive_jax"] = ratios[f"channel_jaxpass_over_naive_jax@B={Bmax}"]
 
     grad = jax.vmap(jax.value_and_grad(zf_sum_rate_wrt_positions(cfg)))
-    for B in s["batches"]:
+    for B in s["grad_batches"]:
         X, users = make_drops(cfg, B)
-        log(f"[throughput] grad B={B}")
-        t = common.time_fn(grad, X, users, **_timing_kw(s))
-        value, g = t.output
-        records.append(_record("grad", "jaxpass", dict(batch=B, **params0), t,
-                               dict(drop_steps_per_s=t.per_second(B)),
-                               common.memory_per_item(t.compiled, B),
-                               {"mean_sum_rate": float(jnp.mean(value)),
-                                "nonfinite_grads": float(jnp.sum(~jnp.isfinite(g)))}))
+        log(f"[throughput] grad B={B}: jaxpass" + (" | jaxpass_default_xla, interleaved" if what_if else ""))
+        cases = {"jaxpass": common.Case(grad, (X, users), compiler_options=opts)}
+        if what_if:
+            cases["jaxpass_default_xla"] = common.Case(grad, (X, users))
+        t = common.time_interleaved(cases, **_timing_kw(s))
+        for impl, ti in t.items():
+            value, g = ti.output
+            records.append(_record("grad", impl, dict(batch=B, **params0), ti,
+                                   dict(drop_steps_per_s=ti.per_second(B)),
+                                   common.memory_per_item(ti.compiled, B),
+                                   {"mean_sum_rate": float(jnp.mean(value)),
+                                    "nonfinite_grads": float(jnp.sum(~jnp.isfinite(g)))}))
+        if what_if:
+            ratios[f"grad_jaxpass_over_jaxpass_default_xla@B={B}"] = (t["jaxpass"].per_second(B)
+                                                                     / t["jaxpass_default_xla"].per_second(B))
 
 
 def bench_sweeps(s, records, ratios):
@@ -381,7 +428,7 @@ def bench_sweeps(s, records, ratios):
         for v in values:
             cfg = base_config(num_pinches=v) if key == "L" else base_config(num_users=v, num_waveguides=v)
             cfgs[v] = cfg
-            cases[v] = common.Case(jaxpass_channel(cfg), make_drops(cfg, B))
+            cases[v] = common.Case(jaxpass_channel(cfg), make_drops(cfg, B), compiler_options=jaxpass_options())
         log(f"[throughput] {section}: {key} in {tuple(values)}, B={B}, interleaved")
         timings = common.time_interleaved(cases, **_timing_kw(s))
         for v, t in timings.items():
@@ -397,13 +444,14 @@ def bench_wmmse(cfg, s, records, ratios):
     """(e): jaxpass WMMSE vs the plain textbook version, same batch and iteration count, interleaved."""
     B, iters = s["wmmse_batch"], s["wmmse_iterations"]
     X, users = make_drops(cfg, B, seed=2)
-    H = jax.block_until_ready(jax.jit(jaxpass_channel(cfg))(X, users))
+    H = jax.block_until_ready(jp.jit(jaxpass_channel(cfg))(X, users))
     power, noise = cfg.power, cfg.noise_power
     rate_fn = jax.jit(jax.vmap(lambda H, W: jp.sum_rate(H, W, noise)))
     params = dict(batch=B, K=cfg.num_users, N=cfg.num_waveguides, iterations=iters)
     log(f"[throughput] wmmse B={B} iterations={iters}: jaxpass | plain, interleaved")
     timings = common.time_interleaved({
-        "jaxpass": common.Case(jax.vmap(lambda H: jp.beamforming.wmmse(H, power, noise, iterations=iters)), (H,)),
+        "jaxpass": common.Case(jax.vmap(lambda H: jp.beamforming.wmmse(H, power, noise, iterations=iters)), (H,),
+                               compiler_options=jaxpass_options()),
         "plain": common.Case(jax.vmap(lambda H: plain_wmmse(H, power, noise, iterations=iters,
                                                             bisection_steps=s["plain_bisection_steps"])), (H,)),
     }, **_timing_kw(s))
@@ -433,9 +481,9 @@ def bench_ceiling(cfg, s, records, ratios):
     t = common.time_interleaved({
         "numpy_sin": common.Case(lambda: np.sin(x, out=buf), jit=False),
         "jax_sin": common.Case(jnp.sin, (xd,)),
-        "jaxpass_cis": common.Case(lambda c: jp.phase.cis_cycles(c), (cycles,)),
+        "jaxpass_cis": common.Case(lambda c: jp.phase.cis_cycles(c), (cycles,), compiler_options=jaxpass_options()),
         "jax_matmul": common.Case(jnp.matmul, (a, b)),
-        "channel_jaxpass": common.Case(jaxpass_channel(cfg), make_drops(cfg, B)),
+        "channel_jaxpass": common.Case(jaxpass_channel(cfg), make_drops(cfg, B), compiler_options=jaxpass_options()),
     }, **_timing_kw(s))
     for impl in ("numpy_sin", "jax_sin", "jaxpass_cis"):
         params = dict(n=n) if impl != "jaxpass_cis" else dict(n=n, method=jp.phase.resolve_method(jnp.float32))

@@ -189,13 +189,8 @@ class PassConfig:
     @classmethod
     def two_timescale(cls, **overrides) -> "PassConfig":
         """TT §V: K = N = 4, L = 8, 20 x 10 m, P = 20 dBm (grid 12..28), sigma^2 = -90 dBm;
-        remaining physics as JB (MODELS §4)."""
-        return _preset(
-            dict(num_users=4, num_waveguides=4, num_pinches=8, carrier_freq=30e9, n_eff=1.4,
-                 height=2.5, length_x=20.0, width_y=10.0, power_dbm=20.0, noise_dbm=-90.0,
-                 beta_convention="seed"),
-            overrides,
-        )
+        remaining physics as JB (MODELS §4): the JB preset at 20 dBm."""
+        return cls.joint_beamforming(**{"power_dbm": 20.0, **overrides})
 
     @classmethod
     def energy_efficiency(cls, **overrides) -> "PassConfig":
