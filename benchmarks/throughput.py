@@ -99,6 +99,7 @@ buys; only where it is not None), ``wmmse_jaxpass_over_plain``,
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -520,6 +521,66 @@ def ceiling_ratios(records, s, ratios):
 
 
 # ---------------------------------------------------------------- report
+def _compile_note(records) -> str:
+    opts = next((r["compiler_options"] for r in records if r["impl"] == "jaxpass"), None)
+    shown = f"`{json.dumps(opts)}`" if opts else ""
+    return ("Compilation: `jaxpass` rows as `jaxpass.jit` compiles them (`jax.jit` + `jaxpass.compiler_options()`"
+            + (f" = {shown}" if shown else ", None on this backend: plain `jax.jit`")
+            + "); references (naive JAX, plain WMMSE, jnp.sin, matmul) and `jaxpass_default_xla` "
+            "with plain `jax.jit`.")
+
+
+def _what_if_line(ratios, what, batches) -> str:
+    pairs = [(b, ratios[f"{what}_jaxpass_over_jaxpass_default_xla@B={b}"]) for b in batches
+             if f"{what}_jaxpass_over_jaxpass_default_xla@B={b}" in ratios]
+    if not pairs:
+        return ("\n(no `jaxpass_default_xla` row: `jaxpass.compiler_options()` is None here, "
+                "so jaxpass.jit is plain jax.jit)")
+    return ("\n`jaxpass` (jaxpass.jit) over `jaxpass_default_xla` (same code, plain jax.jit), "
+            "> 1 means jaxpass.jit is faster: " + ", ".join(f"B={b}: {fmt_ratio(r)}" for b, r in pairs))
+
+
+#: (name, section, impl, batch, metric or ratio key, target, unit) of the informational acceptance block
+ACCEPTANCE = (
+    ("channel forward path-elements/s", "channel", "jaxpass", 16384, "path_elements_per_s", 500e6,
+     "path-elem/s"),
+    ("grad drop-steps/s", "grad", "jaxpass", 4096, "drop_steps_per_s", 400e3, "drop-steps/s"),
+    ("WMMSE jaxpass/plain", "wmmse", "jaxpass", 4096, "ratio:wmmse_jaxpass_over_plain", 3.0, "x"),
+)
+
+
+def acceptance(records, ratios) -> list[dict]:
+    """The acceptance targets next to this run's numbers: ``status`` PASS / BELOW / not measured.
+
+    Informational only (absolute numbers depend on the machine): never asserted.
+    """
+    out = []
+    for name, section, impl, batch, key, target, unit in ACCEPTANCE:
+        rec = _find(records, section, impl, batch=batch)
+        value = None
+        if rec is not None:
+            value = ratios.get(key[len("ratio:"):]) if key.startswith("ratio:") else rec["metrics"].get(key)
+        status = "not measured" if value is None else ("PASS" if value >= target else "BELOW")
+        out.append({"name": f"{name}@B={batch}", "section": section, "batch": batch,
+                    "key": key.removeprefix("ratio:"), "value": value, "target": target, "unit": unit,
+                    "status": status})
+    return out
+
+
+def acceptance_report(rows, quick: bool) -> str:
+    """The acceptance block as markdown (informational; no exit code depends on it)."""
+    def show(v, unit):
+        return "n/a" if v is None else (fmt_ratio(v) if unit == "x" else f"{fmt_num(v)} {unit}")
+
+    out = ["### acceptance (informational: never asserted, the exit code does not depend on it)\n"]
+    if quick:
+        out.append("Quick run: the acceptance sizes are not timed here; run without `--quick`.\n")
+    out.append(markdown_table(["target", "measured", "required", "status"],
+                              [[r["name"], show(r["value"], r["unit"]), ">= " + show(r["target"], r["unit"]),
+                                r["status"]] for r in rows]))
+    return "\n".join(out)
+
+
 def report(records, ratios, s) -> str:
     """Markdown tables of every record and ratio."""
     out = []
@@ -538,27 +599,30 @@ def report(records, ratios, s) -> str:
                      if r["impl"] == "jaxpass" else "",
                      fmt_ratio(ratios.get(f"channel_jaxpass_over_numpy_loop@B={r['params']['batch']}"))
                      if r["impl"] == "jaxpass" else "",
+                     fmt_ratio(ratios.get(f"channel_jaxpass_over_jaxpass_default_xla@B={r['params']['batch']}"))
+                     if r["impl"] == "jaxpass" else "",
                      f"{acc['max_rel_err']:.2g}" if "max_rel_err" in acc else ""])
+    out.append(f"{_compile_note(records)}\n")
     out.append("### (a, c) effective channel forward, float32 (numpy_loop: float64, per-drop Python loop; "
                "the rows of one batch timed interleaved)\n")
     out.append(markdown_table(["impl", "batch", "drops/s", "path-elem/s", "median", "min .. max", "compile",
-                               "jaxpass/naive", "jaxpass/numpy", "max rel err vs f64"], rows))
-    what_if = [(b, ratios[f"channel_jaxpass_ynn_off_over_jaxpass@B={b}"]) for b in s["batches"]
-               if f"channel_jaxpass_ynn_off_over_jaxpass@B={b}" in ratios]
-    if what_if:
-        out.append("\nWhat-if row `jaxpass_ynn_off` (same code, compiled with XLA CPU option "
-                   "`xla_cpu_experimental_ynn_fusion_type=\"\"`) over `jaxpass`: "
-                   + ", ".join(f"B={b}: {fmt_ratio(r)}" for b, r in what_if))
+                               "jaxpass/naive", "jaxpass/numpy", "jaxpass/default XLA", "max rel err vs f64"],
+                              rows))
+    out.append(_what_if_line(ratios, "channel", s["batches"]))
 
     rows = []
     for r in records:
         if r["section"] == "grad":
-            m = r["metrics"]
-            rows.append([r["params"]["batch"], fmt_num(m["drop_steps_per_s"]), fmt_time(m["median_s"]),
+            m, b = r["metrics"], r["params"]["batch"]
+            rows.append([r["impl"], b, fmt_num(m["drop_steps_per_s"]), fmt_time(m["median_s"]),
                          f"{fmt_time(m['min_s'])} .. {fmt_time(m['max_s'])}", fmt_time(m["compile_s"]),
+                         fmt_ratio(ratios.get(f"grad_jaxpass_over_jaxpass_default_xla@B={b}"))
+                         if r["impl"] == "jaxpass" else "",
                          f"{r['accuracy']['mean_sum_rate']:.4g}"])
-    out.append("\n### (b) value_and_grad of ZF sum rate w.r.t. positions\n")
-    out.append(markdown_table(["batch", "drop-steps/s", "median", "min .. max", "compile", "mean sum rate"], rows))
+    out.append("\n### (b) value_and_grad of ZF sum rate w.r.t. positions (the rows of one batch timed interleaved)\n")
+    out.append(markdown_table(["impl", "batch", "drop-steps/s", "median", "min .. max", "compile",
+                               "jaxpass/default XLA", "mean sum rate"], rows))
+    out.append(_what_if_line(ratios, "grad", s["grad_batches"]))
 
     for section, key in (("channel_vs_L", "L"), ("channel_vs_K", "K")):
         rows = []
@@ -630,10 +694,11 @@ def plot(records, s, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
     ax = axes[0]
     for section, impl, key, label, style in (
-        ("channel", "jaxpass", "drops_per_s", "channel (jaxpass)", "o-"),
+        ("channel", "jaxpass", "drops_per_s", "channel (jaxpass, jaxpass.jit)", "o-"),
+        ("channel", "jaxpass_default_xla", "drops_per_s", "channel (jaxpass, plain jax.jit)", "o:"),
         ("channel", "naive_jax", "drops_per_s", "channel (naive JAX)", "s--"),
-        ("channel", "jaxpass_ynn_off", "drops_per_s", "channel (jaxpass, XLA CPU YNN reductions off)", "o:"),
-        ("grad", "jaxpass", "drop_steps_per_s", "value_and_grad ZF sum rate", "^-"),
+        ("grad", "jaxpass", "drop_steps_per_s", "value_and_grad ZF sum rate (jaxpass.jit)", "^-"),
+        ("grad", "jaxpass_default_xla", "drop_steps_per_s", "value_and_grad ZF sum rate (plain jax.jit)", "^:"),
     ):
         pts = sorted((r["params"]["batch"], r["metrics"][key]) for r in records
                      if r["section"] == section and r["impl"] == impl)
@@ -645,7 +710,7 @@ def plot(records, s, path: Path) -> Path | None:
     ax.set(xscale="log", yscale="log", xlabel="batch (drops)", ylabel="drops/s", title="throughput vs batch")
     ax.yaxis.set_major_formatter(EngFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
-    batches = sorted(s["batches"])
+    batches = sorted(set(s["batches"]) | set(s["grad_batches"]))
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.legend(fontsize=8)
@@ -687,9 +752,11 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     wall = time.perf_counter() - t_start
 
     config = dict(preset="joint_beamforming", dtype="float32", K=cfg.num_users, N=cfg.num_waveguides,
-                  L=cfg.num_pinches, cis_method=jp.phase.resolve_method(jnp.float32), **s)
+                  L=cfg.num_pinches, cis_method=jp.phase.resolve_method(jnp.float32),
+                  jaxpass_compiler_options=jaxpass_options(), **s)
+    accept = acceptance(records, ratios)
     json_path = common.write_result(NAME, config=config, records=records, ratios=ratios, out_dir=out_dir,
-                                    quick=quick, extra={"wall_s": wall})
+                                    quick=quick, extra={"acceptance": accept, "wall_s": wall})
     png_path = plot(records, s, common.result_path(out_dir, NAME, "png"))
 
     env = common.environment()
@@ -700,7 +767,9 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
           f">= {s['min_time']} s (median; spread = min .. max).\n")
     print(report(records, ratios, s))
     print(f"\nwall time {wall:.1f} s; wrote {json_path}" + (f" and {png_path}" if png_path else ""))
-    return {"config": config, "records": records, "ratios": ratios, "json": json_path, "png": png_path}
+    print("\n" + acceptance_report(accept, quick))
+    return {"config": config, "records": records, "ratios": ratios, "acceptance": accept, "json": json_path,
+            "png": png_path}
 
 
 def main(argv=None) -> int:
