@@ -202,3 +202,20 @@ def test_channel_gradient_float32_matches_float64(jb_cfg):
         g64 = np.asarray(jax.grad(f)(jnp.asarray(X, jnp.float64), jnp.asarray(users, jnp.float64)))
     assert np.abs(g32 - g64).max() < 1e-3 * np.abs(g64).max()
     assert np.abs(g64).max() > 0
+
+
+def test_pb_lmax_depends_on_distances_only(x64):
+    """MODELS §7: with independent blockage R_k = Phi (|a||a|^T + D) Phi^H, Phi diagonal unitary,
+    so lmax(R_k) does not depend on the phases of hbar, only on the distances."""
+    cfg = jp.PassConfig.power_min_blockage(num_waveguides=3)
+    X, users = random_drop(21, cfg)
+    R = np.asarray(jp.blockage_covariance(cfg, X, users))
+    p = np.asarray(jp.los_probability(cfg, X, users))[..., 0]  # (K, N), one pinch per waveguide
+    mag = np.sqrt(cfg.beta) / np.asarray(jp.distances(cfg, X, users))[..., 0]  # |hbar|
+    for k in range(cfg.num_users):
+        a = p[k] * mag[k]
+        real = np.outer(a, a) + np.diag(p[k] * (1 - p[k]) * mag[k] ** 2)
+        np.testing.assert_allclose(np.linalg.eigvalsh(R[k])[-1], np.linalg.eigvalsh(real)[-1], rtol=1e-12)
+    # changing the carrier phase (n_eff) leaves lmax unchanged
+    R2 = np.asarray(jp.blockage_covariance(cfg.replace(n_eff=1.9), X, users))
+    np.testing.assert_allclose(np.linalg.eigvalsh(R2)[:, -1], np.linalg.eigvalsh(R)[:, -1], rtol=1e-12)
