@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpass._checks import check_nonnegative, check_positive_int, check_shape, is_tracer
+from jaxpass._safe import safe_div, safe_rsqrt, safe_sqrt
 from jaxpass.linalg import cholesky_solve, jacobi_svd, regularized_pinv_qr
 from jaxpass.metrics import sum_rate
 
@@ -25,11 +26,6 @@ NORMALIZE_MODES = ("columns", "total")
 # ----------------------------------------------------------------- helpers
 def _real_dtype(x):
     return jnp.finfo(jnp.asarray(x).dtype).dtype
-
-
-def _safe_div(num, den):
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
 def _sq_norm(x, axis=None):
@@ -64,28 +60,16 @@ def normalize_power(W, power, mode: str = "total"):
     rdt = _real_dtype(W)
     root = jnp.sqrt(jnp.asarray(power, rdt))  # sqrt outside the data path: finite gradients at P = 0
     if mode == "total":
-        return W * (root * _safe_rsqrt(_sq_norm(W)))
+        return W * (root * safe_rsqrt(_sq_norm(W)))
     K = W.shape[-1]
-    scale = root * jnp.sqrt(jnp.asarray(1.0 / K, rdt)) * _safe_rsqrt(_sq_norm(W, axis=-2))
+    scale = root * jnp.sqrt(jnp.asarray(1.0 / K, rdt)) * safe_rsqrt(_sq_norm(W, axis=-2))
     return W * scale[..., None, :]
-
-
-def _safe_sqrt(x):
-    """``sqrt(x)`` with 0 at ``x <= tiny`` and a zero (not infinite) gradient there."""
-    ok = x > jnp.finfo(x.dtype).tiny  # denormals flush to zero on CPU/GPU
-    return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
-
-
-def _safe_rsqrt(x):
-    """``1/sqrt(x)`` with 0 at ``x <= tiny`` and finite gradients."""
-    ok = x > jnp.finfo(x.dtype).tiny
-    return jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, x, 1.0)), 0.0)
 
 
 def _unit_channel(H):
     """``H / ||H||_F`` (zero stays zero) and the squared norm used."""
     nrm2 = _sq_norm(H)
-    return H * jnp.sqrt(_safe_div(jnp.ones_like(nrm2), nrm2)), nrm2
+    return H * jnp.sqrt(safe_div(jnp.ones_like(nrm2), nrm2)), nrm2
 
 
 # ------------------------------------------------------------- linear ones
@@ -121,7 +105,7 @@ def rzf(H, power, alpha, *, normalize: str = "columns"):
     Hn, nrm2 = _unit_channel(H)
     rdt = _real_dtype(H)
     # relative floor eps^2 ||Hn||_F^2 = eps^2: acts only on numerically null directions
-    reg = _safe_div(jnp.asarray(alpha, rdt), nrm2) + jnp.finfo(rdt).eps ** 2
+    reg = safe_div(jnp.asarray(alpha, rdt), nrm2) + jnp.finfo(rdt).eps ** 2
     F = regularized_pinv_qr(Hn, reg)
     return normalize_power(F, power, normalize)
 
@@ -171,7 +155,7 @@ def kkt(H, lam, share, power):
     Hh = jnp.conj(H).T
     M = jnp.eye(N, dtype=H.dtype) + (Hh * lam[None, :]) @ H
     D = cholesky_solve(M, Hh)
-    col = _safe_rsqrt(_sq_norm(D, axis=0))
+    col = safe_rsqrt(_sq_norm(D, axis=0))
     return D * (col * jnp.sqrt(share) * jnp.sqrt(jnp.asarray(power, rdt)))[None, :]
 
 
@@ -319,7 +303,7 @@ def _wmmse_step(G, W):
     # phase u/|u| is numerically meaningless and its derivative ~|u|^-3 would overflow
     live = u2 > jnp.finfo(rdt).eps ** 2 * jnp.max(u2) + jnp.finfo(rdt).tiny
     c = jnp.where(live, jnp.sqrt(alpha) * u * jax.lax.rsqrt(jnp.where(live, u2, 1.0)), 0.0)
-    Gw = (jnp.sqrt(alpha) * _safe_sqrt(u2))[:, None] * G
+    Gw = (jnp.sqrt(alpha) * safe_sqrt(u2))[:, None] * G
     svd = _svd(Gw)
     U, sv, _ = svd
     z = jax.lax.stop_gradient(jnp.conj(U).T * c[None, :])  # (K, K): U^H diag(c)
@@ -342,7 +326,7 @@ def _wmmse_step(G, W):
 def _pinv_derivative(svd, sv, mu, z):
     """``-d/dmu [Gw^H (Gw Gw^H + mu)^{-1}] diag(c) = Vt diag(s / (s^2 + mu)^2) U^H diag(c)``."""
     _, _, Vt = svd
-    return Vt @ (_safe_div(sv, (sv**2 + mu) ** 2)[:, None] * z)
+    return Vt @ (safe_div(sv, (sv**2 + mu) ** 2)[:, None] * z)
 
 
 def _wmmse_init(H, init, power):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpass._checks import check_finite, check_positive_int, check_shape, is_tracer
+from jaxpass._safe import safe_sqrt
 from jaxpass.config import PassConfig
 from jaxpass.phase import cis_cycles, df_frac, df_mul, df_sqrt, reduce_cycles, two_prod, two_sum
 from jaxpass.units import SPEED_OF_LIGHT
@@ -174,13 +175,7 @@ def coupled_amplitudes(split):
     # exclusive cumulative product of (1 - delta_i), i < n
     before = jnp.cumprod(jnp.concatenate([jnp.ones_like(keep[..., :1]), keep[..., :-1]], axis=-1), axis=-1)
     # sqrt(x) with a finite derivative at 0 (x = 0 happens for delta = 0 or 1)
-    return _safe_sqrt(d * before)
-
-
-def _safe_sqrt(x):
-    tiny = jnp.finfo(x.dtype).tiny
-    pos = x > tiny
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+    return safe_sqrt(d * before)
 
 
 def radiation_amplitudes(cfg: PassConfig, split=None, dtype=None):

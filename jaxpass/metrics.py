@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxpass._checks import check_shape, is_tracer
+from jaxpass._safe import safe_div
 from jaxpass.linalg import small_matmul
 
 
@@ -18,12 +19,6 @@ def _check_hw(H, W):
         check_shape("H", H, (None, None))
         K, N = H.shape
         check_shape("W", W, (N, K))
-
-
-def _safe_div(num, den):
-    """``num / den`` with 0 where ``den == 0`` and finite gradients (double where)."""
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
 def received_gains(H, W):
@@ -41,7 +36,7 @@ def sinr(H, W, noise_power):
     # cancel catastrophically in float32 (error eps * signal >> noise)
     K = P.shape[-1]
     interference = jnp.sum(jnp.where(jnp.eye(K, dtype=bool), 0.0, P), axis=-1)
-    return _safe_div(signal, interference + noise_power)
+    return safe_div(signal, interference + noise_power)
 
 
 def rates(H, W, noise_power):
@@ -62,7 +57,7 @@ def tdma_snr(H, W, noise_power):
     """
     _check_hw(H, W)
     g = jnp.sum(H * W.T, axis=-1)
-    return _safe_div(g.real**2 + g.imag**2, jnp.asarray(noise_power))
+    return safe_div(g.real**2 + g.imag**2, jnp.asarray(noise_power))
 
 
 def tdma_rates(H, W, noise_power):
@@ -94,4 +89,4 @@ def expected_snr(R, w, noise_power):
       w: ``(N,)`` beamformer.
     """
     q = jnp.real(jnp.vdot(w, R @ w))
-    return _safe_div(q, jnp.asarray(noise_power))
+    return safe_div(q, jnp.asarray(noise_power))
