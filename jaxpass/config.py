@@ -30,7 +30,7 @@ def _concrete(value: Any):
         return None
     try:
         arr = np.asarray(value)
-    except Exception:  # pragma: no cover - exotic placeholders used by JAX internals
+    except Exception:  # pragma: no cover - sentinel leaves JAX uses internally
         return None
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         return None
