@@ -263,21 +263,46 @@ def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, m
     Returns:
       ``(K, N)`` complex effective channel (amplitude units: sqrt(W) gain).
     """
-    X, r, t, inv_lam = _pinch_links(cfg, X, users)
-    dt = r.dtype
-    c, s = cis_cycles(t + _guide_cycles(cfg, X, inv_lam)[None], method)
+    _check_drop(cfg, X, users)
+    X = jnp.asarray(X)
+    users = jnp.asarray(users)
+    dt = _float_dtype(X, users)
+    X, users = X.astype(dt), users.astype(dt)
+    K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
     gain = jnp.sqrt(jnp.asarray(cfg.beta, dt)) * _amplitudes(cfg, amplitudes, dt) * _waveguide_loss(cfg, X)
-    mag = gain[None] / r
     if los is not None:
         los = jnp.asarray(los, dt)
         if not is_tracer(los):
             check_finite("los", los)
             try:
-                jnp.broadcast_shapes(los.shape, mag.shape)
+                jnp.broadcast_shapes(los.shape, (K, N, L))
             except ValueError:
-                raise ValueError(f"los must broadcast to (K, N, L)={mag.shape}, got {los.shape}") from None
-        mag = mag * los
-    return jax.lax.complex(jnp.sum(mag * c, axis=-1), -jnp.sum(mag * s, axis=-1))
+                raise ValueError(f"los must broadcast to (K, N, L)={(K, N, L)}, got {los.shape}") from None
+        los = jnp.broadcast_to(los, (K, N, L))
+    inv_lam = _inverse_wavelength(cfg.carrier_freq, dt)
+    lanes = cfg.lane_y.astype(dt)[:, None]
+    h = jnp.asarray(cfg.height, dt)
+
+    def partial_sum(sl):
+        Xs = X[:, sl]
+        r, t = _links(Xs, lanes, h, users, inv_lam)
+        c, s = cis_cycles(t + _guide_cycles(cfg, Xs, inv_lam)[None], method)
+        mag = gain[None, :, sl] / r
+        if los is not None:
+            mag = mag * los[..., sl]
+        return jnp.sum(mag * c, axis=-1), jnp.sum(mag * s, axis=-1)
+
+    # Sum over pinches in blocks of at most _PINCH_BLOCK: XLA CPU keeps a block in one
+    # fused loop, while a longer sum spills (B, K, N, L) temporaries (measured at
+    # batch 16384: L = 32 375 -> 775 M path-elem/s, L = 64 110 -> 311 M).
+    re = im = 0.0
+    for start in range(0, L, _PINCH_BLOCK):
+        a, b = partial_sum(slice(start, min(start + _PINCH_BLOCK, L)))
+        re, im = re + a, im + b
+    return jax.lax.complex(re, -im)
+
+
+_PINCH_BLOCK = 16
 
 
 def los_probability(cfg: PassConfig, X, users):

@@ -219,3 +219,21 @@ def test_pb_lmax_depends_on_distances_only(x64):
     # changing the carrier phase (n_eff) leaves lmax unchanged
     R2 = np.asarray(jp.blockage_covariance(cfg.replace(n_eff=1.9), X, users))
     np.testing.assert_allclose(np.linalg.eigvalsh(R2)[:, -1], np.linalg.eigvalsh(R)[:, -1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("L", [16, 17, 40])
+def test_blocked_pinch_sum_matches_loop_reference(x64, L):
+    """L > 16 is summed in blocks of 16 pinches; every block boundary must be exact."""
+    cfg = jp.PassConfig.joint_beamforming(num_pinches=L, loss_db_per_m=0.05, radiation="coupled")
+    X, users = random_drop(30 + L, cfg)
+    a = jp.radiation_amplitudes(cfg, jax.random.uniform(jax.random.key(L), (cfg.num_waveguides, L)))
+    los = jax.random.bernoulli(jax.random.key(L + 1), 0.7, (cfg.num_users, cfg.num_waveguides, L)).astype(jnp.float64)
+    ref = loop_effective_channel(cfg, X, users, np.asarray(a) * 1.0)
+    H = np.asarray(jp.effective_channel(cfg, X, users, amplitudes=a))
+    np.testing.assert_allclose(H, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+    H_los = np.asarray(jp.effective_channel(cfg, X, users, amplitudes=a, los=los))
+    ref_los = sum(
+        loop_effective_channel(cfg, X, users, np.asarray(a) * (np.arange(L) == l)) * np.asarray(los)[:, :, l]
+        for l in range(L)
+    )
+    np.testing.assert_allclose(H_los, ref_los, rtol=1e-9, atol=1e-10 * np.abs(ref).max())
