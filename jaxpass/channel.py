@@ -131,8 +131,8 @@ def _guide_cycles(cfg, X, inv_lam):
     return _value_of(df_frac(m_h, m_l), X * (jnp.asarray(cfg.n_eff, dt) * inv_lam[0]))
 
 
-def _pinch_links(cfg: PassConfig, X, users):
-    """Validated float arrays and ``(r, t, inv_lam)`` for all pinch paths ``(K, N, L)``."""
+def _drop_arrays(cfg: PassConfig, X, users):
+    """Validated, float-cast ``X``, ``users`` and the geometry constants of one drop."""
     _check_drop(cfg, X, users)
     X = jnp.asarray(X)
     users = jnp.asarray(users)
@@ -140,7 +140,13 @@ def _pinch_links(cfg: PassConfig, X, users):
     X, users = X.astype(dt), users.astype(dt)
     inv_lam = _inverse_wavelength(cfg.carrier_freq, dt)
     lanes = cfg.lane_y.astype(dt)[:, None]
-    r, t = _links(X, lanes, jnp.asarray(cfg.height, dt), users, inv_lam)
+    return X, users, inv_lam, lanes, jnp.asarray(cfg.height, dt)
+
+
+def _pinch_links(cfg: PassConfig, X, users):
+    """Validated float arrays and ``(r, t, inv_lam)`` for all pinch paths ``(K, N, L)``."""
+    X, users, inv_lam, lanes, h = _drop_arrays(cfg, X, users)
+    r, t = _links(X, lanes, h, users, inv_lam)
     return X, r, t, inv_lam
 
 
@@ -149,7 +155,10 @@ def distances(cfg: PassConfig, X, users):
 
     Never zero because ``h > 0``, so no division guard is needed downstream.
     """
-    return _pinch_links(cfg, X, users)[1]
+    X, users, _, lanes, h = _drop_arrays(cfg, X, users)
+    dx = X[None] - users[:, 0, None, None]
+    dy = lanes[None] - users[:, 1, None, None]
+    return jnp.sqrt(dx * dx + dy * dy + h * h)
 
 
 def equal_split(num_elements: int, dtype=None):
@@ -263,11 +272,8 @@ def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, m
     Returns:
       ``(K, N)`` complex effective channel (amplitude units: sqrt(W) gain).
     """
-    _check_drop(cfg, X, users)
-    X = jnp.asarray(X)
-    users = jnp.asarray(users)
-    dt = _float_dtype(X, users)
-    X, users = X.astype(dt), users.astype(dt)
+    X, users, inv_lam, lanes, h = _drop_arrays(cfg, X, users)
+    dt = X.dtype
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
     gain = jnp.sqrt(jnp.asarray(cfg.beta, dt)) * _amplitudes(cfg, amplitudes, dt) * _waveguide_loss(cfg, X)
     if los is not None:
@@ -279,9 +285,6 @@ def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, m
             except ValueError:
                 raise ValueError(f"los must broadcast to (K, N, L)={(K, N, L)}, got {los.shape}") from None
         los = jnp.broadcast_to(los, (K, N, L))
-    inv_lam = _inverse_wavelength(cfg.carrier_freq, dt)
-    lanes = cfg.lane_y.astype(dt)[:, None]
-    h = jnp.asarray(cfg.height, dt)
 
     def partial_sum(sl):
         Xs = X[:, sl]
