@@ -7,21 +7,15 @@ written atomically, so a failed run never leaves half a file behind.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
+from jaxpass.experiments.cli_args import UserError, positive_int as _positive_int
 
-class UserError(Exception):
-    """A mistake in the command line or inputs: reported in one line, exit 2."""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+#: experiment modules that add a subcommand through ``add_command(subparsers)``
+#: (see :mod:`jaxpass.experiments.cli_args`); one per line, in help order.
+COMMAND_MODULES = (
+)
 
 
 def _cmd_demo(args) -> int:
@@ -65,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--wmmse-iterations", type=_positive_int, default=100, help="WMMSE iterations (default: %(default)s)")
     demo.add_argument("--out", default="demo_out", help="output directory (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_command(sub)
     return parser
 
 
