@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 import numpy as np
 
 from jaxpass._checks import check_finite, check_positive_int, check_shape, is_tracer
 from jaxpass._safe import safe_sqrt
 from jaxpass.config import PassConfig
-from jaxpass.phase import cis_cycles, df_frac, df_mul, df_sqrt, reduce_cycles, two_prod, two_sum
+from jaxpass.phase import cis_cycles, df_frac, df_mul, df_square, reduce_cycles, two_sum
 from jaxpass.units import SPEED_OF_LIGHT
 
 
@@ -58,50 +59,44 @@ def _inverse_wavelength(carrier_freq, dtype):
     return df_mul(f, jnp.zeros_like(f), *inv_c)
 
 
-def _links(px, py, h, users, inv_lam):
-    """Distances and reduced free-space phases from elements at ``(px, py, h)`` to users.
+def _links(px, py, h, ux, uy, inv_lam):
+    """Inverse distances and reduced free-space phases from elements at ``(px, py, h)`` to users at ``(ux, uy, 0)``.
 
     Args:
-      px, py: element coordinates, broadcastable to a common shape ``S`` [m].
-      h: element height [m] (users at height 0).
-      users: ``(K, 2)``.
-      inv_lam: ``(hi, lo)`` inverse wavelength.
+      px, py: element coordinates [m]; ux, uy: user coordinates [m]; all four
+        broadcast to the output shape ``S`` (the caller chooses the axis order).
+      h: element height [m] (scalar, > 0 so no distance is zero).
+      inv_lam: ``(hi, lo)`` inverse wavelength [1/m].
 
     Returns:
-      ``r`` of shape ``(K,) + S`` [m] and ``t``, the phase ``r / lambda`` reduced to
-      about ``[-1/2, 1/2]`` cycles. float64 inputs take the plain formula (already
-      exact to ~1e-13 cycles); float32 inputs carry double-float (hi, lo) pairs
-      through the distance and the cycle count (see ``jaxpass.phase``), so the
-      phase error stays ~1e-6 cycles instead of ~2e-4 at 3000 cycles.
+      ``inv_r`` = ``1 / r`` [1/m] and ``t``, the phase ``r / lambda`` reduced to
+      about ``[-1/2, 1/2]`` cycles, both of shape ``S``. float64 inputs take the
+      plain formula (exact to ~1e-13 cycles); float32 inputs go through
+      :func:`_links_double_float` (phase error ~1e-6 cycles instead of ~2e-4 at
+      3000 cycles), whose derivatives are those of the plain formula.
     """
-    ux = users[:, 0].reshape((-1,) + (1,) * px.ndim)
-    uy = users[:, 1].reshape((-1,) + (1,) * py.ndim)
-    dx, dy = px - ux, py - uy
-    r = jnp.sqrt(dx * dx + dy * dy + h * h)
-    if px.dtype == jnp.float64:
-        return r, reduce_cycles(r * (inv_lam[0] + inv_lam[1]))
-    # double-float values, derivatives from the plain expression (accurate to float32
-    # relative precision, and ~5x cheaper to differentiate than the pairs)
-    t_df = _links_double_float(px, py, h, ux, uy, inv_lam)
-    return r, _value_of(t_df, r * inv_lam[0])
+    if jnp.result_type(px, ux) == jnp.float64:
+        dx, dy = px - ux, py - uy
+        r = jnp.sqrt(dx * dx + dy * dy + h * h)
+        return 1.0 / r, reduce_cycles(r * (inv_lam[0] + inv_lam[1]))
+    return _links_double_float(px, py, h, ux, uy, inv_lam[0], inv_lam[1])
 
 
-def _value_of(value, differentiable):
-    """``value`` with the derivative of ``differentiable`` (which it approximates)."""
-    return jax.lax.stop_gradient(value) + (differentiable - jax.lax.stop_gradient(differentiable))
+@jax.custom_jvp
+def _links_double_float(px, py, h, ux, uy, inv_hi, inv_lo):
+    """float32 ``(1/r, r/lambda mod 1)`` with double-float (hi, lo) pairs through the phase.
 
-
-def _links_double_float(px, py, h, ux, uy, inv_lam):
-    """Reduced cycles ``r / lambda`` computed with double-float pairs (float32, no gradient).
-
-    Coordinates are first converted to wavelengths (double-float, once per element
-    position and per user), so the per-path work is the distance alone: exact
-    differences, exact squares, a two-sum and a corrected square root.
+    Coordinates are converted to wavelengths as pairs (once per element and per
+    user), then per path: an exact difference, an exact square, two-sums, one
+    square root and one division, whose reciprocal serves both the Newton
+    correction of the root and the returned ``1/r``. No plain-precision copy of
+    the distance is computed on the forward pass: the derivative (the plain
+    formula's, accurate to float32 relative precision) is the ``custom_jvp``
+    rule below, which skips inputs that are not differentiated.
     """
-    px, py, h, ux, uy, inv_lam = jax.lax.stop_gradient((px, py, h, ux, uy, inv_lam))
 
     def cycles(v):
-        return df_mul(v, jnp.zeros_like(v), inv_lam[0], inv_lam[1])
+        return df_mul(v, jnp.zeros_like(v), inv_hi, inv_lo)
 
     def diff(a, b):
         hi, err = two_sum(a[0], -b[0])
@@ -110,13 +105,56 @@ def _links_double_float(px, py, h, ux, uy, inv_lam):
     dx_h, dx_l = diff(cycles(px), cycles(ux))
     dy_h, dy_l = diff(cycles(py), cycles(uy))
     h_h, h_l = cycles(h)
-    x2, x2e = two_prod(dx_h, dx_h)
-    y2, y2e = two_prod(dy_h, dy_h)
-    h2, h2e = two_prod(h_h, h_h)
+    x2, x2e = df_square(dx_h)
+    y2, y2e = df_square(dy_h)
+    h2, h2e = df_square(h_h)
     c_h, c_e = two_sum(y2, h2)
     s_h, s_e = two_sum(x2, c_h)
     s_l = s_e + c_e + (x2e + 2.0 * dx_h * dx_l) + (y2e + 2.0 * dy_h * dy_l) + (h2e + 2.0 * h_h * h_l)
-    return df_frac(*df_sqrt(s_h, s_l))
+    r = jnp.sqrt(s_h)  # > 0: the height alone is > 0
+    inv = 1.0 / r
+    r2, r2e = df_square(r)
+    correction = ((s_h - r2) - r2e + s_l) * (0.5 * inv)  # one Newton step: r + correction
+    return inv * inv_hi, df_frac(r, correction)
+
+
+def _links_double_float_jvp(primals, tangents):
+    px, py, h, ux, uy, inv_hi, inv_lo = primals
+    inv_r, t = _links_double_float(*primals)
+    # d r = (dx d(dx) + dy d(dy) + h dh) / r  [m];  t = r / lambda;  d(1/r) = -dr / r^2.
+    # Symbolic zeros: inputs that are not differentiated (usually all but X) cost nothing.
+    terms = []
+    for a, b, da, db in ((px, ux, tangents[0], tangents[3]), (py, uy, tangents[1], tangents[4])):
+        d = _tangent_sum(da, db, negate_second=True)
+        if d is not None:
+            terms.append((a - b) * d)
+    if not isinstance(tangents[2], SymbolicZero):
+        terms.append(h * tangents[2])
+    dr = sum(terms[1:], terms[0]) * inv_r if terms else jnp.zeros_like(inv_r)
+    dt = dr * inv_hi
+    d_inv_lam = _tangent_sum(tangents[5], tangents[6])
+    if d_inv_lam is not None:
+        dt = dt + d_inv_lam / inv_r
+    return (inv_r, t), (-dr * inv_r * inv_r, dt)
+
+
+def _tangent_sum(a, b, negate_second=False):
+    """``a + b`` (or ``a - b``) of two tangents, ``None`` when both are symbolic zeros."""
+    a = None if isinstance(a, SymbolicZero) else a
+    b = None if isinstance(b, SymbolicZero) else b
+    if b is not None and negate_second:
+        b = -b
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
+
+
+_links_double_float.defjvp(_links_double_float_jvp, symbolic_zeros=True)
+
+
+def _value_of(value, differentiable):
+    """``value`` with the derivative of ``differentiable`` (which it approximates)."""
+    return jax.lax.stop_gradient(value) + (differentiable - jax.lax.stop_gradient(differentiable))
 
 
 def _guide_cycles(cfg, X, inv_lam):
@@ -144,10 +182,10 @@ def _drop_arrays(cfg: PassConfig, X, users):
 
 
 def _pinch_links(cfg: PassConfig, X, users):
-    """Validated float arrays and ``(r, t, inv_lam)`` for all pinch paths ``(K, N, L)``."""
+    """Validated float arrays and ``(inv_r, t, inv_lam)`` for all pinch paths ``(K, N, L)``."""
     X, users, inv_lam, lanes, h = _drop_arrays(cfg, X, users)
-    r, t = _links(X, lanes, h, users, inv_lam)
-    return X, r, t, inv_lam
+    inv_r, t = _links(X[None], lanes[None], h, users[:, 0, None, None], users[:, 1, None, None], inv_lam)
+    return X, inv_r, t, inv_lam
 
 
 def distances(cfg: PassConfig, X, users):
@@ -245,9 +283,9 @@ def pinch_response(cfg: PassConfig, X, amplitudes=None, *, method: str = "auto")
 
 def free_space_links(cfg: PassConfig, X, users, *, method: str = "auto"):
     """``h[k,n,l] = sqrt(beta) e^{-j kappa r} / r``, shape ``(K, N, L)`` complex (JB eq. (2))."""
-    _, r, t, _ = _pinch_links(cfg, X, users)
+    _, inv_r, t, _ = _pinch_links(cfg, X, users)
     c, s = cis_cycles(t, method)
-    mag = jnp.sqrt(jnp.asarray(cfg.beta, r.dtype)) / r
+    mag = jnp.sqrt(jnp.asarray(cfg.beta, t.dtype)) * inv_r
     return jax.lax.complex(mag * c, -mag * s)
 
 
@@ -287,16 +325,15 @@ def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, m
         los = jnp.broadcast_to(los, (K, N, L))
 
     def partial_sum(sl):
-        Xs = X[:, sl]
-        r, t = _links(Xs, lanes, h, users, inv_lam)
-        c, s = cis_cycles(t + _guide_cycles(cfg, Xs, inv_lam)[None], method)
-        mag = gain[None, :, sl] / r
+        inv_r, t = _links(X[None, :, sl], lanes[None], h, users[:, 0, None, None], users[:, 1, None, None], inv_lam)
+        c, s = cis_cycles(t + _guide_cycles(cfg, X[:, sl], inv_lam)[None], method)
+        mag = gain[None, :, sl] * inv_r
         if los is not None:
             mag = mag * los[..., sl]
         return jnp.sum(mag * c, axis=-1), jnp.sum(mag * s, axis=-1)
 
     # Sum over pinches in blocks of at most _PINCH_BLOCK: XLA CPU keeps a block in one
-    # fused loop, while a longer sum spills (B, K, N, L) temporaries (measured at
+    # fused loop, while a longer sum spills (B, L, K, N) temporaries (measured at
     # batch 16384: L = 32 375 -> 775 M path-elem/s, L = 64 110 -> 311 M).
     re = im = 0.0
     for start in range(0, L, _PINCH_BLOCK):
@@ -360,7 +397,7 @@ def ula_channel(cfg: PassConfig, users, num_antennas: int, spacing=None, *, meth
     inv_lam = _inverse_wavelength(cfg.carrier_freq, dt)
     d = 0.5 / (inv_lam[0] + inv_lam[1]) if spacing is None else jnp.asarray(spacing, dt)
     xm = jnp.arange(num_antennas, dtype=dt) * d
-    r, t = _links(xm, jnp.zeros_like(xm), jnp.asarray(cfg.height, dt), users, inv_lam)
+    inv_r, t = _links(xm, jnp.zeros_like(xm), jnp.asarray(cfg.height, dt), users[:, :1], users[:, 1:], inv_lam)
     c, s = cis_cycles(t, method)
-    mag = jnp.sqrt(jnp.asarray(cfg.beta, dt)) / r
+    mag = jnp.sqrt(jnp.asarray(cfg.beta, dt)) * inv_r
     return jax.lax.complex(mag * c, -mag * s)

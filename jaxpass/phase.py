@@ -143,18 +143,17 @@ def two_prod(a, b):
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
+def df_square(a):
+    """``a * a = p + e`` exactly (``two_prod(a, a)`` with one split)."""
+    p = a * a
+    ah, al = _split(a)
+    return p, ((ah * ah - p) + 2.0 * ah * al) + al * al
+
+
 def df_mul(a_hi, a_lo, b_hi, b_lo):
     """Double-float product ``(a_hi + a_lo) (b_hi + b_lo)`` as ``(hi, lo)``."""
     p, e = two_prod(a_hi, b_hi)
     return p, e + (a_hi * b_lo + a_lo * b_hi)
-
-
-def df_sqrt(s_hi, s_lo):
-    """Double-float square root of ``s_hi + s_lo`` (one Newton correction)."""
-    r = jnp.sqrt(s_hi)
-    t, te = two_prod(r, r)
-    safe = jnp.where(r > 0, r, 1.0)
-    return r, jnp.where(r > 0, ((s_hi - t) - te + s_lo) * (0.5 / safe), 0.0)
 
 
 def df_frac(hi, lo):

@@ -204,6 +204,34 @@ def test_channel_gradient_float32_matches_float64(jb_cfg):
     assert np.abs(g64).max() > 0
 
 
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+def test_float32_link_derivatives_match_float64_for_every_input(jb_cfg, mode):
+    """The float32 links' custom derivative rule covers users, height, lanes and carrier too."""
+    cfg = jb_cfg.replace(num_pinches=3, waveguide_y=(1.0, 3.5, 6.0, 9.0))
+    X, users = random_drop(14, cfg)
+    w = jnp.array([1.0, -0.5, 0.25, 2.0])
+
+    def f(X, u, height, lanes, freq):
+        c = cfg.replace(height=height, waveguide_y=lanes, carrier_freq=freq)
+        H = jp.effective_channel(c, X, u)
+        G = jp.ula_channel(c, u, 3)
+        return jnp.sum(jnp.real(H @ w) + 0.3 * jnp.imag(H @ w)) + jnp.sum(jnp.abs(G @ w[:3]) ** 2)
+
+    def derivatives(dtype):
+        args = tuple(jnp.asarray(a, dtype) for a in (X, users, cfg.height, jnp.asarray(cfg.waveguide_y), cfg.carrier_freq))
+        if mode == "rev":
+            return jax.grad(f, argnums=(0, 1, 2, 3, 4))(*args)
+        directions = [jnp.ones_like(a) for a in args]
+        return [jax.jvp(lambda a, i=i: f(*args[:i], a, *args[i + 1:]), (args[i],), (directions[i],))[1] for i in range(5)]
+
+    d32 = [np.asarray(g, np.float64) for g in derivatives(jnp.float32)]
+    with jax.enable_x64(True):
+        d64 = [np.asarray(g) for g in derivatives(jnp.float64)]
+    for name, a, b in zip(["X", "users", "height", "lanes", "carrier_freq"], d32, d64):
+        assert np.abs(b).max() > 0, name
+        assert np.abs(a - b).max() < 2e-3 * np.abs(b).max(), name
+
+
 def test_pb_lmax_depends_on_distances_only(x64):
     """MODELS §7: with independent blockage R_k = Phi (|a||a|^T + D) Phi^H, Phi diagonal unitary,
     so lmax(R_k) does not depend on the phases of hbar, only on the distances."""
