@@ -1,1 +1,3 @@
 """Optimisers built on the core (one module per algorithm family, see DESIGN.md)."""
+
+from jaxpass.optimize import energy  # noqa: E402,F401
