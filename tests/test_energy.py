@@ -1,0 +1,323 @@
+"""Energy-efficiency design (MODELS §5; EE Algs. 1-3): jaxpass.optimize.energy."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxpass as jp
+from jaxpass.optimize import energy as E
+
+GRID = 257  # small grids keep the tests fast; the default (lambda/10) is exercised once
+
+
+@pytest.fixture(scope="module")
+def small():
+    """EE preset with N = 4 elements, K = 2 users, 4 drops (one compiled shape for the module)."""
+    cfg = jp.PassConfig.energy_efficiency(num_pinches=4, num_users=2)
+    users = jp.sample_users(jax.random.key(3), cfg, (4,))
+    return cfg, users
+
+
+def _ee(gains, p, pc):
+    p = np.asarray(p, np.float64)
+    se = np.mean(np.log2(1.0 + p * gains), axis=-1)
+    return se / (np.mean(p, axis=-1) + pc)
+
+
+# ------------------------------------------------------------------ power (Alg. 1)
+@pytest.mark.parametrize("gains,p_max", [
+    ([3e3, 4e4], 1e-3),          # low budget: full power is optimal
+    ([3e3, 4e4], 1.0),           # high budget: interior water-filling
+    ([50.0, 2e5], 0.05),         # one user clipped at 0 or P_max, the other interior
+    ([10.0, 1e5, 3e3], 0.3),
+])
+def test_dinkelbach_matches_brute_force_search(x64, gains, p_max):
+    gains = np.asarray(gains, np.float64)
+    pc = 0.1
+    res = E.dinkelbach(jnp.asarray(gains), p_max, pc, iterations=40)
+    K = gains.size
+    levels = np.linspace(0.0, p_max, 801 if K == 2 else 121)
+    grid = np.stack(np.meshgrid(*([levels] * K), indexing="ij"), axis=-1).reshape(-1, K)
+    values = _ee(gains, grid, pc)
+    best = values.max()
+    # Dinkelbach is the global optimum: never below the grid, and the grid gets close to it
+    assert float(res.ee) >= best - 1e-12 * best
+    assert float(res.ee) - best <= 2e-4 * best
+    assert float(res.ee) == pytest.approx(_ee(gains, res.power, pc), rel=1e-12)
+    np.testing.assert_allclose(res.power, grid[values.argmax()], atol=2 * (levels[1] - levels[0]))
+    assert np.all(np.asarray(res.power) >= 0) and np.all(np.asarray(res.power) <= p_max)
+    hist = np.asarray(res.history)
+    assert hist.shape == (41,) and np.all(np.diff(hist) >= -1e-12 * hist[-1])
+    assert hist[0] == pytest.approx(_ee(gains, np.full(K, p_max), pc), rel=1e-12)
+
+
+def test_water_filling_is_the_stationary_point(x64):
+    gains = jnp.asarray([0.0, 20.0, 1e3, 1e6])
+    q, pm = 50.0, 0.0285  # water level 1/(q ln 2) = 0.02885 W
+    p = np.asarray(E.water_filling(gains, q, pm))
+    assert p[0] == 0.0 and p[1] == 0.0  # no channel / below the water line: no power
+    assert p[3] == pytest.approx(pm)  # clipped at P_max
+    interior = (p > 0) & (p < pm)
+    assert interior.tolist() == [False, False, True, False]
+    # d/dp [(1/K) log2(1 + p g) - q p / K] = 0 on interior users
+    g = np.asarray(gains)[interior]
+    np.testing.assert_allclose(g / ((1 + p[interior] * g) * np.log(2)), q, rtol=1e-12)
+    np.testing.assert_allclose(E.water_filling(gains, 0.0, 0.05), [0.0, 0.05, 0.05, 0.05])
+
+
+def test_dinkelbach_float32_no_nan_on_zero_channel():
+    res = E.dinkelbach(jnp.zeros((3,), jnp.float32), 0.1, 0.1)
+    assert float(res.ee) == 0.0 and np.all(np.asarray(res.power) == 0.0)
+    res = E.dinkelbach(jnp.asarray([1e4, 0.0], jnp.float32), 0.0, 0.1)  # zero budget
+    assert np.all(np.isfinite(np.asarray(res.history))) and float(res.ee) == 0.0
+
+
+# ------------------------------------------------------------------ coupling model
+@pytest.mark.parametrize("N", [1, 2, 5, 16])
+def test_equal_radiation_split_gives_equal_power(N, x64):
+    a = np.asarray(jp.coupled_amplitudes(jp.equal_split(N)))
+    np.testing.assert_allclose(a**2, 1.0 / N, rtol=1e-12)
+
+
+def test_radiated_plus_residual_power_is_the_input_power(x64):
+    split = jax.random.uniform(jax.random.key(0), (50, 9))
+    split = split.at[0].set(0.0).at[1].set(1.0)
+    a = jp.coupled_amplitudes(split)
+    residual = jnp.prod(1.0 - split, axis=-1)
+    np.testing.assert_allclose(jnp.sum(a**2, axis=-1) + residual, 1.0, rtol=1e-12)
+
+
+def test_channel_gains_match_effective_channel(x64):
+    cfg = jp.PassConfig.energy_efficiency()
+    users = jp.sample_users(jax.random.key(1), cfg)
+    x, split = E.initial_point(cfg)
+    split = split.at[2].set(0.7)
+    H = jp.effective_channel(cfg, x[None], users, amplitudes=jp.coupled_amplitudes(split))
+    np.testing.assert_allclose(E.channel_gains(cfg, x, split, users), np.abs(H[:, 0]) ** 2 / cfg.noise_power,
+                               rtol=1e-10)
+    C = E.element_coefficients(cfg, x, users)
+    np.testing.assert_allclose(C @ jp.coupled_amplitudes(split), H[:, 0], rtol=1e-10)
+
+
+# ------------------------------------------------------------------ gradient (Alg. 3)
+@pytest.mark.parametrize("objective,p_dbm", [("ee", 25.0), ("ee", 0.0), ("se", 25.0)])
+def test_split_gradient_matches_finite_differences(x64, objective, p_dbm):
+    cfg = jp.PassConfig.energy_efficiency(num_pinches=5, num_users=3)
+    users = jp.sample_users(jax.random.key(7), cfg, (3,))
+    X = jnp.sort(jax.random.uniform(jax.random.key(8), (3, 5)) * cfg.length_x, axis=-1)
+    X = jp.project_positions(cfg, X[:, None])[:, 0]
+    split = jnp.asarray([0.2, 0.35, 0.5, 0.3, 0.8])
+    pm = float(jp.units.dbm_to_watt(p_dbm))
+
+    @jax.jit
+    def f(s):
+        return E.ergodic_objective(cfg, X, s, users, pm, objective=objective, iterations=60)
+
+    grad = np.asarray(jax.grad(f)(split))
+    h = 1e-6
+    fd = np.array([(f(split.at[i].add(h)) - f(split.at[i].add(-h))) / (2 * h) for i in range(5)])
+    assert np.max(np.abs(grad)) > 1e-2  # not silently zero
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * np.max(np.abs(fd)))
+    if objective == "ee" and p_dbm == 25.0:  # the powers are interior: the envelope term matters
+        _, _, _, p = E._drops_value(cfg, X, split, users, pm, "ee", 60)
+        assert np.any(np.asarray(p) < 0.9 * pm)
+
+
+def test_gradient_is_finite_at_the_edges(small):
+    cfg, users = small
+    x, _ = E.initial_point(cfg)
+    grad = jax.jit(jax.grad(lambda s: E.ergodic_objective(cfg, x, s, users)))
+    for split in (jnp.zeros(4), jnp.ones(4), jnp.asarray([1.0, 0.0, 0.5, 1.0])):
+        g = grad(split)
+        assert np.all(np.isfinite(np.asarray(g)))
+
+
+# ------------------------------------------------------------------ locations (Alg. 2)
+def _min_gap(x):
+    return float(np.min(np.diff(np.asarray(x), axis=-1)))
+
+
+def test_gauss_seidel_sweep_never_lowers_and_stays_feasible_static(small):
+    cfg, users = small
+    x0, split = E.initial_point(cfg)
+    v0 = float(np.mean(E.evaluate_design(cfg, x0, split, users)[0]))
+    x, vals = E.gauss_seidel_sweep(cfg, x0, split, users, grid_points=GRID)
+    vals = np.asarray(vals)
+    assert vals[0] >= v0 * (1 - 1e-6) and np.all(np.diff(vals) >= -1e-6 * vals[-1])
+    assert vals[-1] > v0  # it does move something on this drop set
+    assert bool(jp.is_feasible(cfg, x[None])) and _min_gap(x) >= float(cfg.min_spacing) * (1 - 1e-5)
+    assert float(np.mean(E.evaluate_design(cfg, x, split, users)[0])) == pytest.approx(vals[-1], rel=1e-5)
+    # a second sweep from the result never lowers it either
+    _, vals2 = E.gauss_seidel_sweep(cfg, x, split, users, grid_points=GRID)
+    assert np.all(np.asarray(vals2) >= vals[-1] * (1 - 1e-6))
+
+
+def test_gauss_seidel_sweep_per_drop_layouts(small):
+    cfg, users = small
+    x0, split = E.initial_point(cfg)
+    X0 = jnp.broadcast_to(x0, (users.shape[0], 4))
+    X, vals = E.gauss_seidel_sweep(cfg, X0, split, users, grid_points=GRID, objective="se")
+    per_drop0 = E.evaluate_design(cfg, x0, split, users, objective="se")[1]  # SE per drop
+    assert np.all(np.asarray(vals[:, -1]) >= np.asarray(per_drop0) * (1 - 1e-6))
+    assert np.all(np.diff(np.asarray(vals), axis=-1) >= -1e-6 * np.asarray(vals[:, -1:]))
+    assert bool(jnp.all(jp.is_feasible(cfg, X[:, None])))
+    # each drop's layout only depends on its own users
+    Xd, _ = E.gauss_seidel_sweep(cfg, x0, split, users[2], grid_points=GRID, objective="se")
+    np.testing.assert_allclose(X[2], Xd, atol=1e-5)
+
+
+def test_one_user_one_element_goes_to_the_user(x64):
+    """MODELS §7: one user, one pinch, no loss: the best position is the user's x (default grid).
+
+    float64: near the optimum the gain changes by (dx/r)^2 ~ 1e-7, below float32 resolution.
+    """
+    cfg = jp.PassConfig.energy_efficiency(num_pinches=1, num_users=1)
+    users = jnp.asarray([[7.3141, 1.0]])
+    x, _ = E.gauss_seidel_sweep(cfg, jnp.asarray([10.0]), jnp.ones(1), users)
+    spacing = float(cfg.length_x) / (E.default_grid_points(cfg) - 1)
+    assert spacing <= float(cfg.wavelength) / 10
+    assert abs(float(x[0]) - 7.3141) <= 0.5 * spacing + 1e-9
+
+
+def test_power_sweep_does_not_recompile(small):
+    cfg, users = small
+    x0, split = E.initial_point(cfg)
+    E.gauss_seidel_sweep(cfg, x0, split, users, 0.01, grid_points=GRID)
+    size = E._gs_sweep_compiled._cache_size()
+    for pm in (0.02, 0.5, 1.0):
+        E.gauss_seidel_sweep(cfg, x0, split, users, pm, grid_points=GRID)
+    assert E._gs_sweep_compiled._cache_size() == size
+
+
+# ------------------------------------------------------------------ coupling step and designs
+def test_coupling_step_never_decreases_and_projects(small):
+    cfg, users = small
+    x0, split = E.initial_point(cfg)
+    split = split.at[0].set(0.02)
+    new, hist = E.coupling_step(cfg, x0, split, users, steps=4)
+    hist = np.asarray(hist)
+    assert np.all(np.diff(hist) >= 0) and hist[-1] > hist[0]
+    assert np.all((np.asarray(new) >= 0) & (np.asarray(new) <= 1))
+    assert float(E.ergodic_objective(cfg, x0, new, users)) == pytest.approx(hist[-1], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def designs(small):
+    cfg, users = small
+    kw = dict(outer_iterations=2, grid_points=GRID, coupling_steps=2)
+    pm = float(jp.units.dbm_to_watt(25.0))
+    return {
+        "dynamic": E.dynamic_design(cfg, users, p_max=pm, **kw),
+        "dynamic_se": E.dynamic_design(cfg, users, p_max=pm, objective="se", **kw),
+        "dynamic_fixed": E.dynamic_design(cfg, users, p_max=pm, coupling="fixed", fixed_split=0.4, **kw),
+        "static": E.static_design(cfg, users, p_max=pm, **kw),
+        "static_multistart": E.static_design(cfg, users, p_max=pm, initial="multistart", **kw),
+        "fixed_antenna": E.fixed_antenna(cfg, users, p_max=pm),
+    }, pm
+
+
+def test_designs_are_monotone_feasible_and_consistent(small, designs):
+    cfg, users = small
+    res, pm = designs
+    for name, r in res.items():
+        if name == "fixed_antenna":
+            continue
+        h = r.history
+        assert h.shape == (3,) and np.all(np.diff(h) >= -1e-6 * abs(h[-1])), (name, h)
+        assert r.positions.shape == (4, 4) and bool(np.all(jp.is_feasible(cfg, r.positions[:, None])))
+        assert np.all((r.split >= 0) & (r.split <= 1))
+        assert np.all((r.power >= 0) & (r.power <= pm * (1 + 1e-6)))
+        assert np.all(np.isfinite(r.ee)) and np.all(np.isfinite(r.se))
+        obj = r.ee if r.objective == "ee" else r.se
+        assert np.mean(obj) == pytest.approx(h[-1], rel=1e-5)
+        s = r.summary()
+        assert s["drops"] == 4 and s["ms_per_drop"] > 0
+    assert np.all(res["static"].positions == res["static"].positions[0])  # one layout for all drops
+    np.testing.assert_allclose(res["dynamic_se"].power, pm)  # SE-optimal powers: full budget
+    np.testing.assert_allclose(res["dynamic_fixed"].split, 0.4)
+    ee_init = E.ergodic_objective(cfg, E.initial_point(cfg)[0], E.initial_point(cfg)[1], users, pm)
+    assert res["dynamic"].history[0] == pytest.approx(float(ee_init), rel=1e-5)
+
+
+def test_multistart_static_is_at_least_the_fixed_antenna(designs):
+    res, _ = designs
+    fa = res["fixed_antenna"].mean_ee
+    assert res["static_multistart"].mean_ee >= fa * (1 - 1e-5)
+    assert res["static_multistart"].history[-1] >= max(res["static"].history[-1], fa) * (1 - 1e-5)
+
+
+def test_fixed_antenna_by_hand(small, x64):
+    cfg, users = small
+    pm = 0.05
+    u = np.asarray(users, np.float64)
+    res = E.fixed_antenna(cfg, jnp.asarray(u), p_max=pm, iterations=40)
+    r2 = (u[..., 0] - float(cfg.length_x) / 2) ** 2 + (u[..., 1] - 2.5) ** 2 + float(cfg.height) ** 2
+    gains = float(cfg.beta) / r2 / float(cfg.noise_power)
+    for d in range(u.shape[0]):
+        ref = E.dinkelbach(jnp.asarray(gains[d]), pm, float(cfg.circuit_power), iterations=40)
+        assert res.ee[d] == pytest.approx(float(ref.ee), rel=1e-9)
+
+
+def test_centre_antenna_point_is_the_fixed_antenna(small):
+    cfg, users = small
+    x, split = E.centre_antenna_point(cfg)
+    assert float(x[0]) == pytest.approx(float(cfg.length_x) / 2) and bool(jp.is_feasible(cfg, x[None]))
+    a = np.asarray(jp.coupled_amplitudes(split))
+    np.testing.assert_allclose(a, [1, 0, 0, 0], atol=1e-7)
+    fa = E.fixed_antenna(cfg, users).ee
+    ee, _, _ = E.evaluate_design(cfg, x, split, users)
+    np.testing.assert_allclose(ee, fa, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_arguments_raise_clear_errors(small):
+    cfg, users = small
+    x0, split = E.initial_point(cfg)
+    cases = [
+        (lambda: E.dynamic_design(jp.PassConfig.joint_beamforming(), users), ValueError, "num_waveguides must be 1"),
+        (lambda: E.dynamic_design(cfg, users, objective="rate"), ValueError, "objective must be one of"),
+        (lambda: E.dynamic_design(cfg, users, coupling="loose"), ValueError, "coupling must be"),
+        (lambda: E.static_design(cfg, users, initial="random"), ValueError, "initial must be"),
+        (lambda: E.dynamic_design(cfg, users, outer_iterations=0), ValueError, "outer_iterations must be >= 1"),
+        (lambda: E.dynamic_design(cfg, users, fixed_split=1.5), ValueError, "fixed_split must lie in"),
+        (lambda: E.dynamic_design(cfg, users, p_max=-1.0), ValueError, "p_max must be a finite scalar >= 0"),
+        (lambda: E.dynamic_design(cfg, users[0]), ValueError, "users must have shape"),
+        (lambda: E.dynamic_design(cfg, users.at[0, 0, 0].set(jnp.nan)), ValueError, "non-finite"),
+        (lambda: E.gauss_seidel_sweep(cfg, x0, split * 2, users), ValueError, "split coefficients must lie in"),
+        (lambda: E.gauss_seidel_sweep(cfg, x0[::-1], split, users), ValueError, "must be feasible"),
+        (lambda: E.gauss_seidel_sweep(cfg, x0, split, users, grid_points=0), ValueError, "grid_points must be >= 1"),
+        (lambda: E.gauss_seidel_sweep(cfg, x0[:3], split, users), ValueError, "x \\(positions\\) must have shape"),
+        (lambda: E.gauss_seidel_sweep(cfg, jnp.broadcast_to(x0, (3, 4)), split, users), ValueError, "must match"),
+        (lambda: E.coupling_step(cfg, x0, split, users, steps=-1), ValueError, "steps must be >= 0"),
+        (lambda: E.coupling_step(cfg, x0, split, users, line_search=1.5), TypeError, "line_search must be an int"),
+        (lambda: E.dynamic_design("cfg", users), TypeError, "cfg must be a PassConfig"),
+        (lambda: E.default_grid_points(cfg, spacing=0.0), ValueError, "grid spacing must be > 0"),
+    ]
+    for call, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_no_nan_for_user_under_an_element_and_dead_elements(small):
+    cfg, _ = small
+    x0, split = E.initial_point(cfg)
+    users = jnp.stack([jnp.asarray([[float(x0[1]), 2.5], [float(x0[1]), 2.5]]),  # under element 1, coincident
+                       jnp.asarray([[0.0, 0.0], [20.0, 5.0]])])
+    for objective in ("ee", "se"):
+        vg = jax.jit(jax.value_and_grad(lambda s: E.ergodic_objective(cfg, x0, s, users, objective=objective)))
+        for s in (split, jnp.zeros(4)):
+            v, g = vg(s)
+            assert np.isfinite(float(v)) and np.all(np.isfinite(np.asarray(g)))
+    ee, se, p = E.evaluate_design(cfg, x0, jnp.zeros(4), users)
+    assert np.all(ee == 0) and np.all(p == 0)
+
+
+def test_objectives_constant_and_grid_helper():
+    assert E.OBJECTIVES == ("ee", "se")
+    cfg = jp.PassConfig.energy_efficiency()
+    G = E.default_grid_points(cfg)
+    assert float(cfg.length_x) / (G - 1) <= float(cfg.wavelength) / 10 < float(cfg.length_x) / (G - 2)
+    assert list(itertools.islice(E.__all__, 0, 2)) == ["DinkelbachResult", "DesignResult"]
