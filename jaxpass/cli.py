@@ -15,6 +15,7 @@ from jaxpass.experiments.cli_args import UserError, positive_int as _positive_in
 #: experiment modules that add a subcommand through ``add_command(subparsers)``
 #: (see :mod:`jaxpass.experiments.cli_args`); one per line, in help order.
 COMMAND_MODULES = (
+    "jaxpass.experiments.ee",
 )
 
 

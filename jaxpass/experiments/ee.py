@@ -1,0 +1,427 @@
+"""Energy-efficiency experiments like EE Figs. 1-4 (MODELS §5) and the ``jaxpass ee`` command.
+
+* :func:`convergence` (Fig. 1): ergodic EE over the outer iterations of the
+  dynamic and static designs, for several numbers of elements N.
+* :func:`ee_vs_power` (Fig. 2): EE against ``P_max`` for the EE- and SE-oriented
+  dynamic and static designs, tunable vs fixed coupling, and one fixed antenna.
+* :func:`ee_vs_elements` (Fig. 3): EE against N, tunable vs fixed coupling.
+* :func:`ee_vs_length` (Fig. 4): EE against the region length ``S_x``.
+
+All designs of one experiment see the same user drops (seeded); the static
+design and the split coefficients are fitted on those drops (the paper's
+"samples in a coherence interval"), the dynamic design re-optimises the
+locations of every drop. :func:`orderings` turns a power sweep into the
+comparisons EE Fig. 2 shows (dynamic >= static >= fixed antenna, EE- >=
+SE-oriented in EE, tunable >= fixed coupling), each marked as holding or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+from jaxpass.config import PassConfig
+from jaxpass.experiments.cli_args import UserError, positive_float, positive_int
+from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.geometry import sample_users
+from jaxpass.optimize import energy as E
+from jaxpass.units import dbm_to_watt
+
+#: scheme name -> (kind, objective, coupling), in plotting order
+SCHEMES = {
+    "dynamic_ee_tunable": ("dynamic", "ee", "tunable"),
+    "dynamic_se_tunable": ("dynamic", "se", "tunable"),
+    "dynamic_ee_fixed": ("dynamic", "ee", "fixed"),
+    "static_ee_tunable": ("static", "ee", "tunable"),
+    "static_se_tunable": ("static", "se", "tunable"),
+    "static_ee_fixed": ("static", "ee", "fixed"),
+    "fixed_antenna": ("fixed_antenna", "ee", "fixed"),
+}
+
+LABELS = {
+    "dynamic_ee_tunable": "dynamic, EE-oriented, tunable coupling",
+    "dynamic_se_tunable": "dynamic, SE-oriented, tunable coupling",
+    "dynamic_ee_fixed": "dynamic, EE-oriented, fixed coupling",
+    "static_ee_tunable": "static, EE-oriented, tunable coupling",
+    "static_se_tunable": "static, SE-oriented, tunable coupling",
+    "static_ee_fixed": "static, EE-oriented, fixed coupling",
+    "fixed_antenna": "fixed antenna at the centre",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Algorithm settings shared by every design of an experiment (see ``energy.dynamic_design``)."""
+
+    outer_iterations: int = 3
+    gs_sweeps: int = 1
+    coupling_steps: int = 3
+    fixed_split: float = 0.5
+    grid_points: int | None = None  # None: spacing <= lambda/10
+    grid_batch: int = E.DEFAULT_GRID_BATCH
+    iterations: int = E.DEFAULT_DINKELBACH_ITERATIONS
+
+    def design_kwargs(self) -> dict:
+        return dict(outer_iterations=self.outer_iterations, gs_sweeps=self.gs_sweeps,
+                    coupling_steps=self.coupling_steps, fixed_split=self.fixed_split,
+                    grid_points=self.grid_points, grid_batch=self.grid_batch, iterations=self.iterations)
+
+
+def _log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_scheme(cfg: PassConfig, users, scheme: str, settings: Settings, p_max=None,
+               outer_iterations: int | None = None) -> E.DesignResult:
+    """One design (a ``SCHEMES`` entry) on ``users (D, K, 2)``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {list(SCHEMES)}")
+    kind, objective, coupling = SCHEMES[scheme]
+    if kind == "fixed_antenna":
+        return E.fixed_antenna(cfg, users, p_max=p_max, iterations=settings.iterations)
+    kw = settings.design_kwargs()
+    if outer_iterations is not None:
+        kw["outer_iterations"] = outer_iterations
+    fn = E.dynamic_design if kind == "dynamic" else E.static_design
+    return fn(cfg, users, objective=objective, coupling=coupling, p_max=p_max, **kw)
+
+
+def drops(cfg: PassConfig, num_drops: int, seed: int):
+    """``(D, K, 2)`` user drops uniform over the region (seeded)."""
+    return sample_users(jax.random.key(seed), cfg, (num_drops,))
+
+
+# ------------------------------------------------------------------ experiments
+def convergence(cfg: PassConfig, users, element_counts=(4, 8, 16), settings: Settings = Settings(),
+                outer_iterations: int = 5) -> dict:
+    """EE Fig. 1: per N, the ergodic-EE history of the dynamic and static (EE, tunable) designs.
+
+    Returns:
+      ``{N: {"dynamic_ee_tunable": summary, "static_ee_tunable": summary}}`` (``summary``
+      of :class:`~jaxpass.optimize.energy.DesignResult`, with ``history``).
+    """
+    out = {}
+    for N in element_counts:
+        cfgN = cfg.replace(num_pinches=int(N))
+        out[int(N)] = {}
+        for scheme in ("dynamic_ee_tunable", "static_ee_tunable"):
+            r = run_scheme(cfgN, users, scheme, settings, outer_iterations=outer_iterations)
+            out[int(N)][scheme] = r.summary()
+            _log(f"[ee] convergence N={N} {scheme}: EE {r.mean_ee:.4g} ({r.seconds:.1f} s + compile "
+                 f"{r.compile_seconds:.1f} s)")
+    return out
+
+
+def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30), settings: Settings = Settings(),
+                schemes=tuple(SCHEMES)) -> dict:
+    """EE Fig. 2: every scheme at every ``P_max`` [dBm] (one compilation per scheme).
+
+    Returns:
+      ``{"powers_dbm": [...], "schemes": {scheme: [summary per power]}}``.
+    """
+    out = {"powers_dbm": [float(p) for p in powers_dbm], "schemes": {s: [] for s in schemes}}
+    for p_dbm in powers_dbm:
+        p_max = float(dbm_to_watt(float(p_dbm)))
+        for scheme in schemes:
+            r = run_scheme(cfg, users, scheme, settings, p_max=p_max)
+            out["schemes"][scheme].append(r.summary())
+            _log(f"[ee] P_max={p_dbm:g} dBm {scheme}: EE {r.mean_ee:.4g}, SE {r.mean_se:.3g} "
+                 f"({1e3 * r.seconds / users.shape[0]:.1f} ms/drop)")
+    return out
+
+
+def ee_vs_elements(cfg: PassConfig, users, element_counts=(2, 4, 8, 16), settings: Settings = Settings(),
+                   schemes=("dynamic_ee_tunable", "dynamic_ee_fixed", "static_ee_tunable", "static_ee_fixed",
+                            "fixed_antenna")) -> dict:
+    """EE Fig. 3: EE against the number of elements N (tunable vs fixed coupling)."""
+    out = {"element_counts": [int(n) for n in element_counts], "schemes": {s: [] for s in schemes}}
+    for N in element_counts:
+        cfgN = cfg.replace(num_pinches=int(N))
+        for scheme in schemes:
+            r = run_scheme(cfgN, users, scheme, settings)
+            out["schemes"][scheme].append(r.summary())
+            _log(f"[ee] N={N} {scheme}: EE {r.mean_ee:.4g}")
+    return out
+
+
+def ee_vs_length(cfg: PassConfig, lengths=(10.0, 20.0, 30.0, 40.0), num_drops: int = 16, seed: int = 0,
+                 settings: Settings = Settings(),
+                 schemes=("dynamic_ee_tunable", "static_ee_tunable", "fixed_antenna")) -> dict:
+    """EE Fig. 4: EE against the region (and waveguide) length ``S_x`` [m]; drops resampled per length.
+
+    The same uniform random numbers are scaled to each region (one seed), so the
+    users keep their relative positions.
+    """
+    out = {"lengths_m": [float(v) for v in lengths], "schemes": {s: [] for s in schemes}}
+    for length in lengths:
+        cfgS = cfg.replace(length_x=float(length))
+        users = drops(cfgS, num_drops, seed)
+        for scheme in schemes:
+            r = run_scheme(cfgS, users, scheme, settings)
+            out["schemes"][scheme].append(r.summary())
+            _log(f"[ee] S_x={length:g} m {scheme}: EE {r.mean_ee:.4g}")
+    return out
+
+
+# ------------------------------------------------------------------ checks and tables
+ORDERINGS = (
+    ("dynamic >= static", "dynamic_ee_tunable", "static_ee_tunable"),
+    ("static >= fixed antenna", "static_ee_tunable", "fixed_antenna"),
+    ("EE-oriented >= SE-oriented (dynamic)", "dynamic_ee_tunable", "dynamic_se_tunable"),
+    ("EE-oriented >= SE-oriented (static)", "static_ee_tunable", "static_se_tunable"),
+    ("tunable >= fixed coupling (dynamic)", "dynamic_ee_tunable", "dynamic_ee_fixed"),
+    ("tunable >= fixed coupling (static)", "static_ee_tunable", "static_ee_fixed"),
+)
+
+
+def orderings(power_sweep: dict, rtol: float = 1e-5) -> list:
+    """The EE Fig. 2 comparisons at every ``P_max`` on mean EE.
+
+    ``a >= b`` holds when ``mean_ee(a) >= mean_ee(b) (1 - rtol)``: ties (e.g. EE- and
+    SE-oriented designs coincide at low power, where Dinkelbach keeps ``P_max``)
+    differ only by float rounding.
+
+    Returns:
+      rows ``{"name", "p_max_dbm", "a", "b", "ee_a", "ee_b", "ratio", "holds"}``.
+    """
+    rows = []
+    schemes = power_sweep["schemes"]
+    for i, p in enumerate(power_sweep["powers_dbm"]):
+        for name, a, b in ORDERINGS:
+            if a not in schemes or b not in schemes:
+                continue
+            ea, eb = schemes[a][i]["mean_ee"], schemes[b][i]["mean_ee"]
+            rows.append({"name": name, "p_max_dbm": p, "a": a, "b": b, "ee_a": ea, "ee_b": eb,
+                         "ratio": ea / eb if eb > 0 else float("inf"), "holds": bool(ea >= eb * (1 - rtol))})
+    return rows
+
+
+def monotone_histories(convergence_result: dict, rtol: float = 1e-5) -> list:
+    """Rows ``{"N", "scheme", "history", "non_decreasing", "worst_drop"}`` for EE Fig. 1."""
+    rows = []
+    for N, by_scheme in convergence_result.items():
+        for scheme, s in by_scheme.items():
+            h = np.asarray(s["history"], np.float64)
+            drops_ = np.diff(h)
+            worst = float(min(0.0, drops_.min())) if drops_.size else 0.0
+            rows.append({"N": int(N), "scheme": scheme, "history": h.tolist(),
+                         "non_decreasing": bool(worst >= -rtol * abs(h[-1])), "worst_drop": worst})
+    return rows
+
+
+def _table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def power_table(power_sweep: dict) -> str:
+    """Markdown: mean EE [bit/s/Hz per W] per scheme (rows) and ``P_max`` (columns), + ms/drop."""
+    ps = power_sweep["powers_dbm"]
+    rows = []
+    for scheme, sums in power_sweep["schemes"].items():
+        ms = np.mean([s["ms_per_drop"] for s in sums])
+        rows.append([scheme] + [f"{s['mean_ee']:.2f}" for s in sums] + [f"{ms:.1f}"])
+    return _table(["scheme \\ P_max [dBm]"] + [f"{p:g}" for p in ps] + ["ms/drop"], rows)
+
+
+def sweep_table(sweep: dict, key: str, unit: str) -> str:
+    xs = sweep[key]
+    rows = [[scheme] + [f"{s['mean_ee']:.2f}" for s in sums] for scheme, sums in sweep["schemes"].items()]
+    return _table([f"scheme \\ {unit}"] + [f"{x:g}" for x in xs], rows)
+
+
+def convergence_table(conv: dict) -> str:
+    rows = []
+    for N, by_scheme in conv.items():
+        for scheme, s in by_scheme.items():
+            rows.append([N, scheme, " -> ".join(f"{v:.2f}" for v in s["history"]), f"{s['ms_per_drop']:.1f}"])
+    return _table(["N", "scheme", "ergodic EE per outer iteration", "ms/drop"], rows)
+
+
+def orderings_table(rows) -> str:
+    return _table(["comparison", "P_max [dBm]", "EE a", "EE b", "a/b", "holds"],
+                  [[r["name"], f"{r['p_max_dbm']:g}", f"{r['ee_a']:.3f}", f"{r['ee_b']:.3f}", f"{r['ratio']:.4f}",
+                    "yes" if r["holds"] else "NO"] for r in rows])
+
+
+# ------------------------------------------------------------------ figures
+def plot_figures(results: dict, title: str = ""):
+    """EE Figs. 1-4 as one 2x2 matplotlib figure (panels for the parts present in ``results``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9), constrained_layout=True)
+    styles = {"dynamic": "-", "static": "--", "fixed_antenna": ":"}
+    markers = {"ee": "o", "se": "s"}
+
+    def draw_scheme(ax, xs, scheme, sums):
+        kind, objective, coupling = SCHEMES[scheme]
+        ax.plot(xs, [s["mean_ee"] for s in sums], styles[kind], marker=markers[objective],
+                mfc="none" if coupling == "fixed" else None, label=LABELS[scheme])
+
+    ax = axes[0, 0]
+    if "convergence" in results:
+        for N, by_scheme in results["convergence"].items():
+            for scheme, s in by_scheme.items():
+                h = s["history"]
+                ax.plot(range(len(h)), h, styles[SCHEMES[scheme][0]], marker="o",
+                        label=f"N={N}, {SCHEMES[scheme][0]}")
+        ax.set(xlabel="outer iteration", ylabel="ergodic EE [bit/s/Hz/W]", title="Fig. 1: convergence")
+        ax.legend(fontsize=7)
+    for ax, key, xkey, xlabel, ttl in ((axes[0, 1], "power", "powers_dbm", "P_max [dBm]", "Fig. 2: EE vs P_max"),
+                                      (axes[1, 0], "elements", "element_counts", "N (elements)",
+                                       "Fig. 3: EE vs N"),
+                                      (axes[1, 1], "length", "lengths_m", "S_x [m]", "Fig. 4: EE vs region length")):
+        if key in results:
+            for scheme, sums in results[key]["schemes"].items():
+                draw_scheme(ax, results[key][xkey], scheme, sums)
+            ax.set(xlabel=xlabel, ylabel="EE [bit/s/Hz/W]", title=ttl)
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0, 0].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------ driver (CLI + benchmark)
+FIGURES = ("convergence", "power", "elements", "length")
+
+
+def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_dbm=(0, 10, 20, 30),
+            element_counts=(2, 4, 8, 16), lengths=(10.0, 20.0, 30.0), convergence_counts=(4, 8, 16),
+            convergence_iterations=5, settings: Settings = Settings()) -> dict:
+    """Run the requested figures; returns ``{figure: result}`` plus ``"orderings"``/``"monotone"``."""
+    for f in figures:
+        if f not in FIGURES:
+            raise ValueError(f"unknown figure {f!r}; choose from {FIGURES}")
+    users = drops(cfg, num_drops, seed)
+    results: dict = {}
+    t0 = time.perf_counter()
+    if "convergence" in figures:
+        results["convergence"] = convergence(cfg, users, convergence_counts, settings, convergence_iterations)
+        results["monotone"] = monotone_histories(results["convergence"])
+    if "power" in figures:
+        results["power"] = ee_vs_power(cfg, users, powers_dbm, settings)
+        results["orderings"] = orderings(results["power"])
+    if "elements" in figures:
+        results["elements"] = ee_vs_elements(cfg, users, element_counts, settings)
+    if "length" in figures:
+        results["length"] = ee_vs_length(cfg, lengths, num_drops, seed, settings)
+    results["wall_s"] = time.perf_counter() - t0
+    return results
+
+
+def report(results: dict) -> str:
+    """Markdown tables of everything in ``results``."""
+    out = []
+    if "convergence" in results:
+        out += ["### Fig. 1: ergodic EE [bit/s/Hz/W] over outer iterations", "",
+                convergence_table(results["convergence"]), ""]
+    if "power" in results:
+        out += ["### Fig. 2: mean EE [bit/s/Hz/W] vs P_max", "", power_table(results["power"]), ""]
+    if "orderings" in results:
+        out += ["### Fig. 2 comparisons (mean EE)", "", orderings_table(results["orderings"]), ""]
+    if "elements" in results:
+        out += ["### Fig. 3: mean EE vs N", "", sweep_table(results["elements"], "element_counts", "N"), ""]
+    if "length" in results:
+        out += ["### Fig. 4: mean EE vs S_x", "", sweep_table(results["length"], "lengths_m", "S_x [m]"), ""]
+    return "\n".join(out)
+
+
+def _cmd_ee(args) -> int:
+    try:
+        cfg = PassConfig.energy_efficiency(num_pinches=args.num_elements, num_users=args.users)
+        if args.grid_spacing is not None:
+            E.default_grid_points(cfg, args.grid_spacing)
+        settings = Settings(outer_iterations=args.outer_iterations, coupling_steps=args.coupling_steps,
+                            fixed_split=args.fixed_split,
+                            grid_points=None if args.grid_spacing is None
+                            else E.default_grid_points(cfg, args.grid_spacing))
+        if not 0.0 <= args.fixed_split <= 1.0:
+            raise ValueError(f"--fixed-split must lie in [0, 1], got {args.fixed_split}")
+        for n in list(args.elements) + list(args.convergence_elements):
+            cfg.replace(num_pinches=n)
+        for length in args.lengths:
+            cfg.replace(length_x=length)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+    figures = args.figures
+    print(f"jaxpass ee: EE preset (K={cfg.num_users}, N={cfg.num_pinches}, S_x={float(cfg.length_x):g} m), "
+          f"{args.drops} drops, seed {args.seed}, figures {', '.join(figures)}", flush=True)
+    results = run_all(cfg, figures=figures, num_drops=args.drops, seed=args.seed, powers_dbm=args.powers_dbm,
+                      element_counts=args.elements, lengths=args.lengths,
+                      convergence_counts=args.convergence_elements,
+                      convergence_iterations=args.outer_iterations, settings=settings)
+    text = report(results)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    payload = {"preset": "energy_efficiency", "K": cfg.num_users, "N": cfg.num_pinches, "drops": args.drops,
+               "seed": args.seed, "settings": dataclasses.asdict(settings), **results,
+               "environment": environment()}
+    paths = {"json": write_json(os.path.join(args.out, "ee.json"), payload),
+             "markdown": write_text(os.path.join(args.out, "ee.md"), text + "\n")}
+    from jaxpass.plotting import save_figure
+
+    paths["figure"] = save_figure(plot_figures(results, f"EE preset, {args.drops} drops"),
+                                  os.path.join(args.out, "ee.png"))
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    if "orderings" in results and not all(r["holds"] for r in results["orderings"]):
+        print("note: some Fig. 2 comparisons do not hold on these drops (see the table)", flush=True)
+    return 0
+
+
+def _dbm(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a power in dBm, got {text!r}") from None
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite power in dBm, got {text!r}")
+    return v
+
+
+def add_command(subparsers) -> None:
+    """``jaxpass ee``: experiments like EE Figs. 1-4 (tables, ee.json, ee.md, ee.png)."""
+    p = subparsers.add_parser(
+        "ee",
+        help="energy-efficient static/dynamic PASS design (EE Figs. 1-4): tables + JSON + PNG",
+        description="Energy-efficiency experiments on the EE preset (MODELS §5): convergence of the dynamic "
+        "and static designs, EE vs P_max (EE- vs SE-oriented, tunable vs fixed coupling, fixed antenna), "
+        "EE vs N and EE vs region length. Writes ee.json, ee.md and ee.png to --out.",
+    )
+    p.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES),
+                   help="which experiments to run (default: all)")
+    p.add_argument("--drops", type=positive_int, default=16, help="user drops (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: %(default)s)")
+    p.add_argument("--users", type=positive_int, default=4, help="K, TDMA users per drop (default: %(default)s)")
+    p.add_argument("--num-elements", type=positive_int, default=8,
+                   help="N, elements on the waveguide for the power and length sweeps (default: %(default)s)")
+    p.add_argument("--powers-dbm", type=_dbm, nargs="+", default=[0.0, 10.0, 20.0, 30.0],
+                   help="P_max values for Fig. 2 [dBm] (default: 0 10 20 30)")
+    p.add_argument("--elements", type=positive_int, nargs="+", default=[2, 4, 8, 16],
+                   help="N values for Fig. 3 (default: 2 4 8 16)")
+    p.add_argument("--convergence-elements", type=positive_int, nargs="+", default=[4, 8, 16],
+                   help="N values for Fig. 1 (default: 4 8 16)")
+    p.add_argument("--lengths", type=positive_float, nargs="+", default=[10.0, 20.0, 30.0],
+                   help="region lengths S_x for Fig. 4 [m] (default: 10 20 30)")
+    p.add_argument("--outer-iterations", type=positive_int, default=3,
+                   help="outer (static-variable) iterations (default: %(default)s)")
+    p.add_argument("--coupling-steps", type=int, default=3, choices=range(0, 101), metavar="{0..100}",
+                   help="coupling-ascent steps per outer iteration (default: %(default)s)")
+    p.add_argument("--fixed-split", type=float, default=0.5,
+                   help="split coefficient of the fixed-coupling baseline, in [0, 1] (default: %(default)s)")
+    p.add_argument("--grid-spacing", type=positive_float, default=None,
+                   help="Gauss-Seidel grid spacing bound [m] (default: lambda/10)")
+    p.add_argument("--out", default="ee_out", help="output directory (default: %(default)s)")
+    p.set_defaults(func=_cmd_ee)
