@@ -16,6 +16,7 @@ from pathlib import Path
 
 #: name -> module (imported lazily so ``--only`` skips the others' imports)
 SUITE = {
+    "energy": "benchmarks.energy",
     "throughput": "benchmarks.throughput",
 }
 
