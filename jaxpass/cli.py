@@ -16,6 +16,7 @@ from jaxpass.experiments.cli_args import UserError, positive_int as _positive_in
 #: (see :mod:`jaxpass.experiments.cli_args`); one per line, in help order.
 COMMAND_MODULES = (
     "jaxpass.experiments.ee",
+    "jaxpass.experiments.powermin",
 )
 
 
