@@ -17,6 +17,7 @@ from pathlib import Path
 #: name -> module (imported lazily so ``--only`` skips the others' imports)
 SUITE = {
     "energy": "benchmarks.energy",
+    "mm_pdd": "benchmarks.mm_pdd",
     "throughput": "benchmarks.throughput",
 }
 
