@@ -18,6 +18,7 @@ from pathlib import Path
 SUITE = {
     "energy": "benchmarks.energy",
     "mm_pdd": "benchmarks.mm_pdd",
+    "power_min": "benchmarks.power_min",
     "throughput": "benchmarks.throughput",
 }
 

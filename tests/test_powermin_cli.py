@@ -1,0 +1,71 @@
+"""``jaxpass powermin``: tiny happy paths (experiments, Monte-Carlo check) and bad arguments (exit 2)."""
+
+import json
+import os
+
+import pytest
+
+from jaxpass.cli import main
+
+
+def test_powermin_blockage_and_layouts_write_json_md_png(tmp_path, capsys):
+    out = tmp_path / "pm"
+    assert main(["powermin", "--quick", "--only", "blockage", "layouts", "--drops", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Power vs blockage rate" in text and "within 1%" in text and "Layouts" in text
+    payload = json.loads((out / "powermin.json").read_text())
+    rows = payload["blockage"]["rows"]
+    assert [r["blockage_rate"] for r in rows] == [0.05, 0.1, 0.2, 0.3]
+    for r in rows:
+        assert r["proposed"]["mean_w"] <= r["center"]["mean_w"] * (1 + 1e-6)
+        assert r["proposed"]["mean_w"] <= r["exhaustive"]["mean_w"] * 1.01
+    assert [c["kind"] for c in payload["layouts"]["cases"]] == ["left", "diagonal"]
+    assert all(0 <= x <= 10 for c in payload["layouts"]["cases"] for x in c["proposed_x"])
+    assert (out / "powermin.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "powermin.md").read_text().startswith("Power vs blockage rate")
+    assert not [p for p in os.listdir(out) if ".tmp" in p]
+
+
+def test_powermin_check_mc_writes_z_scores(tmp_path, capsys):
+    out = tmp_path / "mc"
+    assert main(["powermin", "--check-mc", "--drops", "2", "--samples", "4000", "--correlation", "0.3",
+                 "--starts", "1", "--iterations", "5", "--out", str(out)]) == 0
+    assert "Monte-Carlo check" in capsys.readouterr().out
+    mc = json.loads((out / "powermin_mc.json").read_text())
+    assert mc["samples"] == 4000 and mc["correlation"] == 0.3
+    assert len(mc["z"]) == 2 and len(mc["z"][0]) == 4
+    assert mc["max_abs_z"] < 5  # formula and Monte Carlo agree (3 s.e. holds for ~99.7% of pairs)
+    for row in mc["formula"]:
+        assert all(abs(v - 10.0) < 1e-3 for v in row)  # closed-form beamformer meets Gamma = 10 dB
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["powermin", "--drops", "0"], "positive integer"),
+        (["powermin", "--only", "nope"], "invalid choice"),
+        (["powermin", "--samples", "-3"], "positive integer"),
+    ],
+)
+def test_powermin_bad_arguments_exit_2(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["powermin", "--blockage-rate", "-1"], "blockage_rate must be >= 0"),
+        (["powermin", "--check-mc", "--correlation", "1.5"], "--correlation must lie in [-1, 1]"),
+        (["powermin", "--correlation", "0.2"], "--check-mc only"),
+        (["powermin", "--snr-db", "nan"], "--snr-db must be finite"),
+    ],
+)
+def test_powermin_user_errors_one_line_exit_2(argv, needle, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not out.exists()
