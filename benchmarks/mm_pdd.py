@@ -148,9 +148,9 @@ def _plot(histories: dict, path: Path) -> str:
         for d in range(h["sum_rate"].shape[0]):
             it = np.arange(1, h["sum_rate"].shape[1] + 1)
             label = name if d == 0 else None
-            axes[0].plot(it, h["sum_rate"][d], color=color, lw=1, alpha=0.8, label=label)
-            axes[1].semilogy(it, h["B_inf"][d], color=color, lw=1, alpha=0.8)
-            axes[2].semilogy(it, h["rho"][d], color=color, lw=1, alpha=0.8)
+            axes[0].plot(it, h["sum_rate"][d], "o-", color=color, lw=1, ms=3, alpha=0.8, label=label)
+            axes[1].semilogy(it, h["B_inf"][d], "o-", color=color, lw=1, ms=3, alpha=0.8)
+            axes[2].semilogy(it, h["rho"][d], "o-", color=color, lw=1, ms=3, alpha=0.8)
     axes[0].set_ylabel("sum rate [bps/Hz]")
     axes[1].set_ylabel(r"$\|B\|_\infty$")
     axes[2].set_ylabel(r"penalty $\rho$")

@@ -75,6 +75,27 @@ needs; tests check every one):
 9. *Inner loop.* "While convergence criterion is not satisfied": relative AL
    decrease below ``inner_tol`` or ``max_inner`` sweeps.
 
+10. *Units.* The paper states none. ``units="normalized"`` (default) works in unit
+    noise and unit budget (``U, phi, Q`` times ``sqrt(P)/sigma``, ``D`` over ``sqrt(P)``),
+    where the paper's ``rho0 = 1e-4`` makes the {D, Q} step a WMMSE transmit
+    update (``2 rho alpha |v|^2 << 1``, so ``gamma_k ~ alpha_k``). In watts
+    (``units="physical"``) ``alpha |v|^2 ~ 1e11`` and that step's user weights become
+    ``~1/(2 rho |v_k|^2)``: measured on one JB drop with ``max_inner=500``, the
+    sum rate fell from 55.8 to 16.6 bps/Hz and recovered to 54.0 only after 94
+    outer iterations, when ``rho`` had shrunk to ~1e-10. Both satisfy every
+    acceptance property; ``eps`` applies to the residuals in the chosen units
+    (``B_theta`` in rad and ``B_s`` in m either way).
+
+Observed behaviour (measured, ``benchmarks/mm_pdd.py``): from the default
+consistent WMMSE start the algorithm stops after ~2 outer iterations with
+``||B||_inf < 1e-6`` and the positions moved by < 1e-9 m: X is held by the
+``B_theta`` penalty (curvature ``kappa^2 n_eff^2 / rho ~ 1e10`` per pinch) and
+theta by its Lipschitz prox (``varrho ~ phi^2 / rho``), so the WMMSE start is
+(numerically) a stationary point of the AL. From an MRT start the D-block
+raises the rate (e.g. 5 -> 52 bps/Hz), again without moving X. This is the
+paper's algorithm as printed; the paper itself reports it "prone to getting
+stuck" (JB §III-B).
+
 Initialisation (line 1): ``X0`` (default ``uniform_positions``), ``D0`` (default:
 WMMSE on the true channel at ``X0``), auxiliaries consistent with them
 (``S = r``, ``theta = kappa (r + n_eff X)``, ``U = phi e^{-j theta} / r``, ``Q = A D``),
