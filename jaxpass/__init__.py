@@ -11,7 +11,7 @@ Public API (explicit re-exports; see README for the conventions)::
     r = jp.sum_rate(H, W, cfg.noise_power)             # bps/Hz
 """
 
-from jaxpass import beamforming, channel, geometry, linalg, metrics, phase, units
+from jaxpass import beamforming, blockage, channel, geometry, linalg, metrics, phase, units
 from jaxpass.channel import (
     blockage_covariance,
     coupled_amplitudes,
@@ -49,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PassConfig",
     "beamforming",
+    "blockage",
     "blockage_covariance",
     "channel",
     "compiler_options",
