@@ -47,6 +47,7 @@ import jaxpass as jp
 from benchmarks import common
 from benchmarks.common import log, markdown_table
 from jaxpass.experiments import ee
+from jaxpass.optimize import energy
 
 NAME = "energy"
 
@@ -129,7 +130,7 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     cfg = jp.PassConfig.energy_efficiency(num_pinches=s["num_elements"])
     settings = ee.Settings(outer_iterations=s["outer_iterations"], coupling_steps=s["coupling_steps"],
                            grid_points=s["grid_points"])
-    grid = s["grid_points"] or jp.optimize.energy.default_grid_points(cfg)
+    grid = s["grid_points"] or energy.default_grid_points(cfg)
     log(f"[energy] EE preset N={cfg.num_pinches}, K={cfg.num_users}, {s['num_drops']} drops, "
         f"grid {grid} points per element ({float(cfg.length_x) / (grid - 1) * 1e3:.3g} mm)")
     t0 = time.perf_counter()
