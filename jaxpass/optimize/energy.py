@@ -830,6 +830,9 @@ def dynamic_design(cfg: PassConfig, users, *, objective: str = "ee", coupling: s
       grid_points, grid_batch, iterations: see :func:`gauss_seidel_sweep`.
       progress: print a progress line to stderr.
 
+    Memory: one Gauss-Seidel step holds ``D * grid_batch * K`` channel values at once
+    (all drops are vmapped); lower ``grid_batch`` for very many drops.
+
     Returns:
       :class:`DesignResult` (``history`` non-decreasing).
     """
