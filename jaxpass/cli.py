@@ -17,6 +17,7 @@ from jaxpass.experiments.cli_args import UserError, positive_int as _positive_in
 COMMAND_MODULES = (
     "jaxpass.experiments.ee",
     "jaxpass.experiments.powermin",
+    "jaxpass.experiments.reproduce",
 )
 
 

@@ -1,0 +1,110 @@
+"""``jaxpass reproduce {table1,sweeps}``: the JB Table I optimisation rows and the Figs. 4-6 sweeps.
+
+* ``jaxpass reproduce table1 [--quick]`` -> ``table1.json``, ``table1.md`` (default folder
+  ``benchmarks/results``, or ``benchmarks/results/quick`` with ``--quick``), table on stdout,
+  progress on stderr (:mod:`jaxpass.experiments.table1`).
+* ``jaxpass reproduce sweeps [--quick]`` -> ``sweeps.json``, ``sweeps.md``, ``sweeps.png``
+  (:mod:`jaxpass.experiments.sweeps`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from jaxpass.experiments.cli_args import UserError, positive_int
+
+DEFAULT_OUT = os.path.join("benchmarks", "results")
+QUICK_OUT = os.path.join("benchmarks", "results", "quick")
+
+
+def _out_dir(args) -> str:
+    if args.out is not None:
+        return args.out
+    return QUICK_OUT if args.quick else DEFAULT_OUT
+
+
+def _cmd_table1(args) -> int:
+    from jaxpass.experiments import table1
+
+    s = table1.quick_settings() if args.quick else table1.Settings()
+    if args.drops is not None:
+        s.drops = args.drops
+    s.seed = args.seed
+    if args.num_pinches:
+        s.num_pinches = tuple(args.num_pinches)
+    if args.rows:
+        s.rows = tuple(args.rows)
+    try:
+        for L in s.num_pinches:
+            table1.table_config(L, s.power_dbm)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+    print(f"jaxpass reproduce table1: K = N = 4, L in {list(s.num_pinches)}, P = {s.power_dbm:g} dBm, "
+          f"{s.drops} drops (seed {s.seed}){' [quick]' if args.quick else ''}", flush=True)
+    results = table1.run_table1(s)
+    print(table1.markdown(results))
+    for kind, path in table1.write_outputs(results, _out_dir(args)).items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+def _cmd_sweeps(args) -> int:
+    from jaxpass.experiments import sweeps
+
+    s = sweeps.quick_settings() if args.quick else sweeps.Settings()
+    if args.drops is not None:
+        s.drops = args.drops
+    s.seed = args.seed
+    if args.figures:
+        s.figures = tuple(args.figures)
+    print(f"jaxpass reproduce sweeps: figures {', '.join(s.figures)}, {s.drops} drops (seed {s.seed})"
+          f"{' [quick]' if args.quick else ''}", flush=True)
+    results = sweeps.run_sweeps(s)
+    print(sweeps.markdown(results))
+    for kind, path in sweeps.write_outputs(results, _out_dir(args)).items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+def add_command(subparsers) -> None:
+    """``jaxpass reproduce``: paper tables and figures (JB Table I rows, JB Figs. 4-6 sweeps)."""
+    from jaxpass.experiments import sweeps, table1
+
+    p = subparsers.add_parser(
+        "reproduce",
+        help="reproduce JB Table I (optimisation rows) or the Figs. 4-6 sweeps",
+        description="Reproduce paper results with jaxpass's optimisers. Results go to --out "
+        f"(default {DEFAULT_OUT}, or {QUICK_OUT} with --quick).",
+    )
+    sub = p.add_subparsers(dest="target", metavar="TARGET")
+    sub.required = True
+
+    t = sub.add_parser(
+        "table1",
+        help="JB Table I: uniform/tuned positions, MM-PDD, MIMO baselines (table1.json, table1.md)",
+        description="K = N = 4, L in {8, 16}, P = 10 dBm, 64 fixed-seed drops: uniform + ZF/WMMSE, gradient "
+        "tuning with each beamformer, MM-PDD (JB Alg. 1), hybrid and digital MIMO. Mean ± std sum rate, "
+        "time per drop (compile apart), the paper's numbers.",
+    )
+    t.add_argument("--quick", action="store_true", help="L = 8, 4 drops, short runs (smoke test, < 2 min on CPU)")
+    t.add_argument("--drops", type=positive_int, default=None, help="number of test drops (default 64; 4 with --quick)")
+    t.add_argument("--seed", type=int, default=0, help="PRNG seed of the drops (default: %(default)s)")
+    t.add_argument("--num-pinches", type=positive_int, nargs="+", default=None, metavar="L",
+                   help="pinches per waveguide (default: 8 16; 8 with --quick)")
+    t.add_argument("--rows", nargs="+", choices=list(table1.ROWS), default=None, help="subset of rows (default: all)")
+    t.add_argument("--out", default=None, help="output folder")
+    t.set_defaults(func=_cmd_table1)
+
+    w = sub.add_parser(
+        "sweeps",
+        help="JB Figs. 4-6: sum rate vs P, vs L, vs S_x (sweeps.json, sweeps.md, sweeps.png)",
+        description="Sum rate of uniform + WMMSE, gradient tuning, MM-PDD and the MIMO baselines against the "
+        "power budget (10-24 dBm), the pinches per waveguide (8-32) and the waveguide length (5-25 m).",
+    )
+    w.add_argument("--quick", action="store_true", help="2 drops, 2 points per sweep, short runs (smoke test)")
+    w.add_argument("--drops", type=positive_int, default=None, help="drops per point (default 16; 2 with --quick)")
+    w.add_argument("--seed", type=int, default=0, help="PRNG seed of the drops (default: %(default)s)")
+    w.add_argument("--figures", nargs="+", choices=list(sweeps.FIGURES), default=None,
+                   help="which sweeps (default: all)")
+    w.add_argument("--out", default=None, help="output folder")
+    w.set_defaults(func=_cmd_sweeps)

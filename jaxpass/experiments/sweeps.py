@@ -1,0 +1,243 @@
+"""Sum-rate sweeps like JB Figs. 4-6 (``jaxpass reproduce sweeps``).
+
+On the JB preset (K = N = 4, 30 GHz, h = 2.5 m, 20 x 10 m, sigma^2 = -90 dBm):
+
+* ``power``: sum rate vs the power budget P in {10, 12, ..., 24} dBm (L = 8);
+* ``pinches``: vs L in {8, 16, 24, 32} (P = 10 dBm);
+* ``length``: vs the waveguide length / area length S_x in {5, 10, 15, 20, 25} m
+  (L = 8, P = 10 dBm; users uniform over S_x x S_y).
+
+Methods: ``uniform + WMMSE``, ``tuning`` (:func:`jaxpass.optimize.tune_positions`,
+ZF, default options), ``MM-PDD`` (JB Alg. 1 from uniform positions, float64),
+``hybrid MIMO`` and ``digital MIMO`` (:mod:`jaxpass.optimize.mimo`). Every point
+uses the same ``drops`` seeded drops (the length sweep samples them over its
+own area with the same key). Power and length enter the compiled functions as
+traced scalars, so those sweeps compile each method once; every L compiles anew.
+Progress goes to stderr, one line per point.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpass import beamforming as bf
+from jaxpass.channel import effective_channel
+from jaxpass.compile import jit
+from jaxpass.config import PassConfig
+from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.geometry import sample_users, uniform_positions
+from jaxpass.metrics import sum_rate
+from jaxpass.optimize import positions as tuning
+
+FIGURES = ("power", "pinches", "length")
+METHODS = {
+    "uniform_wmmse": "uniform + WMMSE",
+    "tuning": "tuning (ZF)",
+    "mm_pdd": "MM-PDD",
+    "hybrid_mimo": "hybrid MIMO",
+    "digital_mimo": "digital MIMO",
+}
+_AXES = {"power": ("power_dbm", "P [dBm]"), "pinches": ("num_pinches", "L (pinches per waveguide)"),
+         "length": ("length_x", "S_x [m]")}
+
+
+@dataclass
+class Settings:
+    figures: tuple = FIGURES
+    methods: tuple = tuple(METHODS)
+    drops: int = 16
+    seed: int = 0
+    powers_dbm: tuple = (10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0)
+    pinches: tuple = (8, 16, 24, 32)
+    lengths: tuple = (5.0, 10.0, 15.0, 20.0, 25.0)
+    tune: dict = field(default_factory=lambda: dict(steps=300, starts=8))
+    wmmse_iterations: int = 100
+    mm_pdd: dict = field(default_factory=lambda: dict(max_outer=100, max_inner=50))
+    hybrid_iterations: int = 200
+    tune_seed: int = 1
+
+
+def quick_settings() -> Settings:
+    """A smoke test: 2 drops, two points per sweep, short runs."""
+    return Settings(drops=2, powers_dbm=(10.0, 24.0), pinches=(8, 16), lengths=(10.0, 20.0),
+                    tune=dict(steps=10, starts=1, assignments=2, spacings=(0.0,), random_starts=0),
+                    wmmse_iterations=10, mm_pdd=dict(max_outer=2, max_inner=3), hybrid_iterations=10)
+
+
+def _log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _dynamic(cfg: PassConfig, dtype):
+    return {"power_dbm": jnp.asarray(cfg.power_dbm, dtype), "length_x": jnp.asarray(cfg.length_x, dtype)}
+
+
+class _Method:
+    """One method compiled for one static configuration; power and length are traced arguments."""
+
+    def __init__(self, name: str, cfg: PassConfig, s: Settings):
+        self.name, self.cfg, self.s = name, cfg, s
+        self.compiled = None
+        self.compile_s = 0.0
+        self.float64 = name == "mm_pdd"
+        if name == "tuning":
+            self.tuner = tuning.Tuner(cfg, beamformer="zf", **s.tune)
+            self.jitted = self.tuner.jitted
+        else:
+            self.jitted = jit(self._fn())
+
+    def _fn(self):
+        cfg0, s, name = self.cfg, self.s, self.name
+
+        def run(users, dyn):
+            cfg = cfg0.replace(**dyn)
+
+            def one(u):
+                if name == "uniform_wmmse":
+                    X = uniform_positions(cfg, u.dtype)
+                    H = effective_channel(cfg, X, u)
+                    return sum_rate(H, bf.wmmse(H, cfg.power, cfg.noise_power, iterations=s.wmmse_iterations),
+                                    cfg.noise_power)
+                if name == "mm_pdd":
+                    from jaxpass.optimize import mm_pdd
+                    return mm_pdd.mm_pdd(cfg, u, **s.mm_pdd).sum_rate
+                from jaxpass.optimize import mimo
+                if name == "hybrid_mimo":
+                    return mimo.hybrid(cfg, u, iterations=s.hybrid_iterations).sum_rate
+                return mimo.digital(cfg, u, wmmse_iterations=s.wmmse_iterations).sum_rate
+
+            return jax.vmap(one)(users)
+
+        return run
+
+    def __call__(self, cfg: PassConfig, users):
+        """Mean rates of ``users`` under ``cfg`` (same static fields): ``(rates, seconds)``."""
+        ctx = jax.enable_x64(True) if self.float64 else _Null()
+        with ctx:
+            if self.name == "tuning":
+                args = tuning.Tuner(cfg, beamformer="zf", **self.s.tune).arguments(users, jax.random.key(self.s.tune_seed))
+            else:
+                u = jnp.asarray(np.asarray(users), jnp.float64 if self.float64 else users.dtype)
+                args = (u, _dynamic(cfg, u.dtype))
+            if self.compiled is None:
+                t0 = time.perf_counter()
+                self.compiled = self.jitted.lower(*args).compile()
+                self.compile_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(self.compiled(*args))
+            seconds = time.perf_counter() - t0
+            rates = out.sum_rate if self.name == "tuning" else out
+            return np.asarray(rates, np.float64), seconds
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _points(s: Settings, figure: str):
+    base = PassConfig.joint_beamforming()
+    if figure == "power":
+        return [(p, base.replace(power_dbm=float(p))) for p in s.powers_dbm]
+    if figure == "pinches":
+        return [(L, base.replace(num_pinches=int(L))) for L in s.pinches]
+    return [(x, base.replace(length_x=float(x))) for x in s.lengths]
+
+
+def run_sweeps(settings: Settings | None = None) -> dict:
+    """Run the chosen sweeps. Returns ``{"settings", "figures": {figure: {...}}, "wall_s"}``."""
+    s = settings or Settings()
+    bad = [f for f in s.figures if f not in FIGURES] + [m for m in s.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown figure(s)/method(s) {bad}; figures {FIGURES}, methods {list(METHODS)}")
+    t_start = time.perf_counter()
+    figures = {}
+    total = sum(len(_points(s, f)) for f in s.figures) * len(s.methods)
+    done = 0
+    for figure in s.figures:
+        points = _points(s, figure)
+        field_name, xlabel = _AXES[figure]
+        res = {"x": [float(x) for x, _ in points], "xlabel": xlabel, "field": field_name,
+               "methods": {m: {"mean": [], "std": [], "ms_per_drop": [], "compile_s": []} for m in s.methods}}
+        methods = {}
+        for x, cfg in points:
+            users = sample_users(jax.random.key(s.seed), cfg, (s.drops,))
+            for m in s.methods:
+                key = (m, cfg.num_pinches)
+                if key not in methods:  # a new static configuration: compile anew
+                    methods[key] = _Method(m, cfg, s)
+                rates, seconds = methods[key](cfg, users)
+                entry = res["methods"][m]
+                entry["mean"].append(float(rates.mean()))
+                entry["std"].append(float(rates.std()))
+                entry["ms_per_drop"].append(1e3 * seconds / s.drops)
+                entry["compile_s"].append(methods[key].compile_s)
+                done += 1
+                _log(f"[sweeps {done}/{total}] {figure}: {xlabel} = {x:g}, {METHODS[m]}: "
+                     f"{rates.mean():.2f} bps/Hz ({1e3 * seconds / s.drops:.3g} ms/drop)")
+        figures[figure] = res
+    return {"settings": s, "figures": figures, "wall_s": time.perf_counter() - t_start}
+
+
+def markdown(results: dict) -> str:
+    """One markdown table per sweep: mean sum rate [bps/Hz] per method and point."""
+    lines = []
+    for figure, res in results["figures"].items():
+        methods = list(res["methods"])
+        lines += [f"### sum rate [bps/Hz] vs {res['xlabel']}", "",
+                  "| " + res["xlabel"] + " | " + " | ".join(METHODS[m] for m in methods) + " |",
+                  "|---" * (len(methods) + 1) + "|"]
+        for i, x in enumerate(res["x"]):
+            cells = [f"{res['methods'][m]['mean'][i]:.2f}" for m in methods]
+            lines.append(f"| {x:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict):
+    """One panel per sweep: mean ± std sum rate vs the swept parameter, one line per method."""
+    import matplotlib.pyplot as plt
+
+    figs = results["figures"]
+    fig, axes = plt.subplots(1, len(figs), figsize=(5.2 * len(figs), 4.0), squeeze=False)
+    for ax, (figure, res) in zip(axes[0], figs.items()):
+        x = np.asarray(res["x"])
+        for m, entry in res["methods"].items():
+            mean, std = np.asarray(entry["mean"]), np.asarray(entry["std"])
+            ax.plot(x, mean, "o-", label=METHODS[m], ms=4)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.12)
+        ax.set_xlabel(res["xlabel"])
+        ax.set_ylabel("sum rate [bps/Hz]")
+        ax.grid(alpha=0.3)
+        ax.set_title(f"sum rate vs {res['xlabel']}")
+    axes[0][0].legend(fontsize=8)
+    s = results["settings"]
+    fig.suptitle(f"JB preset, K = N = 4, {s.drops} drops (seed {s.seed})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(results: dict, out_dir) -> dict:
+    """``sweeps.json``, ``sweeps.md`` and ``sweeps.png`` in ``out_dir`` (atomic writes)."""
+    import dataclasses
+
+    from jaxpass.plotting import save_figure
+
+    os.makedirs(out_dir, exist_ok=True)
+    s = results["settings"]
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s).items()}
+    payload = {"experiment": "sweeps", "settings": settings, "figures": results["figures"],
+               "wall_s": results["wall_s"], "environment": environment()}
+    return {"json": write_json(os.path.join(out_dir, "sweeps.json"), payload),
+            "markdown": write_text(os.path.join(out_dir, "sweeps.md"), markdown(results) + "\n"),
+            "figure": save_figure(plot(results), os.path.join(out_dir, "sweeps.png"))}
