@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "jaxpass.experiments.ee",
     "jaxpass.experiments.powermin",
     "jaxpass.experiments.reproduce",
+    "jaxpass.experiments.tune",
 )
 
 

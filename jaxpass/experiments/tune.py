@@ -1,0 +1,211 @@
+"""``jaxpass tune``: tune pinch positions for given or sampled user drops.
+
+Drops come from ``--users FILE`` or are sampled from ``--preset`` (``--drops``, ``--seed``):
+
+* ``.npy``: an array ``(K, 2)`` (one drop) or ``(B, K, 2)`` [m];
+* ``.csv`` (comma-separated, an optional non-numeric header line): ``K`` rows
+  ``x,y`` (one drop), or ``B`` rows ``x0,y0,x1,y1,...`` (one drop per row).
+
+With a file, ``K`` is taken from it (the preset's ``num_users`` is overridden).
+Writes to ``--out``: ``tune.npz`` (``users``, ``positions``, ``W``, ``sum_rate``,
+``history``, ``start_rate``), ``tune.json`` (scenario, options, per-drop rates,
+summary, timing) and ``tune.png`` (the layout of ``--plot-drop`` with its
+tuning history).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+
+from jaxpass.experiments.cli_args import UserError, positive_float, positive_int
+from jaxpass.experiments.io import environment, write_json
+
+
+def load_users(path: str) -> np.ndarray:
+    """Read user coordinates from ``.npy`` or ``.csv`` (module docstring); ``(B, K, 2)`` float array.
+
+    Raises:
+      UserError: unreadable file, unknown extension, wrong shape or non-finite values.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.isfile(path):
+        raise UserError(f"users file not found: {path}")
+    try:
+        if ext == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif ext == ".csv":
+            arr = _read_csv(path)
+        else:
+            raise UserError(f"users file must be .npy or .csv, got {path!r}")
+    except UserError:
+        raise
+    except (ValueError, OSError) as err:
+        raise UserError(f"cannot read users from {path}: {err}") from None
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"users in {path} must be numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if ext == ".csv" and arr.ndim == 2 and arr.shape[1] != 2:
+        if arr.shape[1] % 2:
+            raise UserError(f"CSV rows must be 'x,y' (one drop) or 'x0,y0,x1,y1,...' (one drop per row); "
+                            f"got {arr.shape[1]} columns in {path}")
+        arr = arr.reshape(arr.shape[0], -1, 2)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[-1] != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise UserError(f"users must have shape (K, 2) or (B, K, 2), got {arr.shape} from {path}")
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"users in {path} contain non-finite values")
+    return arr
+
+
+def _read_csv(path: str) -> np.ndarray:
+    with open(path) as fh:
+        lines = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise UserError(f"users file {path} is empty")
+    try:
+        [float(v) for v in lines[0].split(",")]
+    except ValueError:
+        lines = lines[1:]  # a header
+    rows = [[float(v) for v in ln.split(",")] for ln in lines]
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise UserError(f"users CSV {path} must have the same number of numeric columns on every row")
+    return np.asarray(rows)
+
+
+def _config(args, num_users=None):
+    from jaxpass.experiments.demo import preset
+
+    overrides = {}
+    if num_users is not None:
+        overrides["num_users"] = int(num_users)
+    if args.num_pinches is not None:
+        overrides["num_pinches"] = args.num_pinches
+    if args.power_dbm is not None:
+        overrides["power_dbm"] = args.power_dbm
+    try:
+        return preset(args.preset, **overrides)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+
+
+def _cmd_tune(args) -> int:
+    import jax.numpy as jnp
+
+    from jaxpass.geometry import is_feasible, sample_users
+    from jaxpass.optimize.positions import Tuner
+
+    if args.users is not None:
+        users = load_users(args.users)
+        cfg = _config(args, users.shape[1])
+        source = args.users
+    else:
+        cfg = _config(args)
+        users = np.asarray(sample_users(jax.random.key(args.seed), cfg, (args.drops,)))
+        source = f"preset {args.preset}, {args.drops} drops, seed {args.seed}"
+    if not 0 <= args.plot_drop < users.shape[0]:
+        raise UserError(f"--plot-drop must be in [0, {users.shape[0] - 1}], got {args.plot_drop}")
+    options = dict(beamformer=args.beamformer, steps=args.steps, starts=args.starts,
+                   learning_rate=args.learning_rate)
+    try:
+        tuner = Tuner(cfg, **options)
+        call_args = tuner.arguments(jnp.asarray(users, jnp.result_type(float)), jax.random.key(args.seed))
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+    B = users.shape[0]
+    print(f"jaxpass tune: {source}; K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, "
+          f"P={float(cfg.power_dbm):g} dBm; beamformer {args.beamformer}, {args.starts} starts x {args.steps} steps",
+          flush=True)
+    t0 = time.perf_counter()
+    compiled = tuner.jitted.lower(*call_args).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = jax.block_until_ready(compiled(*call_args))
+    seconds = time.perf_counter() - t0
+    rates = np.asarray(res.sum_rate, np.float64)
+    feasible = np.asarray(is_feasible(cfg, res.positions))
+    print(f"sum rate {rates.mean():.2f} ± {rates.std():.2f} bps/Hz (min {rates.min():.2f}, max {rates.max():.2f}); "
+          f"best start {float(np.mean(res.start_rate)):.2f}; feasible {int(feasible.sum())}/{B}; "
+          f"{seconds / B * 1e3:.3g} ms/drop, compile {compile_s:.1f} s", flush=True)
+    paths = write_tune(cfg, users, res, args.out, options=options, source=source, seconds=seconds,
+                       compile_s=compile_s, plot_drop=args.plot_drop, preset_name=args.preset)
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+def write_tune(cfg, users, res, out_dir, *, options, source, seconds, compile_s, plot_drop=0,
+               preset_name="joint_beamforming") -> dict:
+    """Write ``tune.npz``, ``tune.json`` and ``tune.png`` (atomically) for a batched result."""
+    import matplotlib.pyplot as plt
+
+    from jaxpass.geometry import is_feasible
+    from jaxpass.plotting import plot_layout, save_figure
+
+    os.makedirs(out_dir, exist_ok=True)
+    rates = np.asarray(res.sum_rate, np.float64)
+    feasible = np.asarray(is_feasible(cfg, res.positions))
+    npz_path = os.path.join(out_dir, "tune.npz")
+    tmp = npz_path + ".tmp.npz"
+    np.savez(tmp, users=np.asarray(users), positions=np.asarray(res.positions), W=np.asarray(res.W),
+             sum_rate=rates, history=np.asarray(res.history), start_rate=np.asarray(res.start_rate))
+    os.replace(tmp, npz_path)
+    B = len(rates)
+    summary = {
+        "source": source, "preset": preset_name,
+        "K": cfg.num_users, "N": cfg.num_waveguides, "L": cfg.num_pinches,
+        "power_dbm": float(cfg.power_dbm), "noise_dbm": float(cfg.noise_dbm), "length_x": float(cfg.length_x),
+        "options": options, "drops": B,
+        "sum_rate": {"mean": float(rates.mean()), "std": float(rates.std()), "min": float(rates.min()),
+                     "max": float(rates.max()), "per_drop": [float(r) for r in rates]},
+        "start_rate_mean": float(np.mean(np.asarray(res.start_rate))),
+        "all_feasible": bool(feasible.all()),
+        "ms_per_drop": 1e3 * seconds / B, "compile_s": compile_s,
+        "environment": environment(),
+    }
+    paths = {"npz": npz_path, "json": write_json(os.path.join(out_dir, "tune.json"), summary)}
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    plot_layout(cfg, np.asarray(res.positions)[plot_drop], np.asarray(users)[plot_drop], ax=ax0,
+                title=f"drop {plot_drop}: tuned positions, {rates[plot_drop]:.2f} bps/Hz")
+    hist = np.asarray(res.history)[plot_drop]
+    ax1.plot(np.arange(len(hist)), hist, lw=1)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("sum rate [bps/Hz]")
+    ax1.set_title(f"drop {plot_drop}: kept start's trajectory ({options['beamformer']})")
+    ax1.grid(alpha=0.3)
+    paths["figure"] = save_figure(fig, os.path.join(out_dir, "tune.png"))
+    return paths
+
+
+def add_command(subparsers) -> None:
+    """``jaxpass tune``: gradient tuning of pinch positions (NPZ + JSON + PNG)."""
+    from jaxpass.experiments.demo import PRESETS
+    from jaxpass.optimize.positions import BEAMFORMERS
+
+    p = subparsers.add_parser(
+        "tune",
+        help="tune pinch positions for user drops from a file or a preset (tune.npz, tune.json, tune.png)",
+        description="Gradient tuning of pinch positions (jaxpass.optimize.tune_positions) for drops read from "
+        "--users (CSV: 'x,y' rows = one drop, or 'x0,y0,x1,y1,...' rows = one drop each; NPY: (K, 2) or "
+        "(B, K, 2)) or sampled from --preset.",
+    )
+    p.add_argument("--users", default=None, help="CSV or NPY file of user coordinates [m]")
+    p.add_argument("--preset", default="joint_beamforming", choices=sorted(PRESETS),
+                   help="scenario preset (default: %(default)s)")
+    p.add_argument("--drops", type=positive_int, default=8, help="sampled drops without --users (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed for drops and random starts (default: %(default)s)")
+    p.add_argument("--num-pinches", type=positive_int, default=None, help="override L, pinches per waveguide")
+    p.add_argument("--power-dbm", type=float, default=None, help="override the power budget [dBm]")
+    p.add_argument("--beamformer", default="zf", choices=BEAMFORMERS, help="beamformer (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=300, help="gradient steps per start (default: %(default)s)")
+    p.add_argument("--starts", type=positive_int, default=8, help="starts polished per drop (default: %(default)s)")
+    p.add_argument("--learning-rate", type=positive_float, default=3e-4,
+                   help="initial Adam step [m] (default: %(default)s)")
+    p.add_argument("--plot-drop", type=int, default=0, help="drop shown in tune.png (default: %(default)s)")
+    p.add_argument("--out", default="tune_out", help="output folder (default: %(default)s)")
+    p.set_defaults(func=_cmd_tune)
