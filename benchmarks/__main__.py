@@ -19,6 +19,7 @@ SUITE = {
     "energy": "benchmarks.energy",
     "mm_pdd": "benchmarks.mm_pdd",
     "power_min": "benchmarks.power_min",
+    "table1": "benchmarks.table1",
     "throughput": "benchmarks.throughput",
 }
 
