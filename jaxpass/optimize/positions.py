@@ -280,15 +280,18 @@ def _candidates(cfg: PassConfig, opts: _Options, users, key):
     dt = users.dtype
     table = jnp.asarray(assignment_table(cfg.num_waveguides, cfg.num_users))
     A = min(opts.assignments, table.shape[0])
-    if A < table.shape[0]:
+    if 0 < A < table.shape[0]:
         # interference-free geometric score: waveguide n's coherent gain ~ 1 / (h^2 + dy^2)
         dy2 = (cfg.lane_y.astype(dt)[None, :] - users[table, 1]) ** 2  # (T, N)
         score = -jnp.sum(jnp.log(dy2 + jnp.asarray(cfg.height, dt) ** 2), axis=-1)
         _, top = jax.lax.top_k(score, A)
         table = table[top]
-    spacings = jnp.asarray(opts.spacings, dt)
-    aligned = jax.vmap(lambda a: jax.vmap(lambda s: aligned_positions(cfg, users, a, s))(spacings))(table)
-    parts = [aligned.reshape((-1, cfg.num_waveguides, cfg.num_pinches)), uniform_positions(cfg, dt)[None]]
+    parts = []
+    if A:
+        spacings = jnp.asarray(opts.spacings, dt)
+        aligned = jax.vmap(lambda a: jax.vmap(lambda s: aligned_positions(cfg, users, a, s))(spacings))(table)
+        parts.append(aligned.reshape((-1, cfg.num_waveguides, cfg.num_pinches)))
+    parts.append(uniform_positions(cfg, dt)[None])
     if opts.random_starts:
         keys = jax.random.split(key, opts.random_starts)
         parts.append(jax.vmap(lambda k: random_positions(cfg, k, dt))(keys))
@@ -561,9 +564,10 @@ def make_options(cfg: PassConfig, *, beamformer="zf", steps=300, starts=8, learn
         raise ValueError(
             f"beamformer='zf' needs K <= N, got K={cfg.num_users} users and N={cfg.num_waveguides} "
             "waveguides; use 'rzf', 'wmmse' or 'kkt'")
-    for name, value in (("steps", steps), ("starts", starts), ("assignments", assignments),
+    for name, value in (("steps", steps), ("starts", starts),
                         ("wmmse_iterations", wmmse_iterations), ("final_wmmse_iterations", final_wmmse_iterations)):
         check_positive_int(name, value)
+    assignments = _nonnegative_int("assignments", assignments)
     random_starts = _nonnegative_int("random_starts", random_starts)
     lr = _positive_float("learning_rate", learning_rate)
     final_lr = _positive_float("final_learning_rate", final_learning_rate)
@@ -618,7 +622,8 @@ def tune_positions(cfg: PassConfig, users, *, key, beamformer: str = "zf", steps
       dual_learning_rate: Adam step size of ``(log_lam, logits)`` (``"kkt"``), same decay.
       spacings: nominal pinch spacings [m] of the aligned starts (0 = guided wavelength).
       assignments: number of waveguide-to-user assignments tried (best by the
-        geometric score when there are more; K = N = 4 has 24).
+        geometric score when there are more; K = N = 4 has 24). 0 disables the
+        aligned starts (uniform and random starts only: an ablation).
       random_starts: random feasible candidates per drop (>= 0).
       wmmse_iterations: unrolled warm-started WMMSE updates per step (``"wmmse"``).
       final_wmmse_iterations: WMMSE updates of the final beamformer (``"wmmse"``).
