@@ -57,6 +57,8 @@ def _cmd_sweeps(args) -> int:
     s.seed = args.seed
     if args.figures:
         s.figures = tuple(args.figures)
+    if args.methods:
+        s.methods = tuple(args.methods)
     print(f"jaxpass reproduce sweeps: figures {', '.join(s.figures)}, {s.drops} drops (seed {s.seed})"
           f"{' [quick]' if args.quick else ''}", flush=True)
     results = sweeps.run_sweeps(s)
@@ -106,5 +108,7 @@ def add_command(subparsers) -> None:
     w.add_argument("--seed", type=int, default=0, help="PRNG seed of the drops (default: %(default)s)")
     w.add_argument("--figures", nargs="+", choices=list(sweeps.FIGURES), default=None,
                    help="which sweeps (default: all)")
+    w.add_argument("--methods", nargs="+", choices=list(sweeps.METHODS), default=None,
+                   help="which methods (default: all)")
     w.add_argument("--out", default=None, help="output folder")
     w.set_defaults(func=_cmd_sweeps)
