@@ -265,10 +265,10 @@ def candidate_labels(cfg: PassConfig, *, spacings=(0.0, 0.03, 0.1), assignments:
                      random_starts: int = 2) -> list:
     """Names of the candidate starts, in the order :attr:`TuneResult.start` indexes.
 
-    ``"aligned[a=<rank>,s=<spacing>]"`` (``rank`` = the assignment's rank by the
-    geometric score for this drop; with all assignments enumerated and
-    ``K = N <= 7``, rank order is only the score order, the maps are per drop),
-    then ``"uniform"``, then ``"random[<i>]"``.
+    ``"aligned[a=<a>,s=<spacing>]"``, then ``"uniform"``, then ``"random[<i>]"``.
+    ``a`` is the row of :func:`assignment_table` when every assignment is tried
+    (``assignments >=`` the table's length, e.g. all 24 for K = N = 4), else the
+    assignment's rank by the geometric score for that drop.
     """
     A = min(assignments, len(assignment_table(cfg.num_waveguides, cfg.num_users)))
     labels = [f"aligned[a={a},s={float(s):g}]" for a in range(A) for s in spacings]
