@@ -44,6 +44,9 @@ METHODS = {
     "hybrid_mimo": "hybrid MIMO",
     "digital_mimo": "digital MIMO",
 }
+#: MM-PDD stays at its uniform start (see jaxpass.optimize.mm_pdd), so it draws on top of
+#: uniform + WMMSE: a dashed line with crosses keeps both visible
+_STYLES = {"uniform_wmmse": "o-", "tuning": "s-", "mm_pdd": "x--", "hybrid_mimo": "^-", "digital_mimo": "v-"}
 _AXES = {"power": ("power_dbm", "P [dBm]"), "pinches": ("num_pinches", "L (pinches per waveguide)"),
          "length": ("length_x", "S_x [m]")}
 
@@ -214,7 +217,7 @@ def plot(results: dict):
         x = np.asarray(res["x"])
         for m, entry in res["methods"].items():
             mean, std = np.asarray(entry["mean"]), np.asarray(entry["std"])
-            ax.plot(x, mean, "o-", label=METHODS[m], ms=4)
+            ax.plot(x, mean, _STYLES.get(m, "o-"), label=METHODS[m], ms=5)
             ax.fill_between(x, mean - std, mean + std, alpha=0.12)
         ax.set_xlabel(res["xlabel"])
         ax.set_ylabel("sum rate [bps/Hz]")
