@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

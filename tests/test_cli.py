@@ -10,14 +10,15 @@ from jaxpass.cli import main
 
 def test_demo_writes_table_json_and_png(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--drops", "4", "--wmmse-iterations", "5", "--out", str(out)]) == 0
+    assert main(["demo", "--drops", "4", "--wmmse-iterations", "5", "--tune-steps", "20", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for name in ("MRT", "ZF", "RZF", "WMMSE", "ms/drop"):
+    for name in ("MRT", "ZF", "RZF", "WMMSE", "tuned + ZF", "ms/drop"):
         assert name in text
     payload = json.loads((out / "demo.json").read_text())
-    assert payload["drops"] == 4 and set(payload["methods"]) == {"MRT", "ZF", "RZF", "WMMSE"}
+    assert payload["drops"] == 4 and set(payload["methods"]) == {"MRT", "ZF", "RZF", "WMMSE", "tuned + ZF"}
     zf, mrt = payload["methods"]["ZF"]["mean"], payload["methods"]["MRT"]["mean"]
     assert zf > mrt > 0  # interference-limited MRT is far below ZF at 10 dBm
+    assert payload["methods"]["tuned + ZF"]["mean"] > zf + 10  # phase-aligned pinches
     png = (out / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert not [p for p in os.listdir(out) if ".tmp" in p]
@@ -28,6 +29,7 @@ def test_demo_on_a_tdma_preset_skips_zf(tmp_path, capsys):
     assert main(["demo", "--preset", "power_min_blockage", "--drops", "3", "--wmmse-iterations", "3", "--out", str(out)]) == 0
     payload = json.loads((out / "demo.json").read_text())
     assert "ZF" not in payload["methods"] and "WMMSE" in payload["methods"]
+    assert not any("tuned" in m for m in payload["methods"])  # tuning is the K <= N sum-rate problem
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,7 @@ def test_demo_on_a_tdma_preset_skips_zf(tmp_path, capsys):
         (["demo", "--drops", "0"], "positive integer"),
         (["demo", "--preset", "nope"], "invalid choice"),
         (["demo", "--seed", "x"], "invalid int"),
+        (["demo", "--tune-steps", "1.5"], "invalid int"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -44,6 +47,12 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
         main(argv)
     assert exc.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_negative_tune_steps_is_a_user_error(tmp_path, capsys):
+    assert main(["demo", "--tune-steps", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "--tune-steps must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_invalid_physics_is_a_user_error(tmp_path, capsys):

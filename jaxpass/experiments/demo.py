@@ -21,6 +21,7 @@ from jaxpass.config import PassConfig
 from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
+from jaxpass.optimize.positions import Tuner
 
 PRESETS = {
     "joint_beamforming": PassConfig.joint_beamforming,
@@ -70,12 +71,15 @@ def _time_batched(fn, *args, repeats: int = 3):
     return out, best, compile_s
 
 
-def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: int = 100):
-    """Evaluate each beamformer on ``drops`` user drops with uniform pinch positions.
+def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: int = 100, tune_steps: int = 300):
+    """Evaluate each beamformer on ``drops`` user drops with uniform pinch positions,
+    then tune the positions per drop for the ZF sum rate (``jaxpass.optimize.tune_positions``;
+    only when K <= N, the sum-rate problem of JB; ``tune_steps = 0`` skips it).
 
     Returns:
-      ``(results, users, X)``: a list of :class:`MethodResult`, the ``(drops, K, 2)``
-      users and the ``(N, L)`` positions.
+      ``(results, users, X, tuned)``: a list of :class:`MethodResult`, the ``(drops, K, 2)``
+      users, the uniform ``(N, L)`` positions and the tuned ``(drops, N, L)`` positions
+      (``None`` without tuning).
     """
     if drops < 1:
         raise ValueError(f"drops must be >= 1, got {drops}")
@@ -91,7 +95,21 @@ def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: 
 
         rates, seconds, compile_s = _time_batched(batch, X, users)
         results.append(MethodResult(name, np.asarray(rates), 1e3 * seconds / drops, compile_s))
-    return results, users, X
+    tuned = None
+    if tune_steps > 0 and cfg.num_users <= cfg.num_waveguides:
+        beamformer = "zf"
+        tuner = Tuner(cfg, beamformer=beamformer, steps=tune_steps)
+        args = tuner.arguments(users, jax.random.key(seed + 1))
+        t0 = time.perf_counter()
+        compiled = tuner.jitted.lower(*args).compile()
+        compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = jax.block_until_ready(compiled(*args))
+        seconds = time.perf_counter() - t0
+        results.append(MethodResult(f"tuned + {beamformer.upper()}", np.asarray(res.sum_rate),
+                                    1e3 * seconds / drops, compile_s))
+        tuned = np.asarray(res.positions)
+    return results, users, X, tuned
 
 
 def results_table(results) -> str:
@@ -102,8 +120,8 @@ def results_table(results) -> str:
     return "\n".join(lines)
 
 
-def write_demo(cfg: PassConfig, results, users, X, out_dir, *, preset_name: str, seed: int) -> dict:
-    """Write ``demo.json``, ``demo.md`` and ``demo.png`` (layout + rate per method) atomically."""
+def write_demo(cfg: PassConfig, results, users, X, out_dir, *, preset_name: str, seed: int, tuned=None) -> dict:
+    """Write ``demo.json``, ``demo.md`` and ``demo.png`` (layouts + rate per method) atomically."""
     import matplotlib.pyplot as plt
 
     from jaxpass.plotting import plot_layout, plot_method_rates, save_figure
@@ -126,8 +144,14 @@ def write_demo(cfg: PassConfig, results, users, X, out_dir, *, preset_name: str,
         "json": write_json(os.path.join(out_dir, "demo.json"), payload),
         "markdown": write_text(os.path.join(out_dir, "demo.md"), results_table(results) + "\n"),
     }
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
-    plot_layout(cfg, X, users[0], ax=ax0, title="drop 0: uniform pinch positions")
+    layouts = [(X, "drop 0: uniform pinch positions")]
+    if tuned is not None:
+        layouts.append((tuned[0], f"drop 0: tuned positions ({results[-1].rates[0]:.1f} bps/Hz)"))
+    fig, axes = plt.subplots(1, len(layouts) + 1, figsize=(6.5 * len(layouts) + 5, 4.2),
+                             gridspec_kw={"width_ratios": [1.6] * len(layouts) + [1]})
+    for ax, (positions, title) in zip(axes, layouts):
+        plot_layout(cfg, positions, users[0], ax=ax, title=title)
+    ax1 = axes[-1]
     plot_method_rates({r.name: r.rates for r in results}, ax=ax1,
                       title=f"{preset_name}, {users.shape[0]} drops, P = {float(cfg.power_dbm):g} dBm")
     paths["figure"] = save_figure(fig, os.path.join(out_dir, "demo.png"))

@@ -55,6 +55,7 @@ ROWS = {
     "tune_rzf": "tuning (RZF)",
     "tune_wmmse": "tuning (WMMSE)",
     "tune_kkt": "tuning (KKT duals)",
+    "ablation_zf": "tuning (ZF), no aligned starts (ablation)",
     "mm_pdd": "MM-PDD (JB Alg. 1)",
     "hybrid_mimo": "hybrid MIMO",
     "digital_mimo": "digital MIMO",
@@ -172,15 +173,15 @@ def uniform_row(cfg: PassConfig, users, beamformer: str, wmmse_iterations: int =
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, feasible)
 
 
-def tuning_row(cfg: PassConfig, users, beamformer: str, key, **options) -> RowResult:
-    """``tune_positions`` with ``beamformer`` on all drops in one compiled call."""
+def tuning_row(cfg: PassConfig, users, beamformer: str, key, row: str | None = None, **options) -> RowResult:
+    """``tune_positions`` with ``beamformer`` on all drops in one compiled call (row id default ``tune_<beamformer>``)."""
     tuner = tuning.Tuner(cfg, beamformer=beamformer, **options)
     args = tuner.arguments(users, key)
     compiled, compile_s = _compile(tuner.jitted, *args)
     t0 = time.perf_counter()
     res = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - t0
-    row = f"tune_{beamformer}"
+    row = row or f"tune_{beamformer}"
     extra = {"start_rate_mean": float(jnp.mean(res.start_rate)),
              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in tuner.opts._asdict().items()}}
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(res.sum_rate), seconds, compile_s,
@@ -249,6 +250,9 @@ def run_row(row: str, cfg: PassConfig, users, settings: Settings) -> RowResult:
         return uniform_row(cfg, users, row.split("_")[1], settings.wmmse_iterations)
     if row.startswith("tune_"):
         return tuning_row(cfg, users, row[5:], jax.random.key(settings.tune_seed), **settings.tune)
+    if row == "ablation_zf":  # the same budget without the phase-aligned starts: uniform + random ones
+        options = dict(settings.tune, assignments=0, random_starts=settings.tune.get("starts", 8) - 1)
+        return tuning_row(cfg, users, "zf", jax.random.key(settings.tune_seed), row=row, **options)
     if row == "mm_pdd":
         return mm_pdd_row(cfg, users, float64=settings.mm_pdd_float64, **settings.mm_pdd)
     if row in ("hybrid_mimo", "digital_mimo"):
