@@ -423,3 +423,16 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def log(msg: str) -> None:
     """Progress line on stderr (stdout carries the tables)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def standalone_main(module: str, run: Callable[..., Any], doc: str | None, argv=None) -> int:
+    """``python -m benchmarks.<module> [--quick] [--out DIR]``: one benchmark without the suite driver."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or module).splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default benchmarks/results, or benchmarks/results/quick with --quick)")
+    args = parser.parse_args(argv)
+    run(quick=args.quick, out_dir=args.out)
+    return 0

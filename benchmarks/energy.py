@@ -37,7 +37,6 @@ full experiment output of :func:`jaxpass.experiments.ee.run_all`), ``acceptance`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -172,13 +171,7 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.energy", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default benchmarks/results, or benchmarks/results/quick with --quick)")
-    args = parser.parse_args(argv)
-    run(quick=args.quick, out_dir=args.out)
-    return 0
+    return common.standalone_main("benchmarks.energy", run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ Numbers are measurements, never assertions.
 from __future__ import annotations
 
 import time
+import sys
 from pathlib import Path
 
 import jax
@@ -163,11 +164,9 @@ def _plot(histories: dict, path: Path) -> str:
     return save_figure(fig, path)
 
 
-if __name__ == "__main__":
-    import argparse
+def main(argv=None) -> int:
+    return common.standalone_main("benchmarks.mm_pdd", run, __doc__, argv)
 
-    p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args()
-    run(quick=a.quick, out_dir=a.out)
+
+if __name__ == "__main__":
+    sys.exit(main())

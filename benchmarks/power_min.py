@@ -25,13 +25,11 @@ are the timings; ``results`` the experiments; ``acceptance`` the checks) and
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from benchmarks import common
@@ -159,12 +157,7 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.power_min", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder")
-    args = parser.parse_args(argv)
-    run(quick=args.quick, out_dir=args.out)
-    return 0
+    return common.standalone_main("benchmarks.power_min", run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ number), ``acceptance`` and ``wall_s``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -86,13 +85,7 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.table1", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default benchmarks/results, or benchmarks/results/quick with --quick)")
-    args = parser.parse_args(argv)
-    run(quick=args.quick, out_dir=args.out)
-    return 0
+    return common.standalone_main("benchmarks.table1", run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,6 @@ buys; only where it is not None), ``wmmse_jaxpass_over_plain``,
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -773,13 +772,7 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (< 60 s on 2 CPU cores), for tests")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default benchmarks/results, or benchmarks/results/quick with --quick)")
-    args = parser.parse_args(argv)
-    run(quick=args.quick, out_dir=args.out)
-    return 0
+    return common.standalone_main("benchmarks.throughput", run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
 from jaxpass.compile import jit
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize.positions import Tuner
@@ -99,13 +99,7 @@ def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: 
     if tune_steps > 0 and cfg.num_users <= cfg.num_waveguides:
         beamformer = "zf"
         tuner = Tuner(cfg, beamformer=beamformer, steps=tune_steps)
-        args = tuner.arguments(users, jax.random.key(seed + 1))
-        t0 = time.perf_counter()
-        compiled = tuner.jitted.lower(*args).compile()
-        compile_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        res = jax.block_until_ready(compiled(*args))
-        seconds = time.perf_counter() - t0
+        res, seconds, compile_s = compile_and_run(tuner.jitted, *tuner.arguments(users, jax.random.key(seed + 1)))
         results.append(MethodResult(f"tuned + {beamformer.upper()}", np.asarray(res.sum_rate),
                                     1e3 * seconds / drops, compile_s))
         tuned = np.asarray(res.positions)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from datetime import datetime, timezone
 
 import jax
+
+from jaxpass.compile import jit
 
 
 def environment() -> dict:
@@ -40,3 +43,18 @@ def write_text(path, text: str) -> str:
         fh.write(text)
     os.replace(tmp, path)
     return path
+
+
+def compile_and_run(fn, *args):
+    """Compile ``fn`` for ``args`` apart, then one blocked call: ``(output, seconds, compile_s)``.
+
+    ``fn`` is a jitted function (anything with ``.lower``) or a plain one, which is
+    compiled with :func:`jaxpass.jit`. The call time excludes compilation.
+    """
+    jitted = fn if hasattr(fn, "lower") else jit(fn)
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, time.perf_counter() - t0, compile_s

@@ -40,7 +40,7 @@ from jaxpass import units
 from jaxpass.blockage import monte_carlo_snr
 from jaxpass.compile import jit
 from jaxpass.config import PassConfig
-from jaxpass.experiments.cli_args import UserError, positive_float, positive_int
+from jaxpass.experiments.cli_args import UserError, positive_int
 from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users
 from jaxpass.optimize import power_min as pm

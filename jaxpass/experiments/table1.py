@@ -40,9 +40,8 @@ import numpy as np
 
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
-from jaxpass.compile import jit
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text
 from jaxpass.geometry import is_feasible, sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
@@ -138,20 +137,6 @@ def table_drops(cfg: PassConfig, drops: int = 64, seed: int = 0):
     return sample_users(jax.random.key(seed), cfg, (drops,))
 
 
-def _timed(fn, *args):
-    """Compile ``fn`` (jaxpass.jit) apart, then one blocked call: ``(output, seconds, compile_s)``."""
-    compiled, compile_s = _compile(fn if hasattr(fn, "lower") else jit(fn), *args)
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    return out, time.perf_counter() - t0, compile_s
-
-
-def _compile(jitted, *args):
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - t0
-
-
 # ------------------------------------------------------------------ rows
 def uniform_row(cfg: PassConfig, users, beamformer: str, wmmse_iterations: int = 100) -> RowResult:
     """Uniform positions + ZF or WMMSE (``beamformer`` in ``{"zf", "wmmse"}``)."""
@@ -167,7 +152,7 @@ def uniform_row(cfg: PassConfig, users, beamformer: str, wmmse_iterations: int =
             return sum_rate(H, W, cfg.noise_power)
         return jax.vmap(one)(users)
 
-    rates, seconds, compile_s = _timed(run, users)
+    rates, seconds, compile_s = compile_and_run(run, users)
     row = "uniform_zf" if beamformer == "zf" else "uniform_wmmse"
     feasible = np.full(users.shape[0], bool(is_feasible(cfg, X)))
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, feasible)
@@ -177,10 +162,7 @@ def tuning_row(cfg: PassConfig, users, beamformer: str, key, row: str | None = N
     """``tune_positions`` with ``beamformer`` on all drops in one compiled call (row id default ``tune_<beamformer>``)."""
     tuner = tuning.Tuner(cfg, beamformer=beamformer, **options)
     args = tuner.arguments(users, key)
-    compiled, compile_s = _compile(tuner.jitted, *args)
-    t0 = time.perf_counter()
-    res = jax.block_until_ready(compiled(*args))
-    seconds = time.perf_counter() - t0
+    res, seconds, compile_s = compile_and_run(tuner.jitted, *args)
     row = row or f"tune_{beamformer}"
     extra = {"start_rate_mean": float(jnp.mean(res.start_rate)),
              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in tuner.opts._asdict().items()}}
@@ -201,7 +183,7 @@ def mm_pdd_row(cfg: PassConfig, users, *, float64: bool = True, **options) -> Ro
     ctx = jax.enable_x64(True) if float64 else _nullcontext()
     with ctx:
         u = jnp.asarray(np.asarray(users), jnp.float64 if float64 else users.dtype)
-        res, seconds, compile_s = _timed(lambda uu: jax.vmap(lambda d: mm_pdd.mm_pdd(cfg, d, **options))(uu), u)
+        res, seconds, compile_s = compile_and_run(lambda uu: jax.vmap(lambda d: mm_pdd.mm_pdd(cfg, d, **options))(uu), u)
         feasible = np.asarray(is_feasible(cfg, res.positions))
         extra = {"float64": bool(float64),
                  "converged_fraction": float(np.mean(np.asarray(res.converged))),
@@ -230,7 +212,7 @@ def mimo_row(cfg: PassConfig, users, kind: str, *, hybrid_iterations: int = 200,
                                        jnp.zeros((), users.dtype)))(users)
     else:
         raise ValueError(f"kind must be 'hybrid' or 'digital', got {kind!r}")
-    (rates, um), seconds, compile_s = _timed(run, users)
+    (rates, um), seconds, compile_s = compile_and_run(run, users)
     row = f"{kind}_mimo"
     extra = {"unit_modulus_error": float(jnp.max(um))} if kind == "hybrid" else {}
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, None, extra)

@@ -16,13 +16,12 @@ tuning history).
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import numpy as np
 
 from jaxpass.experiments.cli_args import UserError, positive_float, positive_int
-from jaxpass.experiments.io import environment, write_json
+from jaxpass.experiments.io import compile_and_run, environment, write_json
 
 
 def load_users(path: str) -> np.ndarray:
@@ -121,12 +120,7 @@ def _cmd_tune(args) -> int:
     print(f"jaxpass tune: {source}; K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, "
           f"P={float(cfg.power_dbm):g} dBm; beamformer {args.beamformer}, {args.starts} starts x {args.steps} steps",
           flush=True)
-    t0 = time.perf_counter()
-    compiled = tuner.jitted.lower(*call_args).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = jax.block_until_ready(compiled(*call_args))
-    seconds = time.perf_counter() - t0
+    res, seconds, compile_s = compile_and_run(tuner.jitted, *call_args)
     rates = np.asarray(res.sum_rate, np.float64)
     feasible = np.asarray(is_feasible(cfg, res.positions))
     print(f"sum rate {rates.mean():.2f} ± {rates.std():.2f} bps/Hz (min {rates.min():.2f}, max {rates.max():.2f}); "

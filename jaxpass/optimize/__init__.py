@@ -1,6 +1,13 @@
-"""Optimisers built on the core (one module per algorithm family, see DESIGN.md)."""
+"""Optimisers built on the core (one module per algorithm family, see DESIGN.md).
 
-from jaxpass.optimize import energy  # noqa: E402,F401
-from jaxpass.optimize import power_min  # noqa: E402,F401
-from jaxpass.optimize import mimo, mm_pdd  # noqa: E402,F401
-from jaxpass.optimize.positions import TuneResult, tune_positions  # noqa: E402,F401
+- :mod:`~jaxpass.optimize.positions`: :func:`tune_positions`, projected-gradient pinching beamforming (JB);
+- :mod:`~jaxpass.optimize.mm_pdd`: JB Algorithm 1;
+- :mod:`~jaxpass.optimize.mimo`: digital and hybrid MIMO baselines (MODELS §3.5);
+- :mod:`~jaxpass.optimize.energy`: EE Dinkelbach, Gauss-Seidel, coupling ascent, static/dynamic designs;
+- :mod:`~jaxpass.optimize.power_min`: PB closed-form beamformers, PGD, projected L-BFGS, exhaustive search.
+"""
+
+from jaxpass.optimize import energy, mimo, mm_pdd, positions, power_min
+from jaxpass.optimize.positions import TuneResult, tune_positions
+
+__all__ = ["TuneResult", "energy", "mimo", "mm_pdd", "positions", "power_min", "tune_positions"]

@@ -580,6 +580,19 @@ def coupling_step(cfg: PassConfig, X, split, users, p_max=None, *, objective: st
     Returns:
       ``(split_new, history)``: ``(N,)`` in ``[0, 1]`` and ``(steps + 1,)`` objective values.
     """
+    X, split, users = _design_inputs(cfg, X, split, users, objective)
+    check_positive_int("line_search", line_search)
+    _check_nonneg_int("steps", steps)
+    _check_nonneg_int("iterations", iterations)
+    p_max = cfg.power if p_max is None else _check_power("p_max", p_max)
+    dt = jnp.result_type(X.dtype, users.dtype, float)
+    return _coupling_compiled(_static_cfg(cfg), X.astype(dt), split.astype(dt), users.astype(dt),
+                              jnp.asarray(p_max, dt), objective=objective, iterations=iterations,
+                              line_search=line_search, steps=steps)
+
+
+def _design_inputs(cfg, X, split, users, objective):
+    """Validate a design's inputs; ``X (N,)`` is broadcast to one layout per drop ``(D, N)``."""
     _check_cfg(cfg)
     _check_objective(objective)
     split = _check_split(cfg, split)
@@ -590,14 +603,7 @@ def coupling_step(cfg: PassConfig, X, split, users, p_max=None, *, objective: st
         X = jnp.broadcast_to(X, (users.shape[0],) + X.shape)
     elif X.shape[0] != users.shape[0]:
         raise ValueError(f"X has {X.shape[0]} layouts but users has {users.shape[0]} drops; they must match")
-    check_positive_int("line_search", line_search)
-    _check_nonneg_int("steps", steps)
-    _check_nonneg_int("iterations", iterations)
-    p_max = cfg.power if p_max is None else _check_power("p_max", p_max)
-    dt = jnp.result_type(X.dtype, users.dtype, float)
-    return _coupling_compiled(_static_cfg(cfg), X.astype(dt), split.astype(dt), users.astype(dt),
-                              jnp.asarray(p_max, dt), objective=objective, iterations=iterations,
-                              line_search=line_search, steps=steps)
+    return X, split, users
 
 
 # ====================================================================== evaluation
@@ -623,14 +629,7 @@ def evaluate_design(cfg: PassConfig, X, split, users, p_max=None, *, objective: 
     Returns:
       ``(ee (D,), se (D,), power (D, K))`` as NumPy arrays.
     """
-    _check_cfg(cfg)
-    _check_objective(objective)
-    split = _check_split(cfg, split)
-    users = _check_users(cfg, users, batched=True)
-    X = jnp.asarray(X)
-    X = _check_positions(cfg, X, batched=X.ndim == 2)
-    if X.ndim == 1:
-        X = jnp.broadcast_to(X, (users.shape[0],) + X.shape)
+    X, split, users = _design_inputs(cfg, X, split, users, objective)
     p_max = cfg.power if p_max is None else _check_power("p_max", p_max)
     dt = jnp.result_type(X.dtype, users.dtype, float)
     out = _evaluate_compiled(_static_cfg(cfg), X.astype(dt), split.astype(dt), users.astype(dt),
