@@ -48,3 +48,13 @@ def jb_cfg():
 def rel_err(a, b):
     a, b = np.asarray(a), np.asarray(b)
     return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+def assert_usage_error(argv, needle, capsys):
+    """``jaxpass ARGV`` is an argparse usage error: exit status 2 with ``needle`` on stderr."""
+    from jaxpass.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from jaxpass.cli import main
+from conftest import assert_usage_error
 
 
 def test_demo_writes_table_json_and_png(tmp_path, capsys):
@@ -43,10 +44,7 @@ def test_demo_on_a_tdma_preset_skips_zf(tmp_path, capsys):
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(argv, needle, capsys)
 
 
 def test_negative_tune_steps_is_a_user_error(tmp_path, capsys):

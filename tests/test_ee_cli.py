@@ -8,6 +8,7 @@ import pytest
 
 from jaxpass.cli import main
 from jaxpass.experiments import ee
+from conftest import assert_usage_error
 
 TINY = ["--drops", "2", "--users", "2", "--num-elements", "3", "--outer-iterations", "2", "--coupling-steps", "1",
         "--grid-spacing", "0.05"]
@@ -63,10 +64,7 @@ def test_orderings_and_monotone_helpers():
     ],
 )
 def test_bad_arguments_exit_2(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(argv, needle, capsys)
 
 
 @pytest.mark.parametrize(

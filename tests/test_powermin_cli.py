@@ -6,6 +6,7 @@ import os
 import pytest
 
 from jaxpass.cli import main
+from conftest import assert_usage_error
 
 
 def test_powermin_blockage_and_layouts_write_json_md_png(tmp_path, capsys):
@@ -48,10 +49,7 @@ def test_powermin_check_mc_writes_z_scores(tmp_path, capsys):
     ],
 )
 def test_powermin_bad_arguments_exit_2(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(argv, needle, capsys)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 from jaxpass.cli import main
 from jaxpass.experiments import table1
 from jaxpass.experiments.tune import load_users
+from conftest import assert_usage_error
 
 
 def _png(path):
@@ -140,7 +141,4 @@ def test_tune_cli_bad_input_exits_2(tmp_path, capsys, content, extra, needle):
     ],
 )
 def test_bad_arguments_exit_2(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(argv, needle, capsys)

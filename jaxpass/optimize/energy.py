@@ -523,11 +523,9 @@ def gauss_seidel_sweep(cfg: PassConfig, x, split, users, p_max=None, *, objectiv
     check_positive_int("grid_points", grid_points)
     check_positive_int("grid_batch", grid_batch)
     _check_nonneg_int("iterations", iterations)
-    p_max = cfg.power if p_max is None else _check_power("p_max", p_max)
-    dt = jnp.result_type(x.dtype, users.dtype, float)
-    return _gs_sweep_compiled(_static_cfg(cfg), x.astype(dt), split.astype(dt), users.astype(dt),
-                              jnp.asarray(p_max, dt), objective=objective, iterations=iterations,
-                              grid_points=grid_points, grid_batch=grid_batch, per_drop=per_drop)
+    return _gs_sweep_compiled(*_compiled_args(cfg, x, split, users, p_max), objective=objective,
+                              iterations=iterations, grid_points=grid_points, grid_batch=grid_batch,
+                              per_drop=per_drop)
 
 
 # ====================================================================== couplings (EE Alg. 3)
@@ -584,11 +582,15 @@ def coupling_step(cfg: PassConfig, X, split, users, p_max=None, *, objective: st
     check_positive_int("line_search", line_search)
     _check_nonneg_int("steps", steps)
     _check_nonneg_int("iterations", iterations)
+    return _coupling_compiled(*_compiled_args(cfg, X, split, users, p_max), objective=objective,
+                              iterations=iterations, line_search=line_search, steps=steps)
+
+
+def _compiled_args(cfg, X, split, users, p_max):
+    """``(static cfg, X, split, users, p_max)`` in one float dtype for the compiled steps (P_max checked)."""
     p_max = cfg.power if p_max is None else _check_power("p_max", p_max)
     dt = jnp.result_type(X.dtype, users.dtype, float)
-    return _coupling_compiled(_static_cfg(cfg), X.astype(dt), split.astype(dt), users.astype(dt),
-                              jnp.asarray(p_max, dt), objective=objective, iterations=iterations,
-                              line_search=line_search, steps=steps)
+    return _static_cfg(cfg), X.astype(dt), split.astype(dt), users.astype(dt), jnp.asarray(p_max, dt)
 
 
 def _design_inputs(cfg, X, split, users, objective):
@@ -630,10 +632,8 @@ def evaluate_design(cfg: PassConfig, X, split, users, p_max=None, *, objective: 
       ``(ee (D,), se (D,), power (D, K))`` as NumPy arrays.
     """
     X, split, users = _design_inputs(cfg, X, split, users, objective)
-    p_max = cfg.power if p_max is None else _check_power("p_max", p_max)
-    dt = jnp.result_type(X.dtype, users.dtype, float)
-    out = _evaluate_compiled(_static_cfg(cfg), X.astype(dt), split.astype(dt), users.astype(dt),
-                             jnp.asarray(p_max, dt), objective=objective, iterations=iterations)
+    out = _evaluate_compiled(*_compiled_args(cfg, X, split, users, p_max), objective=objective,
+                             iterations=iterations)
     return tuple(np.asarray(o) for o in out)
 
 
