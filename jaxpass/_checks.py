@@ -66,3 +66,54 @@ def check_positive_int(name: str, x):
         raise TypeError(f"{name} must be an int, got {x!r}")
     if x <= 0:
         raise ValueError(f"{name} must be >= 1, got {x}")
+
+
+def check_nonnegative_int(name: str, x):
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {x!r}")
+    if x < 0:
+        raise ValueError(f"{name} must be >= 0, got {x}")
+
+
+def check_number(name: str, x, *, unit: str = "", low=None, high=None, low_open: bool = False):
+    """Check a concrete finite number within ``[low, high]`` (``(low, high]`` with ``low_open``).
+
+    The message names the argument, the value, the allowed range and its unit,
+    e.g. ``learning_rate must be a finite number > 0 [m], got -1.0``.
+    """
+    if isinstance(x, bool) or is_tracer(x):
+        raise TypeError(f"{name} must be a Python/NumPy number, got {x!r}")
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {x!r}") from None
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"<= {high:g}")
+    want = f"a finite number{' ' + ' and '.join(bounds) if bounds else ''}{' [' + unit + ']' if unit else ''}"
+    ok = np.isfinite(v) and (low is None or (v > low if low_open else v >= low)) and (high is None or v <= high)
+    if not ok:
+        raise ValueError(f"{name} must be {want}, got {x!r}")
+    return v
+
+
+def check_choice(name: str, x, choices):
+    if x not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {x!r}")
+    return x
+
+
+def check_key(key, name: str = "key"):
+    """A single ``jax.random`` key (new-style or legacy ``uint32[2]``), returned as a typed key."""
+    if key is None:
+        raise TypeError(f"{name} must be a jax.random key (e.g. jax.random.key(0)), got None")
+    k = key if isinstance(key, jax.Array) else np.asarray(key)
+    if jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key):
+        if k.shape != ():
+            raise ValueError(f"{name} must be a single PRNG key, got shape {k.shape}")
+        return k
+    if k.dtype != np.uint32 or k.shape != (2,):
+        raise TypeError(f"{name} must be a jax.random key (jax.random.key or PRNGKey), got {k.dtype}{k.shape}")
+    return jax.random.wrap_key_data(k)

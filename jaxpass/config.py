@@ -1,12 +1,27 @@
-"""``PassConfig``: one immutable pytree describing a PASS scenario (DESIGN.md).
+"""``PassConfig``: one immutable pytree describing a PASS scenario.
 
-Shape-defining integers (K, N, L) and string choices are static fields; every
-physical number is a pytree leaf, so ``jax.jit`` does not retrace when, say,
-the power changes, and gradients with respect to physical parameters work.
+This class alone decides which scenario fields are *static* (part of the
+pytree structure, so of every ``jax.jit`` cache key) and which are *traced*
+leaves (``docs/execution_model.md``):
+
+* static: the shapes ``num_users``, ``num_waveguides``, ``num_pinches``; the
+  string choice ``radiation``; and the two numbers that set the phase,
+  ``carrier_freq`` and ``n_eff``. Those two are static for float32 accuracy:
+  the channel needs ``f / c`` and ``n_eff f / c`` to ~1e-11 relative precision
+  (a 10 m path is ~1000 cycles at 30 GHz), which a float32 leaf cannot carry
+  (float32 rounds 30e9 / c to ~4e-8 relative, i.e. a 1e-4-cycle phase error per
+  1000 cycles). As host constants they are split into float32 (hi, lo) pairs in
+  float64 at trace time. A carrier or refractive-index sweep therefore compiles
+  once per value;
+* traced: every other physical number (powers, noise, gains, heights, lengths,
+  lanes, spacing, loss, blockage, circuit power). A power, noise, length or
+  height sweep compiles once, gradients with respect to them work, and configs
+  can be stacked (:meth:`PassConfig.stack`) and vmapped over scenarios.
 
 Validation runs on construction whenever the values are concrete (not
 tracers) and raises ``ValueError``/``TypeError`` naming the field, the value
-and the allowed range.
+and the allowed range. Traced fields may carry leading scenario dimensions
+(a stacked config); each entry is checked.
 """
 
 from __future__ import annotations
@@ -37,6 +52,14 @@ def _concrete(value: Any):
     return arr
 
 
+def _first_violation(arr, ok):
+    """The first entry of ``arr`` failing ``ok`` (as a float), or None when all pass."""
+    good = np.asarray(ok(arr))
+    if np.all(good):
+        return None
+    return float(arr.reshape(-1)[np.argmin(good.reshape(-1))])
+
+
 @struct.dataclass
 class PassConfig:
     """A pinching-antenna scenario (MODELS §1-§6), SI units throughout.
@@ -47,8 +70,8 @@ class PassConfig:
       num_pinches: L, pinches per waveguide (static).
       radiation: ``"equal"`` (``a = 1/sqrt(L)``, JB eq. (3)) or ``"coupled"``
         (power-split model of MODELS §5) (static).
-      carrier_freq: f_c [Hz].
-      n_eff: effective refractive index of the waveguide.
+      carrier_freq: f_c [Hz] (static: sets the phase, see the module docstring).
+      n_eff: effective refractive index of the waveguide (static, as ``carrier_freq``).
       height: pinch height h above the users' plane [m].
       length_x: S_x, waveguide length and area extent along x [m].
       width_y: S_y, area extent along y [m].
@@ -67,8 +90,8 @@ class PassConfig:
     num_waveguides: int = struct.field(pytree_node=False, default=4)
     num_pinches: int = struct.field(pytree_node=False, default=8)
     radiation: str = struct.field(pytree_node=False, default="equal")
-    carrier_freq: Any = 30e9
-    n_eff: Any = 1.4
+    carrier_freq: float = struct.field(pytree_node=False, default=30e9)
+    n_eff: float = struct.field(pytree_node=False, default=1.4)
     height: Any = 2.5
     length_x: Any = 20.0
     width_y: Any = 10.0
@@ -82,7 +105,34 @@ class PassConfig:
     circuit_power_dbm: Any = 20.0
 
     def __post_init__(self):
+        for name in ("carrier_freq", "n_eff"):  # static fields must be hashable host numbers
+            value = getattr(self, name)
+            arr = _concrete(value)
+            if arr is not None and arr.ndim == 0:
+                object.__setattr__(self, name, float(arr))
+            elif arr is not None:
+                raise ValueError(f"PassConfig.{name} is static (it sets the phase) and must be a scalar, "
+                                 f"got shape {arr.shape}")
         self.validate()
+
+    @classmethod
+    def stack(cls, configs) -> "PassConfig":
+        """Stack configs that differ only in traced fields into one config with a leading axis.
+
+        ``jax.vmap(f)(PassConfig.stack([cfg.replace(power_dbm=p) for p in grid]))``
+        runs ``f`` over the scenarios in one compiled call. Raises ``ValueError``
+        if the configs differ in a static field (shape, radiation, carrier, n_eff).
+        """
+        configs = list(configs)
+        if not configs or not all(isinstance(c, cls) for c in configs):
+            raise TypeError("PassConfig.stack needs a non-empty sequence of PassConfig")
+        first = jax.tree.structure(configs[0])
+        for c in configs[1:]:
+            if jax.tree.structure(c) != first:
+                diff = [n for n in STATIC_FIELDS if getattr(c, n) != getattr(configs[0], n)]
+                raise ValueError(f"PassConfig.stack: configs differ in static field(s) {diff or ['waveguide_y']}; "
+                                 "only traced fields can be stacked")
+        return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *configs)
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "PassConfig":
@@ -105,38 +155,43 @@ class PassConfig:
             arr = _concrete(getattr(self, name))
             if arr is None:
                 continue
-            if arr.ndim != 0:
+            if arr.ndim != 0 and name in ("carrier_freq", "n_eff"):
                 raise ValueError(f"PassConfig.{name} must be a scalar, got shape {arr.shape}")
-            if not np.isfinite(arr):
-                raise ValueError(f"PassConfig.{name} must be finite, got {arr}")
-            if name in positive and not arr > 0:
-                raise ValueError(f"PassConfig.{name} must be > 0, got {arr}")
-            if name in nonnegative and not arr >= 0:
-                raise ValueError(f"PassConfig.{name} must be >= 0, got {arr}")
-            values[name] = float(arr)
+            # traced fields may carry leading scenario dimensions (PassConfig.stack): check each entry
+            bad = _first_violation(arr, np.isfinite)
+            if bad is not None:
+                raise ValueError(f"PassConfig.{name} must be finite, got {bad}")
+            if name in positive and (bad := _first_violation(arr, lambda a: a > 0)) is not None:
+                raise ValueError(f"PassConfig.{name} must be > 0, got {bad}")
+            if name in nonnegative and (bad := _first_violation(arr, lambda a: a >= 0)) is not None:
+                raise ValueError(f"PassConfig.{name} must be >= 0, got {bad}")
+            values[name] = arr
         if "n_eff" in values and values["n_eff"] < 1.0:
-            raise ValueError(f"PassConfig.n_eff must be >= 1 (a dielectric waveguide), got {values['n_eff']}")
+            raise ValueError(f"PassConfig.n_eff must be >= 1 (a dielectric waveguide), got {float(values['n_eff'])}")
         if "min_spacing" in values and "length_x" in values:
-            need = self.num_pinches * values["min_spacing"]
-            if need > values["length_x"]:
+            spacing, length = (a.reshape(-1) for a in np.broadcast_arrays(values["min_spacing"], values["length_x"]))
+            i = int(np.argmax(self.num_pinches * spacing - length))
+            spacing, length = float(spacing[i]), float(length[i])
+            if self.num_pinches * spacing > length:
                 raise ValueError(
                     "PassConfig: num_pinches * min_spacing = "
-                    f"{self.num_pinches} * {values['min_spacing']:.6g} = {need:.6g} m exceeds "
-                    f"length_x = {values['length_x']:.6g} m; no feasible pinch layout exists"
+                    f"{self.num_pinches} * {spacing:.6g} = {self.num_pinches * spacing:.6g} m exceeds "
+                    f"length_x = {length:.6g} m; no feasible pinch layout exists"
                 )
         if self.waveguide_y is not None:
             lanes = _concrete(self.waveguide_y)
             if lanes is not None:
-                if lanes.shape != (self.num_waveguides,):
+                if lanes.shape[-1:] != (self.num_waveguides,):
                     raise ValueError(
                         f"PassConfig.waveguide_y must have length num_waveguides={self.num_waveguides}, "
                         f"got shape {lanes.shape}"
                     )
                 if not np.all(np.isfinite(lanes)):
                     raise ValueError(f"PassConfig.waveguide_y must be finite, got {lanes}")
-                if "width_y" in values and (np.any(lanes < 0) or np.any(lanes > values["width_y"])):
+                width = values.get("width_y")
+                if width is not None and (np.any(lanes < 0) or np.any(lanes > np.asarray(width)[..., None])):
                     raise ValueError(
-                        f"PassConfig.waveguide_y must lie in [0, width_y={values['width_y']}], got {lanes}"
+                        f"PassConfig.waveguide_y must lie in [0, width_y={np.squeeze(width)}] m, got {lanes}"
                     )
         return self
 
@@ -216,6 +271,13 @@ class PassConfig:
                  blockage_rate=0.1, beta_convention="friis"),
             overrides,
         )
+
+
+STATIC_FIELDS = tuple(n for n, f in PassConfig.__dataclass_fields__.items() if not f.metadata.get("pytree_node", True))
+"""Fields that are part of the pytree structure (every jit cache key): shapes, choices, phase constants."""
+
+TRACED_FIELDS = tuple(n for n in PassConfig.__dataclass_fields__ if n not in STATIC_FIELDS)
+"""Fields that are traced leaves: sweeping them reuses one compilation."""
 
 
 def _preset(base: dict, overrides: dict) -> PassConfig:

@@ -36,3 +36,44 @@ def positive_float(text: str) -> float:
     if not (value > 0 and value < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value}")
     return value
+
+
+def add_options(parser: argparse.ArgumentParser, options_cls, names=None, *, prefix: str = "") -> None:
+    """Add ``--<field>`` flags for the fields of an :class:`jaxpass._options.Options` class.
+
+    Defaults and help come from the dataclass fields (``metadata["help"]``,
+    optional ``metadata["choices"]``), so the CLI never restates an option. A
+    tuple default becomes ``nargs="+"``; a bool becomes ``--x/--no-x``.
+    ``names`` restricts (and orders) the fields; ``prefix`` namespaces ``dest``.
+    """
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    for name in names or fields:
+        f = fields[name]
+        flag = "--" + name.replace("_", "-")
+        kwargs = dict(dest=prefix + name, default=f.default, help=f.metadata.get("help", "") + " (default: %(default)s)")
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(f.default, tuple):
+            kwargs.update(nargs="+", type=type(f.default[0]) if f.default else float)
+        elif f.default is None:
+            kwargs["type"] = f.metadata.get("type", float)
+        else:
+            kwargs["type"] = type(f.default)
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, **kwargs)
+
+
+def options_from_args(args, options_cls, names=None, *, prefix: str = ""):
+    """The options object from parsed ``args`` (see :func:`add_options`); bad values raise :class:`UserError`."""
+    import dataclasses
+
+    names = names or [f.name for f in dataclasses.fields(options_cls)]
+    values = {n: getattr(args, prefix + n) for n in names}
+    values = {n: tuple(v) if isinstance(v, list) else v for n, v in values.items()}
+    try:
+        return options_cls(**values)
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
