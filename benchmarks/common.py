@@ -1,6 +1,6 @@
 """Shared helpers for the benchmark suite: device naming, timing, JSON output, tables.
 
-Timing protocol (DESIGN.md "Performance notes"):
+Timing protocol:
 
 1. compile first: ``jax.jit(fn).lower(*args).compile(compiler_options)`` is
    timed on its own (``compile_s`` = trace + lower + XLA compile).

@@ -1,4 +1,4 @@
-"""Energy-efficiency benchmark (MODELS §5, EE Figs. 1-4): designs, acceptance comparisons, time per drop.
+"""Energy-efficiency benchmark (docs/model.md §5, EE Figs. 1-4): designs, acceptance comparisons, time per drop.
 
 ``python -m benchmarks --only energy [--quick]`` runs, on the EE preset
 (``PassConfig.energy_efficiency()``: one waveguide over 20 x 5 m, K = 4 TDMA
@@ -61,7 +61,7 @@ FULL = dict(
     convergence_iterations=5,
     outer_iterations=3,
     coupling_steps=3,
-    grid_points=None,  # spacing <= lambda/10 (MODELS §5)
+    grid_points=None,  # spacing <= lambda/10 (docs/model.md §5)
 )
 QUICK = dict(
     num_drops=2,

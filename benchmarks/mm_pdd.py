@@ -2,7 +2,7 @@
 
 Run ``python -m benchmarks --only mm_pdd [--quick]`` (or ``python -m benchmarks.mm_pdd``).
 
-Setup (JB §V / Table I, MODELS §3.3-§3.6): ``PassConfig.joint_beamforming()``,
+Setup (JB §V / Table I, docs/model.md §3.3-§3.6): ``PassConfig.joint_beamforming()``,
 K = N = 4, L in {8, 16}, P = 10 dBm, 64 drops from a fixed seed (``--quick``: 4 drops,
 L = 8, fewer iterations). Rows:
 

@@ -1,4 +1,4 @@
-"""PB power minimisation under LoS blockage (MODELS §6): accuracy vs exhaustive search, baselines, sweeps, time per drop.
+"""PB power minimisation under LoS blockage (docs/model.md §6): accuracy vs exhaustive search, baselines, sweeps, time per drop.
 
 ``python -m benchmarks --only power_min [--quick]`` (or ``python -m benchmarks.power_min``).
 

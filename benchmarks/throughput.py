@@ -17,7 +17,7 @@ writes. Each record carries the options it was compiled with.
 Sections (ids used in the JSON ``records``):
 
 * ``channel``: ``jaxpass.jit(jax.vmap(effective_channel))`` at each batch size,
-  next to ``naive_jax`` (``jnp.exp(-1j * kappa * r)`` straight from MODELS §2,
+  next to ``naive_jax`` (``jnp.exp(-1j * kappa * r)`` straight from docs/model.md §2,
   no cycle reduction, jitted + vmapped) and ``numpy_loop`` (a per-drop Python
   loop over NumPy float64, ``np.exp`` of the complex phase; timed on a subset).
   Accuracy of the float32 paths against the NumPy float64 loop is recorded.
@@ -180,7 +180,7 @@ def jaxpass_channel(cfg: jp.PassConfig):
 
 
 def _physics(cfg: jp.PassConfig) -> dict:
-    """The MODELS §2 constants as Python floats (float64 on the host)."""
+    """The docs/model.md §2 constants as Python floats (float64 on the host)."""
     N, L = cfg.num_waveguides, cfg.num_pinches
     f = float(cfg.carrier_freq)
     if cfg.waveguide_y is None:
@@ -201,7 +201,7 @@ def _physics(cfg: jp.PassConfig) -> dict:
 
 
 def naive_jax_channel(cfg: jp.PassConfig):
-    """MODELS §2 written directly in JAX: ``jnp.exp(-1j * kappa * r)``, no cycle reduction.
+    """docs/model.md §2 written directly in JAX: ``jnp.exp(-1j * kappa * r)``, no cycle reduction.
 
     Batched like ``jaxpass_channel``. In float32 ``kappa * r ~ 1e4`` rad keeps
     only ~5e-4 rad of phase resolution, and XLA's CPU sin/cos reduce the
@@ -223,7 +223,7 @@ def naive_jax_channel(cfg: jp.PassConfig):
 
 
 def numpy_channel_loop(cfg: jp.PassConfig):
-    """MODELS §2 in plain NumPy float64, one drop per Python iteration (the reference)."""
+    """docs/model.md §2 in plain NumPy float64, one drop per Python iteration (the reference)."""
     p = _physics(cfg)
     lanes = p["lanes"]
 

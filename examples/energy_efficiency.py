@@ -1,4 +1,4 @@
-"""Energy-efficient pinching-antenna design (MODELS §5): Dinkelbach powers, dynamic vs static designs.
+"""Energy-efficient pinching-antenna design (docs/model.md §5): Dinkelbach powers, dynamic vs static designs.
 
 One waveguide over a 20 x 5 m room, N = 4 pinching elements with tunable power-split
 coefficients, K = 4 TDMA users, P_max = 20 dBm, P_c = 20 dBm. A coarse location grid

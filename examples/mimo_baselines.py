@@ -1,4 +1,4 @@
-"""Conventional MIMO baselines (MODELS §3.5) next to PASS on the same drops and power budget.
+"""Conventional MIMO baselines (docs/model.md §3.5) next to PASS on the same drops and power budget.
 
 Run: python examples/mimo_baselines.py
 """

@@ -1,4 +1,4 @@
-"""Power minimisation under probabilistic LoS blockage (PB, MODELS §6), one drop and a small batch.
+"""Power minimisation under probabilistic LoS blockage (PB, docs/model.md §6), one drop and a small batch.
 
 Closed-form beamformers, projected L-BFGS on the pinch positions, the exhaustive
 optimum, and a Monte-Carlo check of the expected SNR.

@@ -1,7 +1,7 @@
 """Safe elementwise operations: finite values *and* finite gradients at the edge.
 
 The double-``where`` pattern keeps the untaken branch's input harmless, so no
-``0 * inf`` reaches a gradient (DESIGN.md, "Errors and bad input"). Thresholds
+``0 * inf`` reaches a gradient (docs/execution_model.md, "Validation"). Thresholds
 are ``finfo.tiny`` because CPUs and GPUs flush denormals to zero.
 """
 

@@ -1,4 +1,4 @@
-"""Transmit beamformers for one drop (MODELS §3.1-§3.2). Batch with ``jax.vmap``.
+"""Transmit beamformers for one drop (docs/model.md §3.1-§3.2). Batch with ``jax.vmap``.
 
 Conventions: ``H (K, N)`` complex effective channel (user k receives
 ``H[k] @ W``), ``W (N, K)`` with column k serving user k, power budget
@@ -122,7 +122,7 @@ def zf(H, power, *, normalize: str = "columns"):
 
 # ---------------------------------------------------------------- KKT map
 def kkt(H, lam, share, power):
-    """KKT-structured beamformer (JB eqs. (41)-(44), (56); TT (17); MODELS §3.2).
+    """KKT-structured beamformer (JB eqs. (41)-(44), (56); TT (17); docs/model.md §3.2).
 
     ``D = (I_N + H^H diag(lam) H)^{-1} H^H`` and
     ``W[:, k] = sqrt(share_k * power) D[:, k] / ||D[:, k]||``.
@@ -344,7 +344,7 @@ def _wmmse_init(H, init, power):
 
 
 def wmmse(H, power, noise_power, *, iterations: int = 100, init="auto", tol=None, return_info: bool = False):
-    """Weighted MMSE transmit beamforming (JB eqs. (11)-(14); MODELS §3.1).
+    """Weighted MMSE transmit beamforming (JB eqs. (11)-(14); docs/model.md §3.1).
 
     Two modes:
 

@@ -1,4 +1,4 @@
-"""Probabilistic LoS blockage with correlated links, and its Monte-Carlo check (MODELS §6, PB §IV).
+"""Probabilistic LoS blockage with correlated links, and its Monte-Carlo check (docs/model.md §6, PB §IV).
 
 One pinch per waveguide (PB): user k sees pinch n through a LoS indicator
 ``gamma[k, n] ~ Bernoulli(p[k, n])``, ``p = exp(-beta_b r)``
@@ -63,7 +63,7 @@ def check_single_pinch(cfg: PassConfig, where: str = "power_min"):
     """PB has one pinch per waveguide: raise unless ``cfg.num_pinches == 1``."""
     if cfg.num_pinches != 1:
         raise ValueError(
-            f"{where}: MODELS §6 (PB) has one pinch per waveguide; need PassConfig.num_pinches == 1, "
+            f"{where}: docs/model.md §6 (PB) has one pinch per waveguide; need PassConfig.num_pinches == 1, "
             f"got {cfg.num_pinches}"
         )
 
@@ -143,7 +143,7 @@ def link_amplitudes(cfg: PassConfig, X, users):
     """``|hbar[k, n]| = sqrt(beta) a_n 10^(-alpha x_n / 20) / r_kn``, shape ``(K, N)`` [sqrt(W) gain].
 
     The magnitudes of ``effective_channel`` for one pinch per waveguide, without
-    evaluating any phase (PB's objective depends on distances only, MODELS §7).
+    evaluating any phase (PB's objective depends on distances only, docs/model.md §7).
     """
     check_single_pinch(cfg, "link_amplitudes")
     r = distances(cfg, X, users)[..., 0]  # (K, N)
@@ -156,7 +156,7 @@ def link_amplitudes(cfg: PassConfig, X, users):
 def moment_matrices(cfg: PassConfig, X, users, correlation=None):
     """Phase-free covariance ``M_k = |hbar_k| |hbar_k|^T o E[gamma_k gamma_k^T]``, ``(K, N, N)`` real.
 
-    ``R_k = Phi_k M_k Phi_k^H`` with a diagonal unitary ``Phi_k`` (MODELS §7), so
+    ``R_k = Phi_k M_k Phi_k^H`` with a diagonal unitary ``Phi_k`` (docs/model.md §7), so
     ``M_k`` has the eigenvalues of ``R_k``; its entries are non-negative
     (Perron-Frobenius applies: PB Lemma 2). Differentiable in ``X``.
     """

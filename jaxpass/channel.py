@@ -1,4 +1,4 @@
-"""PASS channel model (MODELS §2, §5, §6; JB eqs. (2)-(9), TT (1)-(6)).
+"""PASS channel model (docs/model.md §2, §5, §6; JB eqs. (2)-(9), TT (1)-(6)).
 
 Single drop per call: positions ``X (N, L)`` [m], users ``(K, 2)`` [m]; batch
 with ``jax.vmap``. Complex outputs are complex64 for float32 inputs and
@@ -200,13 +200,13 @@ def distances(cfg: PassConfig, X, users):
 
 
 def equal_split(num_elements: int, dtype=None):
-    """Split coefficients ``delta_n = 1/(L - n)`` that radiate equal power ``1/L`` (MODELS §5)."""
+    """Split coefficients ``delta_n = 1/(L - n)`` that radiate equal power ``1/L`` (docs/model.md §5)."""
     dtype = dtype or jnp.result_type(float)
     return 1.0 / (num_elements - jnp.arange(num_elements, dtype=dtype))
 
 
 def coupled_amplitudes(split):
-    """Radiated amplitudes of the power-split model (MODELS §5, EE).
+    """Radiated amplitudes of the power-split model (docs/model.md §5, EE).
 
     ``a_n = sqrt(delta_n) prod_{i<n} sqrt(1 - delta_i)``; the residual power
     ``prod_n (1 - delta_n)`` is lost at the end of the waveguide.
@@ -269,7 +269,7 @@ def _waveguide_loss(cfg: PassConfig, X):
 def pinch_response(cfg: PassConfig, X, amplitudes=None, *, method: str = "auto"):
     """In-waveguide response ``g[n,l] = a e^{-j kappa n_eff x} 10^{-alpha x/20}``, ``(N, L)`` complex.
 
-    JB eq. (4) / MODELS §2. ``amplitudes``: optional ``(N, L)`` or ``(L,)`` override.
+    JB eq. (4) / docs/model.md §2. ``amplitudes``: optional ``(N, L)`` or ``(L,)`` override.
     """
     X = jnp.asarray(X)
     if not is_tracer(X):
@@ -292,7 +292,7 @@ def free_space_links(cfg: PassConfig, X, users, *, method: str = "auto"):
 def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, method: str = "auto"):
     """Effective channel ``Heff[k, n] = sum_l h[k,n,l] g[n,l]``, shape ``(K, N)`` complex.
 
-    MODELS §2 (JB eqs. (2)-(9)): row ``k`` is ``h_k^H G(X)``; with a beamformer
+    docs/model.md §2 (JB eqs. (2)-(9)): row ``k`` is ``h_k^H G(X)``; with a beamformer
     ``W (N, K)`` user k receives ``Heff[k] @ W``. Computed in one fused pass:
     magnitude ``sqrt(beta) a[n,l] 10^{-alpha x/20} / r`` and phase
     ``-(r + n_eff x) / lambda`` cycles.
@@ -304,7 +304,7 @@ def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, m
       amplitudes: optional ``(N, L)``/``(L,)`` radiation amplitudes (default from
         ``cfg.radiation``; see ``radiation_amplitudes``).
       los: optional LoS indicators or weights broadcastable to ``(K, N, L)``
-        (MODELS §6 blockage masks), multiplying each path.
+        (docs/model.md §6 blockage masks), multiplying each path.
       method: ``cis`` evaluation path (``jaxpass.phase``).
 
     Returns:
@@ -346,7 +346,7 @@ _PINCH_BLOCK = 16
 
 
 def los_probability(cfg: PassConfig, X, users):
-    """LoS probability ``p[k,n,l] = exp(-beta_b r[k,n,l])``, shape ``(K, N, L)`` (MODELS §6)."""
+    """LoS probability ``p[k,n,l] = exp(-beta_b r[k,n,l])``, shape ``(K, N, L)`` (docs/model.md §6)."""
     r = distances(cfg, X, users)
     return jnp.exp(-jnp.asarray(cfg.blockage_rate, r.dtype) * r)
 
@@ -354,7 +354,7 @@ def los_probability(cfg: PassConfig, X, users):
 def blockage_covariance(cfg: PassConfig, X, users, *, amplitudes=None, method: str = "auto"):
     """Blockage-averaged channel covariance ``R_k = E[h_k h_k^H]``, shape ``(K, N, N)``.
 
-    MODELS §6 with independent Bernoulli LoS indicators per path (prob. ``p``):
+    docs/model.md §6 with independent Bernoulli LoS indicators per path (prob. ``p``):
     for path coefficients ``c[k,n,l]`` (the terms of ``effective_channel``),
     ``R_k = m_k m_k^H + diag(sum_l p (1-p) |c|^2)`` with ``m_k[n] = sum_l p c``.
     For one pinch per waveguide (PB) this is
@@ -379,7 +379,7 @@ def blockage_covariance(cfg: PassConfig, X, users, *, amplitudes=None, method: s
 
 
 def ula_channel(cfg: PassConfig, users, num_antennas: int, spacing=None, *, method: str = "auto"):
-    """Conventional uniform linear array at the origin (MODELS §3.5), shape ``(K, M)`` complex.
+    """Conventional uniform linear array at the origin (docs/model.md §3.5), shape ``(K, M)`` complex.
 
     Element ``m`` sits at ``(m * spacing, 0, h)`` (ULA along x, default spacing
     ``lambda/2``); ``H[k, m] = sqrt(beta) e^{-j kappa r_km} / r_km``, the same

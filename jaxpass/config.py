@@ -36,7 +36,7 @@ from flax import struct
 
 from jaxpass import units
 
-RADIATION_MODELS = ("equal", "coupled")
+RADIATION_CHOICES = ("equal", "coupled")
 
 
 def _concrete(value: Any):
@@ -62,14 +62,14 @@ def _first_violation(arr, ok):
 
 @struct.dataclass
 class PassConfig:
-    """A pinching-antenna scenario (MODELS §1-§6), SI units throughout.
+    """A pinching-antenna scenario (docs/model.md §1-§6), SI units throughout.
 
     Attributes:
       num_users: K, single-antenna users (static).
       num_waveguides: N, waveguides = RF chains (static).
       num_pinches: L, pinches per waveguide (static).
       radiation: ``"equal"`` (``a = 1/sqrt(L)``, JB eq. (3)) or ``"coupled"``
-        (power-split model of MODELS §5) (static).
+        (power-split model of docs/model.md §5) (static).
       carrier_freq: f_c [Hz] (static: sets the phase, see the module docstring).
       n_eff: effective refractive index of the waveguide (static, as ``carrier_freq``).
       height: pinch height h above the users' plane [m].
@@ -82,8 +82,8 @@ class PassConfig:
       beta: channel gain at 1 m (``units.beta_seed`` / ``units.beta_friis``).
       min_spacing: minimum pinch spacing delta_min [m] (presets: lambda/2).
       loss_db_per_m: in-waveguide loss alpha [dB/m].
-      blockage_rate: LoS blockage rate beta_b [1/m]; 0 = always LoS (MODELS §6).
-      circuit_power_dbm: circuit power P_c for energy efficiency [dBm] (MODELS §5).
+      blockage_rate: LoS blockage rate beta_b [1/m]; 0 = always LoS (docs/model.md §6).
+      circuit_power_dbm: circuit power P_c for energy efficiency [dBm] (docs/model.md §5).
     """
 
     num_users: int = struct.field(pytree_node=False, default=4)
@@ -143,9 +143,9 @@ class PassConfig:
                 raise TypeError(f"PassConfig.{name} must be an int, got {v!r}")
             if v <= 0:
                 raise ValueError(f"PassConfig.{name} must be >= 1, got {v}")
-        if self.radiation not in RADIATION_MODELS:
+        if self.radiation not in RADIATION_CHOICES:
             raise ValueError(
-                f"PassConfig.radiation must be one of {RADIATION_MODELS}, got {self.radiation!r}"
+                f"PassConfig.radiation must be one of {RADIATION_CHOICES}, got {self.radiation!r}"
             )
         positive = ("carrier_freq", "n_eff", "height", "length_x", "width_y", "beta", "min_spacing")
         nonnegative = ("loss_db_per_m", "blockage_rate")
@@ -208,7 +208,7 @@ class PassConfig:
 
     @property
     def circuit_power(self):
-        """Circuit power P_c [W] (energy efficiency, MODELS §5)."""
+        """Circuit power P_c [W] (energy efficiency, docs/model.md §5)."""
         return units.dbm_to_watt(self.circuit_power_dbm)
 
     @property
@@ -233,7 +233,7 @@ class PassConfig:
     @classmethod
     def joint_beamforming(cls, **overrides) -> "PassConfig":
         """JB §V / Table I: K = N = 4, L = 8, 30 GHz, 20 x 10 m, h = 2.5 m,
-        P = 10 dBm, sigma^2 = -90 dBm, delta_min = lambda/2, seed beta (MODELS §3.6)."""
+        P = 10 dBm, sigma^2 = -90 dBm, delta_min = lambda/2, seed beta (docs/model.md §3.6)."""
         return _preset(
             dict(num_users=4, num_waveguides=4, num_pinches=8, carrier_freq=30e9, n_eff=1.4,
                  height=2.5, length_x=20.0, width_y=10.0, power_dbm=10.0, noise_dbm=-90.0,
@@ -244,12 +244,12 @@ class PassConfig:
     @classmethod
     def two_timescale(cls, **overrides) -> "PassConfig":
         """TT §V: K = N = 4, L = 8, 20 x 10 m, P = 20 dBm (grid 12..28), sigma^2 = -90 dBm;
-        remaining physics as JB (MODELS §4): the JB preset at 20 dBm."""
+        remaining physics as JB (docs/model.md §4): the JB preset at 20 dBm."""
         return cls.joint_beamforming(**{"power_dbm": 20.0, **overrides})
 
     @classmethod
     def energy_efficiency(cls, **overrides) -> "PassConfig":
-        """EE (reconstructed, MODELS §5): one waveguide at y = 2.5 m over 20 x 5 m, h = 3 m,
+        """EE (reconstructed, docs/model.md §5): one waveguide at y = 2.5 m over 20 x 5 m, h = 3 m,
         28 GHz, K = 4 TDMA users, N = 8 coupled elements, P_max = 20 dBm, P_c = 20 dBm,
         sigma^2 = -90 dBm, Friis beta."""
         return _preset(
@@ -262,7 +262,7 @@ class PassConfig:
 
     @classmethod
     def power_min_blockage(cls, **overrides) -> "PassConfig":
-        """PB (reconstructed, MODELS §6): D = 10 m square, d = 3 m, 28 GHz, N = 2 waveguides
+        """PB (reconstructed, docs/model.md §6): D = 10 m square, d = 3 m, 28 GHz, N = 2 waveguides
         with one pinch each, K = 4 TDMA users, blockage rate 0.1 /m, sigma^2 = -90 dBm,
         Friis beta."""
         return _preset(

@@ -1,4 +1,4 @@
-"""User drops, pinch layouts and the exact projection onto feasible positions (MODELS §1).
+"""User drops, pinch layouts and the exact projection onto feasible positions (docs/model.md §1).
 
 Positions are an array ``X`` of shape ``(N, L)`` [m]; pinch ``(n, l)`` sits at
 ``(X[n, l], y_n, h)``. The feasible set (JB C1-C2, TT (7c)-(7d)) is::
@@ -80,7 +80,7 @@ def _isotonic_minmax(y, w):
 
 
 def project_positions(cfg: PassConfig, X, weights=None):
-    """Exact (weighted) Euclidean projection onto the feasible set (MODELS §1).
+    """Exact (weighted) Euclidean projection onto the feasible set (docs/model.md §1).
 
     Solves ``min_Z sum_{n,l} w[n,l] (Z[n,l] - X[n,l])^2`` over feasible ``Z`` for
     each waveguide independently: ``z = x - l delta_min``, weighted isotonic
@@ -119,7 +119,7 @@ def project_positions(cfg: PassConfig, X, weights=None):
 
 
 def is_feasible(cfg: PassConfig, X, tol=None):
-    """Whether ``X`` satisfies MODELS §1 to absolute tolerance ``tol`` [m].
+    """Whether ``X`` satisfies docs/model.md §1 to absolute tolerance ``tol`` [m].
 
     Args:
       X: ``(..., N, L)`` positions.

@@ -1,4 +1,4 @@
-"""Performance metrics (MODELS §2, §5, §6). Single drop; batch with ``jax.vmap``.
+"""Performance metrics (docs/model.md §2, §5, §6). Single drop; batch with ``jax.vmap``.
 
 Conventions: ``H`` is the ``(K, N)`` effective channel (user k receives
 ``H[k] @ W``), ``W`` the ``(N, K)`` beamformer (column k serves user k), powers
@@ -61,17 +61,17 @@ def tdma_snr(H, W, noise_power):
 
 
 def tdma_rates(H, W, noise_power):
-    """TDMA per-slot rates ``log2(1 + SNR_k)`` [bps/Hz], shape ``(K,)`` (MODELS §5)."""
+    """TDMA per-slot rates ``log2(1 + SNR_k)`` [bps/Hz], shape ``(K,)`` (docs/model.md §5)."""
     return jnp.log2(1.0 + tdma_snr(H, W, noise_power))
 
 
 def spectral_efficiency(H, W, noise_power):
-    """TDMA spectral efficiency ``(1/K) sum_k R_k`` with equal slots [bps/Hz] (MODELS §5)."""
+    """TDMA spectral efficiency ``(1/K) sum_k R_k`` with equal slots [bps/Hz] (docs/model.md §5)."""
     return jnp.mean(tdma_rates(H, W, noise_power))
 
 
 def energy_efficiency(spectral_eff, mean_power, circuit_power):
-    """``EE = SE / (mean transmit power + P_c)`` [bit/s/Hz per W] (MODELS §5).
+    """``EE = SE / (mean transmit power + P_c)`` [bit/s/Hz per W] (docs/model.md §5).
 
     Args:
       spectral_eff: SE [bps/Hz].
@@ -82,7 +82,7 @@ def energy_efficiency(spectral_eff, mean_power, circuit_power):
 
 
 def expected_snr(R, w, noise_power):
-    """Expected SNR ``w^H R w / sigma^2`` under random blockage (MODELS §6).
+    """Expected SNR ``w^H R w / sigma^2`` under random blockage (docs/model.md §6).
 
     Args:
       R: ``(N, N)`` Hermitian covariance from ``channel.blockage_covariance`` (one user).

@@ -1,4 +1,4 @@
-"""One complex-exponential routine for the whole channel (MODELS §2 numerics).
+"""One complex-exponential routine for the whole channel (docs/model.md §2 numerics).
 
 Phases enter as *cycles* ``t`` (``kappa r / (2 pi) = r / lambda``), are reduced to
 ``t - round(t)`` (exact in floating point for |t| < 2**23) and only then

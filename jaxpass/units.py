@@ -1,4 +1,4 @@
-"""Unit conversions and physical constants (MODELS §1-§2).
+"""Unit conversions and physical constants (docs/model.md §1-§2).
 
 Everything inside jaxpass is SI (metres, hertz, watts). Decibel quantities
 are converted only at the edges, with the helpers below. All helpers accept

@@ -85,7 +85,7 @@ def test_wmmse_monotone_float32_fixed_iterations(jb_cfg):
 
 @pytest.mark.parametrize("K,power_dbm", [(2, 10.0), (2, -10.0), (4, -10.0)])
 def test_wmmse_same_rate_from_mrt_and_zf_on_well_conditioned_drop(x64, K, power_dbm):
-    """MODELS §3.1: same limit from MRT and ZF when H is well conditioned (lanes 10 m apart).
+    """docs/model.md §3.1: same limit from MRT and ZF when H is well conditioned (lanes 10 m apart).
 
     (On ill-conditioned high-SNR drops WMMSE from MRT may switch a user off: a
     genuine local optimum, so the claim is only made for well-conditioned H.)

@@ -10,7 +10,7 @@ C = 299_792_458.0
 
 
 def loop_effective_channel(cfg, X, users, amplitudes):
-    """MODELS §2 written as plain loops in float64 (the reference)."""
+    """docs/model.md §2 written as plain loops in float64 (the reference)."""
     X, users, a = np.asarray(X, np.float64), np.asarray(users, np.float64), np.asarray(amplitudes, np.float64)
     lam = C / cfg.carrier_freq
     kappa = 2 * np.pi / lam
@@ -70,7 +70,7 @@ def test_float32_channel_close_to_float64(jb_cfg):
 
 
 def test_sanity_all_pinches_at_one_point_is_sqrt_L_times_single(x64):
-    """MODELS §7: equal amplitudes, all pinches at one point -> sqrt(L) x the single-pinch channel."""
+    """docs/model.md §7: equal amplitudes, all pinches at one point -> sqrt(L) x the single-pinch channel."""
     cfg = jp.PassConfig.joint_beamforming(num_pinches=8)
     cfg1 = cfg.replace(num_pinches=1)
     _, users = random_drop(4, cfg)
@@ -81,7 +81,7 @@ def test_sanity_all_pinches_at_one_point_is_sqrt_L_times_single(x64):
 
 
 def test_sanity_one_user_one_pinch_best_position_is_under_user(x64):
-    """MODELS §7: one user, one pinch, no loss -> |h|^2 is maximised at x = x_user."""
+    """docs/model.md §7: one user, one pinch, no loss -> |h|^2 is maximised at x = x_user."""
     cfg = jp.PassConfig.joint_beamforming(num_users=1, num_waveguides=1, num_pinches=1)
     user = jnp.array([[7.3, 2.0]])
     grid = jnp.linspace(0.0, 20.0, 20001)
@@ -233,7 +233,7 @@ def test_float32_link_derivatives_match_float64_for_every_input(jb_cfg, mode):
 
 
 def test_pb_lmax_depends_on_distances_only(x64):
-    """MODELS §7: with independent blockage R_k = Phi (|a||a|^T + D) Phi^H, Phi diagonal unitary,
+    """docs/model.md §7: with independent blockage R_k = Phi (|a||a|^T + D) Phi^H, Phi diagonal unitary,
     so lmax(R_k) does not depend on the phases of hbar, only on the distances."""
     cfg = jp.PassConfig.power_min_blockage(num_waveguides=3)
     X, users = random_drop(21, cfg)

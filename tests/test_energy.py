@@ -1,4 +1,4 @@
-"""Energy-efficiency design (MODELS §5; EE Algs. 1-3): jaxpass.optimize.energy."""
+"""Energy-efficiency design (docs/model.md §5; EE Algs. 1-3): jaxpass.optimize.energy."""
 
 import itertools
 
@@ -170,7 +170,7 @@ def test_gauss_seidel_sweep_per_drop_layouts(small):
 
 
 def test_one_user_one_element_goes_to_the_user(x64):
-    """MODELS §7: one user, one pinch, no loss: the best position is the user's x (default grid).
+    """docs/model.md §7: one user, one pinch, no loss: the best position is the user's x (default grid).
 
     float64: near the optimum the gain changes by (dx/r)^2 ~ 1e-7, below float32 resolution.
     """

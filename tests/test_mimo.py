@@ -1,4 +1,4 @@
-"""Conventional MIMO baselines (MODELS §3.5): fully digital ULA + WMMSE, sub-connected hybrid array."""
+"""Conventional MIMO baselines (docs/model.md §3.5): fully digital ULA + WMMSE, sub-connected hybrid array."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""MM-PDD (JB Alg. 1, MODELS §3.3): block optimality, AL monotonicity, convergence, best iterate.
+"""MM-PDD (JB Alg. 1, docs/model.md §3.3): block optimality, AL monotonicity, convergence, best iterate.
 
 All checks run in float64 (scoped ``jax.enable_x64``): the phases theta are ~1e4 rad, so
 float32 cannot resolve the residual to the paper's eps = 1e-6 (module docstring, "Precision").

@@ -52,7 +52,7 @@ def test_result_is_feasible_and_self_consistent(small):
     assert bool(jnp.all(jp.is_feasible(cfg, res.positions)))
     np.testing.assert_allclose(jnp.sum(jnp.abs(res.W) ** 2, axis=(1, 2)), cfg.power, rtol=1e-5)
     again = _rates(cfg, res.positions, users, res.W)
-    # float32 contract (MODELS §2): 1e-3 relative; ZF at SNR ~1e7 feels the last bits of H
+    # float32 contract (docs/model.md §2): 1e-3 relative; ZF at SNR ~1e7 feels the last bits of H
     np.testing.assert_allclose(again, res.sum_rate, rtol=1e-3)
     # ZF: the returned point is the best iterate of the kept trajectory
     np.testing.assert_allclose(res.sum_rate, jnp.max(res.history, axis=1), rtol=1e-3)

@@ -1,4 +1,4 @@
-"""PB power minimisation under probabilistic LoS blockage (MODELS §6): jaxpass.blockage, jaxpass.optimize.power_min."""
+"""PB power minimisation under probabilistic LoS blockage (docs/model.md §6): jaxpass.blockage, jaxpass.optimize.power_min."""
 
 import chex
 import jax
@@ -29,7 +29,7 @@ def test_independent_covariance_equals_channel_module_and_phase_free_moments(x64
     for u, x in zip(users, X):
         R = bl.channel_covariance(cfg, x, u)
         np.testing.assert_allclose(R, jp.blockage_covariance(cfg, x, u), rtol=1e-12, atol=0)
-        # same spectrum as the real phase-free matrix M (MODELS §7)
+        # same spectrum as the real phase-free matrix M (docs/model.md §7)
         M = bl.moment_matrices(cfg, x, u)
         np.testing.assert_allclose(np.linalg.eigvalsh(np.asarray(R)), np.linalg.eigvalsh(np.asarray(M)),
                                    rtol=1e-10, atol=1e-24)

@@ -1,4 +1,4 @@
-"""Energy-efficiency experiments like EE Figs. 1-4 (MODELS §5) and the ``jaxpass ee`` command.
+"""Energy-efficiency experiments like EE Figs. 1-4 (docs/model.md §5) and the ``jaxpass ee`` command.
 
 * :func:`convergence` (Fig. 1): ergodic EE over the outer iterations of the
   dynamic and static designs, for several numbers of elements N.
@@ -396,7 +396,7 @@ def add_command(subparsers) -> None:
     p = subparsers.add_parser(
         "ee",
         help="energy-efficient static/dynamic PASS design (EE Figs. 1-4): tables + JSON + PNG",
-        description="Energy-efficiency experiments on the EE preset (MODELS §5): convergence of the dynamic "
+        description="Energy-efficiency experiments on the EE preset (docs/model.md §5): convergence of the dynamic "
         "and static designs, EE vs P_max (EE- vs SE-oriented, tunable vs fixed coupling, fixed antenna), "
         "EE vs N and EE vs region length. Writes ee.json, ee.md and ee.png to --out.",
     )

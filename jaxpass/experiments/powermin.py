@@ -1,4 +1,4 @@
-"""PB experiments (power minimisation under LoS blockage, MODELS §6) and the ``jaxpass powermin`` command.
+"""PB experiments (power minimisation under LoS blockage, docs/model.md §6) and the ``jaxpass powermin`` command.
 
 Experiments like the blockage paper's figures, on the ``power_min_blockage``
 preset (D = 10 m, d = 3 m, 28 GHz, sigma^2 = -90 dBm, Friis eta):
@@ -81,7 +81,7 @@ def log(msg: str):
 
 
 def base_config(**overrides) -> PassConfig:
-    """The PB preset (MODELS §6) with overrides."""
+    """The PB preset (docs/model.md §6) with overrides."""
     return PassConfig.power_min_blockage(**overrides)
 
 
@@ -519,7 +519,7 @@ def add_command(subparsers):
     p = subparsers.add_parser(
         "powermin",
         help="PB power minimisation under LoS blockage: experiments (Figs. 2-5) or a Monte-Carlo check",
-        description="Minimise the transmit power under probabilistic LoS blockage (MODELS §6) on random drops of "
+        description="Minimise the transmit power under probabilistic LoS blockage (docs/model.md §6) on random drops of "
         "the power_min_blockage preset: projected L-BFGS (PB Alg. 1), PGD (N = 1), 'Center', 'Random' and "
         "exhaustive search; writes powermin.json, powermin.md and powermin.png. With --check-mc, compares the "
         "expected SNR formula with the Monte-Carlo mean over sampled blockage masks instead.",

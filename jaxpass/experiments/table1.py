@@ -1,4 +1,4 @@
-"""JB Table I, optimisation rows (``jaxpass reproduce table1``; MODELS §3.3-§3.5).
+"""JB Table I, optimisation rows (``jaxpass reproduce table1``; docs/model.md §3.3-§3.5).
 
 K = N = 4 users and waveguides, L in {8, 16} pinches, P = 10 dBm, the JB preset
 (``PassConfig.joint_beamforming``), ``drops`` test drops from a fixed seed
@@ -6,19 +6,19 @@ K = N = 4 users and waveguides, L in {8, 16} pinches, P = 10 dBm, the JB preset
 the same drops for every row and both L). Rows:
 
 * ``uniform + ZF``, ``uniform + WMMSE``: evenly spread pinches, closed-form /
-  iterative transmit beamforming (MODELS §3.1);
+  iterative transmit beamforming (docs/model.md §3.1);
 * ``tuning (ZF|RZF|WMMSE|KKT)``: :func:`jaxpass.optimize.positions.tune_positions`
   with that beamformer (physics-guided starts + projected Adam);
 * ``MM-PDD``: JB Algorithm 1 (:mod:`jaxpass.optimize.mm_pdd`), run in float64
   (its residual tolerance ``eps = 1e-6`` on ~1e4 rad phases is below float32
-  resolution; MODELS §3.3), from uniform positions, its best feasible iterate;
+  resolution; docs/model.md §3.3), from uniform positions, its best feasible iterate;
 * ``hybrid MIMO`` (JB's conventional baseline) and ``digital MIMO`` (TT's):
   :mod:`jaxpass.optimize.mimo`, same drops, same power budget.
 
 Columns: mean +- std sum rate over the drops [bps/Hz], the fraction of drops
 whose returned positions are feasible (PASS rows only), seconds per drop (one
 batched, compiled call over all drops divided by their number; compilation
-excluded and reported apart) and the paper's number (JB Table I / MODELS §3.4:
+excluded and reported apart) and the paper's number (JB Table I / docs/model.md §3.4:
 MM-PDD 49.76 at L = 8 and 47.20 at L = 16, conventional MIMO 32.14; the
 KDL-Transformer's 65.83 is listed as a paper-only row).
 
@@ -60,7 +60,7 @@ ROWS = {
     "digital_mimo": "digital MIMO",
 }
 
-#: JB Table I (K = 4, P = 10 dBm) as quoted in MODELS §3.4, by (row, L) [bps/Hz]
+#: JB Table I (K = 4, P = 10 dBm) as quoted in docs/model.md §3.4, by (row, L) [bps/Hz]
 PAPER = {("mm_pdd", 8): 49.76, ("mm_pdd", 16): 47.20, ("hybrid_mimo", 8): 32.14}
 #: paper-only rows (no jaxpass counterpart in this table), by L
 PAPER_ONLY = {8: {"KDL-Transformer (JB, paper)": 65.83}}
@@ -173,7 +173,7 @@ def tuning_row(cfg: PassConfig, users, beamformer: str, key, row: str | None = N
 def mm_pdd_row(cfg: PassConfig, users, *, float64: bool = True, **options) -> RowResult:
     """JB Algorithm 1 (:func:`jaxpass.optimize.mm_pdd.mm_pdd`) on every drop, vmapped.
 
-    Runs under ``jax.enable_x64`` with float64 users when ``float64`` (MODELS §3.3:
+    Runs under ``jax.enable_x64`` with float64 users when ``float64`` (docs/model.md §3.3:
     ``eps = 1e-6`` needs it). Reports the best feasible iterate's rate and, in
     ``extra``, the fraction of drops that reached ``||B||_inf <= eps``, the mean
     outer iterations and the mean rate of the raw final iterate.

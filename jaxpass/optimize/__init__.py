@@ -1,8 +1,8 @@
-"""Optimisers built on the core (one module per algorithm family, see DESIGN.md).
+"""Optimisers built on the core (one module per algorithm family; docs/execution_model.md).
 
 - :mod:`~jaxpass.optimize.positions`: :func:`tune_positions`, projected-gradient pinching beamforming (JB);
 - :mod:`~jaxpass.optimize.mm_pdd`: JB Algorithm 1;
-- :mod:`~jaxpass.optimize.mimo`: digital and hybrid MIMO baselines (MODELS §3.5);
+- :mod:`~jaxpass.optimize.mimo`: digital and hybrid MIMO baselines (docs/model.md §3.5);
 - :mod:`~jaxpass.optimize.energy`: EE Dinkelbach, Gauss-Seidel, coupling ascent, static/dynamic designs;
 - :mod:`~jaxpass.optimize.power_min`: PB closed-form beamformers, PGD, projected L-BFGS, exhaustive search.
 """

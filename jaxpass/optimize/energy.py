@@ -1,4 +1,4 @@
-"""Energy-efficient PASS design: static and dynamic (MODELS §5; EE paper Algs. 1-3).
+"""Energy-efficient PASS design: static and dynamic (docs/model.md §5; EE paper Algs. 1-3).
 
 One waveguide along x carries ``N = cfg.num_pinches`` pinching elements at
 ``x_0 < ... < x_{N-1}`` (spacing >= ``delta_min``); element n couples out the
@@ -52,7 +52,7 @@ are ``p_k = P_max`` (SE increases in every ``p_k``), and its EE is then
 **Reading of the paper (choices written down):**
 
 * *Dynamic* design: one set of locations per drop (shared by the K TDMA slots
-  of that drop), as MODELS §5 states; couplings shared by all drops.
+  of that drop), as docs/model.md §5 states; couplings shared by all drops.
 * The *static* design and the split coefficients are fitted on the drops they
   are evaluated on (the "samples of user locations in a coherence interval" of
   EE eq. (20)/(25)); pass fresh drops to :func:`evaluate_design` for a
@@ -131,7 +131,7 @@ def _check_cfg(cfg: PassConfig):
         raise TypeError(f"cfg must be a PassConfig, got {type(cfg).__name__}")
     if cfg.num_waveguides != 1:
         raise ValueError(
-            "energy-efficiency design (MODELS §5) needs a single waveguide: "
+            "energy-efficiency design (docs/model.md §5) needs a single waveguide: "
             f"cfg.num_waveguides must be 1, got {cfg.num_waveguides}"
         )
 
@@ -195,7 +195,7 @@ def _check_nonneg_int(name, value):
 def element_coefficients(cfg: PassConfig, x, users):
     """Unit-amplitude path coefficients ``c[k, n] = sqrt(eta) e^{-j kappa (r_kn + n_eff x_n)} / r_kn``.
 
-    MODELS §5 (the factors of ``h_k`` before the radiation amplitudes ``a_n``), from
+    docs/model.md §5 (the factors of ``h_k`` before the radiation amplitudes ``a_n``), from
     the library's ``free_space_links`` and ``pinch_response`` (so in-waveguide loss,
     if configured, is included).
 
@@ -222,7 +222,7 @@ def _single_coefficient(cfg1: PassConfig, xn, users):
 
 
 def channel_gains(cfg: PassConfig, x, split, users):
-    """SNR per watt of input power ``g_k = |h_k|^2 / sigma^2`` [1/W], shape ``(K,)`` (MODELS §5).
+    """SNR per watt of input power ``g_k = |h_k|^2 / sigma^2`` [1/W], shape ``(K,)`` (docs/model.md §5).
 
     Args:
       x: ``(N,)`` element positions [m]; split: ``(N,)`` coefficients in ``[0, 1]``;
@@ -253,7 +253,7 @@ class DinkelbachResult(NamedTuple):
 
 
 def energy_efficiency_of(gains, power, circuit_power):
-    """``(EE, SE)`` of TDMA powers ``p`` on gains ``g`` (MODELS §5).
+    """``(EE, SE)`` of TDMA powers ``p`` on gains ``g`` (docs/model.md §5).
 
     ``SE = mean_k log2(1 + p_k g_k)``, ``EE = SE / (mean_k p_k + P_c)``.
 
@@ -266,7 +266,7 @@ def energy_efficiency_of(gains, power, circuit_power):
 
 
 def water_filling(gains, q, p_max):
-    """Energy-efficient water-filling (the inner step of EE Alg. 1, MODELS §5).
+    """Energy-efficient water-filling (the inner step of EE Alg. 1, docs/model.md §5).
 
     Maximises ``(1/K) sum_k log2(1 + p_k g_k) - q (1/K) sum_k p_k`` over
     ``0 <= p_k <= P_max``: ``p_k = clip(1/(q ln 2) - 1/g_k, 0, P_max)``; users with
@@ -370,7 +370,7 @@ def default_grid_points(cfg: PassConfig, spacing=None) -> int:
 
     The interval of one element is at most ``S_x`` long and the grid spans it
     with ``G`` points, so ``G = ceil(S_x / spacing) + 1`` guarantees the bound
-    (MODELS §5: the phase varies on a wavelength scale).
+    (docs/model.md §5: the phase varies on a wavelength scale).
     """
     lam = float(np.asarray(cfg.wavelength))
     spacing = lam / 10.0 if spacing is None else float(spacing)
@@ -479,7 +479,7 @@ def _gs_sweep_compiled(cfg, x, split, users, p_max, *, objective, iterations, gr
 def gauss_seidel_sweep(cfg: PassConfig, x, split, users, p_max=None, *, objective: str = "ee",
                        grid_points: int | None = None, grid_batch: int = DEFAULT_GRID_BATCH,
                        iterations: int = DEFAULT_DINKELBACH_ITERATIONS):
-    """One Gauss-Seidel sweep over the element locations (EE Alg. 2; MODELS §5).
+    """One Gauss-Seidel sweep over the element locations (EE Alg. 2; docs/model.md §5).
 
     For n = 0..N-1: evaluate the objective (powers re-optimised by Dinkelbach for
     ``"ee"``, or SE at ``P_max`` for ``"se"``) with element n at each of
@@ -899,7 +899,7 @@ def fixed_antenna(cfg: PassConfig, users, *, p_max=None,
     """Baseline: one fixed antenna at the centre of the region, all input power radiated.
 
     The antenna sits on the waveguide at ``(S_x/2, y_wg, h)``; powers per drop by
-    Dinkelbach (EE-oriented). Same channel model (MODELS §5) with one element and
+    Dinkelbach (EE-oriented). Same channel model (docs/model.md §5) with one element and
     ``a = 1``.
 
     Returns:

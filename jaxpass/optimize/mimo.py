@@ -1,13 +1,13 @@
-"""Conventional MIMO baselines (MODELS §3.5): a fully digital ULA and a sub-connected hybrid array.
+"""Conventional MIMO baselines (docs/model.md §3.5): a fully digital ULA and a sub-connected hybrid array.
 
 Both place a uniform linear array at the origin, along x at height ``h``
 (``jaxpass.channel.ula_channel``: the same spherical-wave free-space model as
 the pinches, element ``m`` at ``(m d, 0, h)``, ``d = lambda/2``), serve the same
 users under the same total power budget ``cfg.power`` and noise ``cfg.noise_power``
-as the PASS problem, and report the sum rate of MODELS §2.
+as the PASS problem, and report the sum rate of docs/model.md §2.
 
 * ``digital`` (TT's MIMO baseline): ``M`` antennas (default ``N``, one per RF
-  chain), each with its own RF chain; WMMSE precoder (MODELS §3.1).
+  chain), each with its own RF chain; WMMSE precoder (docs/model.md §3.1).
 * ``hybrid`` (JB's "conventional massive MIMO", JB §V): ``N`` RF chains, chain
   ``n`` drives the ``L`` consecutive elements ``n L .. n L + L - 1`` of an
   ``N L``-element ULA through unit-modulus phase shifters ``F[n, l] = e^{j phi}``
@@ -93,13 +93,13 @@ def _check_users(cfg: PassConfig, users):
 
 def digital(cfg: PassConfig, users, *, num_antennas: int | None = None, wmmse_iterations: int = 100,
             spacing=None) -> DigitalResult:
-    """Fully digital ULA at the origin with a WMMSE precoder (MODELS §3.5, TT's MIMO baseline).
+    """Fully digital ULA at the origin with a WMMSE precoder (docs/model.md §3.5, TT's MIMO baseline).
 
     Args:
       cfg: the scenario (power, noise, carrier, height; K users).
       users: ``(K, 2)`` user coordinates [m].
       num_antennas: ``M`` antennas = RF chains (default ``cfg.num_waveguides``, TT).
-      wmmse_iterations: WMMSE updates (MODELS §3.1), fixed count.
+      wmmse_iterations: WMMSE updates (docs/model.md §3.1), fixed count.
       spacing: element spacing [m] (default ``lambda/2``).
 
     Returns:
@@ -144,7 +144,7 @@ def _initial_analog(cfg: PassConfig, H_array, key):
 def hybrid(cfg: PassConfig, users, *, key=None, iterations: int = 200, learning_rate=0.05,
            wmmse_iterations: int = 5, initial_wmmse_iterations: int = 50, final_wmmse_iterations: int = 50,
            spacing=None) -> HybridResult:
-    """Sub-connected hybrid array at the origin: unit-modulus analog + digital WMMSE (MODELS §3.5, JB §V).
+    """Sub-connected hybrid array at the origin: unit-modulus analog + digital WMMSE (docs/model.md §3.5, JB §V).
 
     ``N = cfg.num_waveguides`` RF chains, ``L = cfg.num_pinches`` elements each
     (a ``N L``-element ULA along x, ``lambda/2`` spacing by default). Alternating

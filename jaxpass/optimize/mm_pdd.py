@@ -1,4 +1,4 @@
-"""MM-PDD: JB Algorithm 1 (majorisation-minimisation + penalty dual decomposition), MODELS §3.3.
+"""MM-PDD: JB Algorithm 1 (majorisation-minimisation + penalty dual decomposition), docs/model.md §3.3.
 
 Joint transmit (``D``) and pinching (``X``) beamforming for the sum rate of JB (P0),
 as the paper writes it: the WMMSE reformulation (P1) (JB (11)-(14)), auxiliary
@@ -55,7 +55,7 @@ needs; tests check every one):
    majorised by ``Omega (r^2 + r0^2) / (2 r0)`` (AM-GM, tight at the current x), so
    the surrogate stays a separable diagonal quadratic ``sum A_nl (x_nl - c_nl)^2``
    and its exact minimiser under C1-C2 is the weighted projection
-   ``project_positions(cfg, c, weights=A)`` (MODELS §1; no interior-point solver).
+   ``project_positions(cfg, c, weights=A)`` (docs/model.md §1; no interior-point solver).
 5. *U-subproblem (28).* ``u_k^T Sigma D`` is a non-conjugated product, so the exact
    minimiser of (27) is ``u_k = (R_k^2 + conj(Sigma D)(Sigma D)^T)^{-1} (conj(Sigma D) c_k - R_k zeta_k)``,
    ``c_k = Q[k,:] + rho lam_q[k,:]``; (28) prints the conjugate pattern. Solved
@@ -175,7 +175,7 @@ class MmPddResult(NamedTuple):
     Attributes:
       positions: ``(N, L)`` feasible positions of the best iterate visited [m].
       W: ``(N, K)`` its beamformer ``D`` (``||W||_F^2 <= P``).
-      sum_rate: its true sum rate (MODELS §2) [bps/Hz].
+      sum_rate: its true sum rate (docs/model.md §2) [bps/Hz].
       final_positions, final_W, final_sum_rate: the last iterate (raw, Alg. 1's output).
       B_inf: final ``||B||_inf``.  converged: ``B_inf <= eps``.
       outer_iterations: outer iterations run.  inner_iterations: total BCD sweeps.
@@ -465,7 +465,7 @@ def bcd_sweep(cfg: PassConfig, prob: Problem, st: State, monitor: bool = True):
 
 
 def true_sum_rate(cfg: PassConfig, prob: Problem, users, X, D):
-    """Sum rate of ``(X, d_scale D)`` on the true channel (MODELS §2)."""
+    """Sum rate of ``(X, d_scale D)`` on the true channel (docs/model.md §2)."""
     return sum_rate(effective_channel(cfg, X, users), prob.d_scale * D, cfg.noise_power)
 
 

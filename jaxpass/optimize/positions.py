@@ -1,11 +1,11 @@
-"""Gradient tuning of pinch positions for the JB sum-rate problem (MODELS §2, §3.1-§3.2; JB (P0)).
+"""Gradient tuning of pinch positions for the JB sum-rate problem (docs/model.md §2, §3.1-§3.2; JB (P0)).
 
-    max_X  sum_k log2(1 + SINR_k(X, W(X)))   s.t. X feasible (MODELS §1),
+    max_X  sum_k log2(1 + SINR_k(X, W(X)))   s.t. X feasible (docs/model.md §1),
 
 where ``W(X)`` is a transmit beamformer computed from the effective channel
 ``Heff(X)`` and differentiated through (autodiff through the channel *and* the
 beamformer): ``"zf"``, ``"rzf"`` (``alpha = K sigma^2 / P``), ``"wmmse"``
-(unrolled, warm-started; MODELS §3.1) or ``"kkt"`` (MODELS §3.2 with its duals
+(unrolled, warm-started; docs/model.md §3.1) or ``"kkt"`` (docs/model.md §3.2 with its duals
 ``(lam, share)`` optimised jointly with ``X``).
 
 Why the starts matter more than the steps
@@ -604,8 +604,8 @@ def tune_positions(cfg: PassConfig, users, *, key, beamformer: str = "zf", steps
                    final_wmmse_iterations: int = 50) -> TuneResult:
     """Tune pinch positions by projected gradient ascent of the sum rate (module docstring).
 
-    JB problem (P0) / MODELS §3 with ``W = W(X)`` one of the beamformers of
-    MODELS §3.1-§3.2 (``X`` and, for ``"kkt"``, the duals are the variables).
+    JB problem (P0) / docs/model.md §3 with ``W = W(X)`` one of the beamformers of
+    docs/model.md §3.1-§3.2 (``X`` and, for ``"kkt"``, the duals are the variables).
     Physics-guided candidate starts (user-aligned coherent layouts for the
     best waveguide-to-user assignments and several spacings, the uniform
     layout, random layouts) are scored; the best ``starts`` are polished with

@@ -1,4 +1,4 @@
-"""Power minimisation under probabilistic LoS blockage (PB; MODELS §6).
+"""Power minimisation under probabilistic LoS blockage (PB; docs/model.md §6).
 
 Problem (PB (6)/(14)): one pinch per waveguide at ``x_n in [0, D]``, K users
 served by TDMA (user k in slot k by ``w_k in C^N``),
@@ -12,7 +12,7 @@ equality, and the problem reduces to (PB (18))
     min_x  P(x) = sum_k sigma^2 Gamma_k / lmax(R_k(x)).
 
 ``R_k = Phi_k M_k Phi_k^H`` with ``M_k = |hbar_k||hbar_k|^T o E[gamma_k gamma_k^T]``
-real and entry-wise non-negative and ``Phi_k`` diagonal unitary (MODELS §7), so
+real and entry-wise non-negative and ``Phi_k`` diagonal unitary (docs/model.md §7), so
 ``lmax(R_k) = lmax(M_k)`` depends on distances only: ``P`` is smooth in ``x``
 (no wavelength-scale ripple). ``lmax`` is the closed form of a symmetric 2 x 2
 for ``N <= 2``; for ``N >= 3`` it is ``u^T M u`` with ``u`` the top eigenvector
@@ -192,7 +192,7 @@ def per_user_power(cfg: PassConfig, X, users, snr_target, correlation=None, *, n
     """Slot powers ``||w_k||^2 = sigma^2 Gamma_k / lmax(R_k(X))``, shape ``(K,)`` [W] (PB (17)).
 
     Args:
-      cfg: scenario with ``num_pinches == 1`` (MODELS §6).
+      cfg: scenario with ``num_pinches == 1`` (docs/model.md §6).
       X: ``(N, 1)`` positions [m]; users: ``(K, 2)`` [m].
       snr_target: ``Gamma`` (linear), scalar or ``(K,)``.
       correlation: link correlation (:mod:`jaxpass.blockage`); ``None`` = independent.
@@ -524,7 +524,7 @@ def exhaustive_search(cfg: PassConfig, users, snr_target, *, grid: int = 201, re
     axis (spacing ``h = D / (grid - 1)``); each of ``refine`` stages then searches
     a ``refine_points^N`` grid over ``best +- 2 h`` (clipped to the box) and sets
     ``h <- 4 h / (refine_points - 1)``. The objective is smooth (distances only,
-    MODELS §7), so the final error is ``O(h_final^2)``; the refinements can only
+    docs/model.md §7), so the final error is ``O(h_final^2)``; the refinements can only
     lower the value found by the full grid. Work: ``grid^N + refine * refine_points^N``
     evaluations, evaluated ``chunk`` at a time (``lax.scan``) to bound memory.
 
