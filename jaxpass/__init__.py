@@ -11,7 +11,18 @@ Public API (explicit re-exports; see README for the conventions)::
     r = jp.sum_rate(H, W, cfg.noise_power)             # bps/Hz
 """
 
-from jaxpass import beamforming, blockage, channel, geometry, linalg, metrics, phase, units
+from jaxpass import (
+    beamforming,
+    blockage,
+    channel,
+    geometry,
+    linalg,
+    metrics,
+    optimize,  # noqa: E402  (after the core it builds on)
+    phase,
+    units,
+)
+from jaxpass import compile as _compile  # noqa: F401  first: sets XLA's CPU flags before any computation
 from jaxpass.channel import (
     blockage_covariance,
     coupled_amplitudes,
@@ -66,6 +77,7 @@ __all__ = [
     "linalg",
     "los_probability",
     "metrics",
+    "optimize",
     "phase",
     "pinch_response",
     "positions_from_spacings",

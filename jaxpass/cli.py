@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-from jaxpass.experiments.cli_args import UserError, positive_int as _positive_int
+from jaxpass.experiments.cli_args import UserError
+from jaxpass.experiments.cli_args import positive_int as _positive_int
 
 #: experiment modules that add a subcommand through ``add_command(subparsers)``
 #: (see :mod:`jaxpass.experiments.cli_args`); one per line, in help order.
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"jaxpass {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
+    except (OSError, ModuleNotFoundError) as err:  # files; a missing optional extra (matplotlib for figures)
         print(f"jaxpass {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -116,7 +116,7 @@ class PassConfig:
         self.validate()
 
     @classmethod
-    def stack(cls, configs) -> "PassConfig":
+    def stack(cls, configs) -> PassConfig:
         """Stack configs that differ only in traced fields into one config with a leading axis.
 
         ``jax.vmap(f)(PassConfig.stack([cfg.replace(power_dbm=p) for p in grid]))``
@@ -135,7 +135,7 @@ class PassConfig:
         return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *configs)
 
     # ------------------------------------------------------------------ checks
-    def validate(self) -> "PassConfig":
+    def validate(self) -> PassConfig:
         """Raise a clear error if the scenario is meaningless; return self."""
         for name in ("num_users", "num_waveguides", "num_pinches"):
             v = getattr(self, name)
@@ -231,7 +231,7 @@ class PassConfig:
 
     # ----------------------------------------------------------------- presets
     @classmethod
-    def joint_beamforming(cls, **overrides) -> "PassConfig":
+    def joint_beamforming(cls, **overrides) -> PassConfig:
         """JB §V / Table I: K = N = 4, L = 8, 30 GHz, 20 x 10 m, h = 2.5 m,
         P = 10 dBm, sigma^2 = -90 dBm, delta_min = lambda/2, seed beta (docs/model.md §3.6)."""
         return _preset(
@@ -242,13 +242,13 @@ class PassConfig:
         )
 
     @classmethod
-    def two_timescale(cls, **overrides) -> "PassConfig":
+    def two_timescale(cls, **overrides) -> PassConfig:
         """TT §V: K = N = 4, L = 8, 20 x 10 m, P = 20 dBm (grid 12..28), sigma^2 = -90 dBm;
         remaining physics as JB (docs/model.md §4): the JB preset at 20 dBm."""
         return cls.joint_beamforming(**{"power_dbm": 20.0, **overrides})
 
     @classmethod
-    def energy_efficiency(cls, **overrides) -> "PassConfig":
+    def energy_efficiency(cls, **overrides) -> PassConfig:
         """EE (reconstructed, docs/model.md §5): one waveguide at y = 2.5 m over 20 x 5 m, h = 3 m,
         28 GHz, K = 4 TDMA users, N = 8 coupled elements, P_max = 20 dBm, P_c = 20 dBm,
         sigma^2 = -90 dBm, Friis beta."""
@@ -261,7 +261,7 @@ class PassConfig:
         )
 
     @classmethod
-    def power_min_blockage(cls, **overrides) -> "PassConfig":
+    def power_min_blockage(cls, **overrides) -> PassConfig:
         """PB (reconstructed, docs/model.md §6): D = 10 m square, d = 3 m, 28 GHz, N = 2 waveguides
         with one pinch each, K = 4 TDMA users, blockage rate 0.1 /m, sigma^2 = -90 dBm,
         Friis beta."""

@@ -6,7 +6,11 @@ returns it, so callers compose figures freely.
 
 from __future__ import annotations
 
-import matplotlib
+try:
+    import matplotlib
+except ModuleNotFoundError as err:  # the numerical core does not need matplotlib; figures do
+    raise ModuleNotFoundError(
+        "jaxpass figures need matplotlib: pip install 'jaxpass[plot]' (or matplotlib>=3.8)") from err
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

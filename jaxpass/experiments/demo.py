@@ -8,7 +8,6 @@ compile time is measured apart from the per-drop time.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import jax
@@ -16,12 +15,11 @@ import numpy as np
 
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
-from jaxpass.compile import jit
 from jaxpass.config import PassConfig
 from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
-from jaxpass.optimize.positions import Tuner
+from jaxpass.optimize.positions import TuneOptions, tune_batch, tuning_inputs
 
 PRESETS = {
     "joint_beamforming": PassConfig.joint_beamforming,
@@ -57,20 +55,6 @@ class MethodResult:
     compile_s: float
 
 
-def _time_batched(fn, *args, repeats: int = 3):
-    """Compile apart, then the best of ``repeats`` timed runs (seconds)."""
-    t0 = time.perf_counter()
-    compiled = jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    out = jax.block_until_ready(compiled(*args))
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        best = min(best, time.perf_counter() - t0)
-    return out, best, compile_s
-
-
 def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: int = 100, tune_steps: int = 300):
     """Evaluate each beamformer on ``drops`` user drops with uniform pinch positions,
     then tune the positions per drop for the ZF sum rate (``jaxpass.optimize.tune_positions``;
@@ -93,13 +77,14 @@ def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: 
                 return sum_rate(H, beamformer(H), cfg.noise_power)
             return jax.vmap(one)(users)
 
-        rates, seconds, compile_s = _time_batched(batch, X, users)
+        rates, seconds, compile_s = compile_and_run(batch, X, users, repeats=3)
         results.append(MethodResult(name, np.asarray(rates), 1e3 * seconds / drops, compile_s))
     tuned = None
     if tune_steps > 0 and cfg.num_users <= cfg.num_waveguides:
         beamformer = "zf"
-        tuner = Tuner(cfg, beamformer=beamformer, steps=tune_steps)
-        res, seconds, compile_s = compile_and_run(tuner.jitted, *tuner.arguments(users, jax.random.key(seed + 1)))
+        opts = TuneOptions(beamformer=beamformer, steps=tune_steps)
+        keys, batch = tuning_inputs(cfg, users, jax.random.key(seed + 1), opts)
+        res, seconds, compile_s = compile_and_run(tune_batch, keys, cfg, batch, options=opts)
         results.append(MethodResult(f"tuned + {beamformer.upper()}", np.asarray(res.sum_rate),
                                     1e3 * seconds / drops, compile_s))
         tuned = np.asarray(res.positions)
@@ -116,9 +101,7 @@ def results_table(results) -> str:
 
 def write_demo(cfg: PassConfig, results, users, X, out_dir, *, preset_name: str, seed: int, tuned=None) -> dict:
     """Write ``demo.json``, ``demo.md`` and ``demo.png`` (layouts + rate per method) atomically."""
-    import matplotlib.pyplot as plt
-
-    from jaxpass.plotting import plot_layout, plot_method_rates, save_figure
+    from jaxpass.plotting import plot_layout, plot_method_rates, plt, save_figure
 
     os.makedirs(out_dir, exist_ok=True)
     payload = {

@@ -18,6 +18,7 @@ Progress goes to stderr, one line per point.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -29,7 +30,6 @@ import numpy as np
 
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
-from jaxpass.compile import jit
 from jaxpass.config import PassConfig
 from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users, uniform_positions
@@ -78,74 +78,53 @@ def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def _dynamic(cfg: PassConfig, dtype):
-    return {"power_dbm": jnp.asarray(cfg.power_dbm, dtype), "length_x": jnp.asarray(cfg.length_x, dtype)}
+def _rates_fn(name: str, s: Settings):
+    """``(cfg, users (B, K, 2)) -> (B,)`` sum rates of one method; ``cfg`` is a traced argument."""
+
+    def one(cfg, u, key):
+        if name == "tuning":
+            return tuning.tune_drop(key, cfg, u, tuning.TuneOptions(beamformer="zf", **s.tune)).sum_rate
+        if name == "uniform_wmmse":
+            X = uniform_positions(cfg, u.dtype)
+            H = effective_channel(cfg, X, u)
+            return sum_rate(H, bf.wmmse(H, cfg.power, cfg.noise_power, iterations=s.wmmse_iterations),
+                            cfg.noise_power)
+        if name == "mm_pdd":
+            from jaxpass.optimize import mm_pdd
+            return mm_pdd.mm_pdd(cfg, u, **s.mm_pdd).sum_rate
+        from jaxpass.optimize import mimo
+        if name == "hybrid_mimo":
+            return mimo.hybrid(cfg, u, iterations=s.hybrid_iterations).sum_rate
+        return mimo.digital(cfg, u, wmmse_iterations=s.wmmse_iterations).sum_rate
+
+    def run(cfg, users):
+        keys = jax.random.split(jax.random.key(s.tune_seed), users.shape[0])
+        return jax.vmap(lambda u, k: one(cfg, u, k))(users, keys)
+
+    return run
 
 
 class _Method:
-    """One method compiled for one static configuration; power and length are traced arguments."""
+    """One method, compiled once per static configuration (power and length are traced)."""
 
-    def __init__(self, name: str, cfg: PassConfig, s: Settings):
-        self.name, self.cfg, self.s = name, cfg, s
+    def __init__(self, name: str, s: Settings):
+        self.name, self.s = name, s
+        self.jitted = jax.jit(_rates_fn(name, s))
         self.compiled = None
         self.compile_s = 0.0
         self.float64 = name == "mm_pdd"
-        if name == "tuning":
-            self.tuner = tuning.Tuner(cfg, beamformer="zf", **s.tune)
-            self.jitted = self.tuner.jitted
-        else:
-            self.jitted = jit(self._fn())
-
-    def _fn(self):
-        cfg0, s, name = self.cfg, self.s, self.name
-
-        def run(users, dyn):
-            cfg = cfg0.replace(**dyn)
-
-            def one(u):
-                if name == "uniform_wmmse":
-                    X = uniform_positions(cfg, u.dtype)
-                    H = effective_channel(cfg, X, u)
-                    return sum_rate(H, bf.wmmse(H, cfg.power, cfg.noise_power, iterations=s.wmmse_iterations),
-                                    cfg.noise_power)
-                if name == "mm_pdd":
-                    from jaxpass.optimize import mm_pdd
-                    return mm_pdd.mm_pdd(cfg, u, **s.mm_pdd).sum_rate
-                from jaxpass.optimize import mimo
-                if name == "hybrid_mimo":
-                    return mimo.hybrid(cfg, u, iterations=s.hybrid_iterations).sum_rate
-                return mimo.digital(cfg, u, wmmse_iterations=s.wmmse_iterations).sum_rate
-
-            return jax.vmap(one)(users)
-
-        return run
 
     def __call__(self, cfg: PassConfig, users):
-        """Mean rates of ``users`` under ``cfg`` (same static fields): ``(rates, seconds)``."""
-        ctx = jax.enable_x64(True) if self.float64 else _Null()
-        with ctx:
-            if self.name == "tuning":
-                args = tuning.Tuner(cfg, beamformer="zf", **self.s.tune).arguments(users, jax.random.key(self.s.tune_seed))
-            else:
-                u = jnp.asarray(np.asarray(users), jnp.float64 if self.float64 else users.dtype)
-                args = (u, _dynamic(cfg, u.dtype))
+        """Rates of ``users`` under ``cfg`` (same static fields as the first call): ``(rates, seconds)``."""
+        with jax.enable_x64(True) if self.float64 else contextlib.nullcontext():
+            u = jnp.asarray(np.asarray(users), jnp.float64 if self.float64 else users.dtype)
             if self.compiled is None:
                 t0 = time.perf_counter()
-                self.compiled = self.jitted.lower(*args).compile()
+                self.compiled = self.jitted.lower(cfg, u).compile()
                 self.compile_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            out = jax.block_until_ready(self.compiled(*args))
-            seconds = time.perf_counter() - t0
-            rates = out.sum_rate if self.name == "tuning" else out
-            return np.asarray(rates, np.float64), seconds
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+            rates = jax.block_until_ready(self.compiled(cfg, u))
+            return np.asarray(rates, np.float64), time.perf_counter() - t0
 
 
 def _points(s: Settings, figure: str):
@@ -178,7 +157,7 @@ def run_sweeps(settings: Settings | None = None) -> dict:
             for m in s.methods:
                 key = (m, cfg.num_pinches)
                 if key not in methods:  # a new static configuration: compile anew
-                    methods[key] = _Method(m, cfg, s)
+                    methods[key] = _Method(m, s)
                 rates, seconds = methods[key](cfg, users)
                 entry = res["methods"][m]
                 entry["mean"].append(float(rates.mean()))
@@ -209,11 +188,11 @@ def markdown(results: dict) -> str:
 
 def plot(results: dict):
     """One panel per sweep: mean ± std sum rate vs the swept parameter, one line per method."""
-    import matplotlib.pyplot as plt
+    from jaxpass.plotting import plt
 
     figs = results["figures"]
     fig, axes = plt.subplots(1, len(figs), figsize=(5.2 * len(figs), 4.0), squeeze=False)
-    for ax, (figure, res) in zip(axes[0], figs.items()):
+    for ax, res in zip(axes[0], figs.values()):
         x = np.asarray(res["x"])
         for m, entry in res["methods"].items():
             mean, std = np.asarray(entry["mean"]), np.asarray(entry["std"])

@@ -28,6 +28,7 @@ Every row is one ``jaxpass.jit``-compiled, vmapped computation: compiled first
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -160,12 +161,12 @@ def uniform_row(cfg: PassConfig, users, beamformer: str, wmmse_iterations: int =
 
 def tuning_row(cfg: PassConfig, users, beamformer: str, key, row: str | None = None, **options) -> RowResult:
     """``tune_positions`` with ``beamformer`` on all drops in one compiled call (row id default ``tune_<beamformer>``)."""
-    tuner = tuning.Tuner(cfg, beamformer=beamformer, **options)
-    args = tuner.arguments(users, key)
-    res, seconds, compile_s = compile_and_run(tuner.jitted, *args)
+    opts = tuning.TuneOptions(beamformer=beamformer, **options)
+    keys, batch = tuning.tuning_inputs(cfg, users, key, opts)
+    res, seconds, compile_s = compile_and_run(tuning.tune_batch, keys, cfg, batch, options=opts)
     row = row or f"tune_{beamformer}"
     extra = {"start_rate_mean": float(jnp.mean(res.start_rate)),
-             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in tuner.opts._asdict().items()}}
+             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.asdict().items()}}
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(res.sum_rate), seconds, compile_s,
                      np.asarray(is_feasible(cfg, res.positions)), extra)
 
@@ -180,7 +181,7 @@ def mm_pdd_row(cfg: PassConfig, users, *, float64: bool = True, **options) -> Ro
     """
     from jaxpass.optimize import mm_pdd
 
-    ctx = jax.enable_x64(True) if float64 else _nullcontext()
+    ctx = jax.enable_x64(True) if float64 else contextlib.nullcontext()
     with ctx:
         u = jnp.asarray(np.asarray(users), jnp.float64 if float64 else users.dtype)
         res, seconds, compile_s = compile_and_run(lambda uu: jax.vmap(lambda d: mm_pdd.mm_pdd(cfg, d, **options))(uu), u)
@@ -217,13 +218,6 @@ def mimo_row(cfg: PassConfig, users, kind: str, *, hybrid_iterations: int = 200,
     extra = {"unit_modulus_error": float(jnp.max(um))} if kind == "hybrid" else {}
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, None, extra)
 
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def run_row(row: str, cfg: PassConfig, users, settings: Settings) -> RowResult:

@@ -20,8 +20,12 @@ import os
 import jax
 import numpy as np
 
-from jaxpass.experiments.cli_args import UserError, positive_float, positive_int
+from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_int
 from jaxpass.experiments.io import compile_and_run, environment, write_json
+from jaxpass.optimize.positions import TuneOptions
+
+#: the tuning options the ``tune`` command exposes (defaults and help from :class:`TuneOptions`)
+CLI_OPTIONS = ("beamformer", "steps", "starts", "learning_rate")
 
 
 def load_users(path: str) -> np.ndarray:
@@ -97,7 +101,7 @@ def _cmd_tune(args) -> int:
     import jax.numpy as jnp
 
     from jaxpass.geometry import is_feasible, sample_users
-    from jaxpass.optimize.positions import Tuner
+    from jaxpass.optimize.positions import tune_batch, tuning_inputs
 
     if args.users is not None:
         users = load_users(args.users)
@@ -109,18 +113,17 @@ def _cmd_tune(args) -> int:
         source = f"preset {args.preset}, {args.drops} drops, seed {args.seed}"
     if not 0 <= args.plot_drop < users.shape[0]:
         raise UserError(f"--plot-drop must be in [0, {users.shape[0] - 1}], got {args.plot_drop}")
-    options = dict(beamformer=args.beamformer, steps=args.steps, starts=args.starts,
-                   learning_rate=args.learning_rate)
+    opts = options_from_args(args, TuneOptions, CLI_OPTIONS)
+    options = opts.asdict()
     try:
-        tuner = Tuner(cfg, **options)
-        call_args = tuner.arguments(jnp.asarray(users, jnp.result_type(float)), jax.random.key(args.seed))
+        keys, batch = tuning_inputs(cfg, jnp.asarray(users, jnp.result_type(float)), jax.random.key(args.seed), opts)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
     B = users.shape[0]
     print(f"jaxpass tune: {source}; K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, "
           f"P={float(cfg.power_dbm):g} dBm; beamformer {args.beamformer}, {args.starts} starts x {args.steps} steps",
           flush=True)
-    res, seconds, compile_s = compile_and_run(tuner.jitted, *call_args)
+    res, seconds, compile_s = compile_and_run(tune_batch, keys, cfg, batch, options=opts)
     rates = np.asarray(res.sum_rate, np.float64)
     feasible = np.asarray(is_feasible(cfg, res.positions))
     print(f"sum rate {rates.mean():.2f} ± {rates.std():.2f} bps/Hz (min {rates.min():.2f}, max {rates.max():.2f}); "
@@ -136,10 +139,8 @@ def _cmd_tune(args) -> int:
 def write_tune(cfg, users, res, out_dir, *, options, source, seconds, compile_s, plot_drop=0,
                preset_name="joint_beamforming") -> dict:
     """Write ``tune.npz``, ``tune.json`` and ``tune.png`` (atomically) for a batched result."""
-    import matplotlib.pyplot as plt
-
     from jaxpass.geometry import is_feasible
-    from jaxpass.plotting import plot_layout, save_figure
+    from jaxpass.plotting import plot_layout, plt, save_figure
 
     os.makedirs(out_dir, exist_ok=True)
     rates = np.asarray(res.sum_rate, np.float64)
@@ -179,7 +180,6 @@ def write_tune(cfg, users, res, out_dir, *, options, source, seconds, compile_s,
 def add_command(subparsers) -> None:
     """``jaxpass tune``: gradient tuning of pinch positions (NPZ + JSON + PNG)."""
     from jaxpass.experiments.demo import PRESETS
-    from jaxpass.optimize.positions import BEAMFORMERS
 
     p = subparsers.add_parser(
         "tune",
@@ -195,11 +195,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for drops and random starts (default: %(default)s)")
     p.add_argument("--num-pinches", type=positive_int, default=None, help="override L, pinches per waveguide")
     p.add_argument("--power-dbm", type=float, default=None, help="override the power budget [dBm]")
-    p.add_argument("--beamformer", default="zf", choices=BEAMFORMERS, help="beamformer (default: %(default)s)")
-    p.add_argument("--steps", type=positive_int, default=300, help="gradient steps per start (default: %(default)s)")
-    p.add_argument("--starts", type=positive_int, default=8, help="starts polished per drop (default: %(default)s)")
-    p.add_argument("--learning-rate", type=positive_float, default=3e-4,
-                   help="initial Adam step [m] (default: %(default)s)")
+    add_options(p, TuneOptions, CLI_OPTIONS)
     p.add_argument("--plot-drop", type=int, default=0, help="drop shown in tune.png (default: %(default)s)")
     p.add_argument("--out", default="tune_out", help="output folder (default: %(default)s)")
     p.set_defaults(func=_cmd_tune)

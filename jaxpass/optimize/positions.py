@@ -54,14 +54,9 @@ can move a pinch across a ripple's flank but not jump to the next ripple) to
 refinement), followed by the exact projection ``project_positions`` after every
 step (so every iterate is feasible; no penalty). Each trajectory keeps its best
 iterate (the rate is not monotone under a fixed-step method); ``history`` keeps
-the raw per-step rates of the kept start. Measured on the JB Table I drops (64
-drops, seed 0, K = N = 4, L = 8, P = 10 dBm, ZF): uniform pinches give 60.4
-bps/Hz; the best aligned start alone 83.0; polishing (``starts=16``,
-``steps=1000``) ends at 83.45. Without the aligned starts (``assignments=0``:
-uniform + 15 random starts, same steps) the gradient reaches 78.3. The
-interference-free bound of the dedicated layout with equal power per user,
-``sum_k log2(1 + (P/K) beta L / (sigma^2 (h^2 + dy_k^2)))`` for the best
-assignment, is 83.0 on those drops, so the result sits at that bound.
+the raw per-step rates of the kept start. ``benchmarks/table1.py`` measures
+what the starts and the polish each contribute on the JB Table I drops (and
+the ``assignments=0`` ablation without aligned starts).
 
 Beamformer variants
 -------------------
@@ -79,13 +74,18 @@ Beamformer variants
   ``alpha = K sigma^2 / P``: ``kkt`` with equal ``lam`` is RZF) and follow their
   own Adam (step ``dual_learning_rate``, same cosine decay) jointly with ``X``.
 
-Everything (candidates, scoring, selection, the polishing ``lax.scan`` over the
-``starts``, the batch of drops) is one jit-compiled (``jaxpass.jit``), vmapped
-computation, compiled once per configuration and set of options.
+Execution (docs/execution_model.md): :func:`tune_drop` is the pure per-drop
+kernel (candidates, scoring, selection, the polishing ``lax.scan`` over the
+``starts``) that runs under a caller's ``jax.jit``/``jax.vmap``;
+:func:`tune_positions` is the driver that validates, batches and calls the
+module-level :data:`tune_batch` (``jax.jit`` with the options static), so a
+sweep over a traced config field (power, noise, length, height) compiles once
+per set of options and static config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any, NamedTuple
@@ -95,12 +95,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpass import beamforming as bf
-from jaxpass._checks import check_finite, check_positive_int, is_tracer, shape_of
+from jaxpass._checks import (
+    check_choice,
+    check_finite,
+    check_key,
+    check_nonnegative_int,
+    check_number,
+    check_positive_int,
+    check_shape,
+    is_tracer,
+    shape_of,
+)
+from jaxpass._options import Options, option
 from jaxpass.channel import effective_channel
-from jaxpass.compile import jit
 from jaxpass.config import PassConfig
 from jaxpass.geometry import project_positions, uniform_positions
 from jaxpass.metrics import sum_rate
+from jaxpass.units import SPEED_OF_LIGHT
 
 BEAMFORMERS = ("zf", "rzf", "wmmse", "kkt")
 
@@ -134,20 +145,50 @@ class TuneResult(NamedTuple):
     share: Any = None
 
 
-class _Options(NamedTuple):
-    """Hashable, validated options (part of the compilation cache key)."""
+BEAMFORMER_HELP = "beamformer differentiated through: zf, rzf, wmmse or kkt"
 
-    beamformer: str
-    steps: int
-    starts: int
-    learning_rate: float
-    final_learning_rate: float
-    dual_learning_rate: float
-    spacings: tuple
-    assignments: int
-    random_starts: int
-    wmmse_iterations: int
-    final_wmmse_iterations: int
+
+@dataclasses.dataclass(frozen=True)
+class TuneOptions(Options):
+    """Options of :func:`tune_positions` / :func:`tune_drop` (static for ``jit``; module docstring)."""
+
+    beamformer: str = option("zf", BEAMFORMER_HELP, choices=BEAMFORMERS)
+    steps: int = option(300, "projected Adam steps per polished start")
+    starts: int = option(8, "candidate starts polished per drop")
+    learning_rate: float = option(3e-4, "Adam step size for the positions at the start of the cosine decay [m]")
+    final_learning_rate: float = option(3e-6, "Adam step size for the positions at the end of the decay [m]")
+    dual_learning_rate: float = option(0.05, "Adam step size of the KKT duals (log-lambda, share logits; kkt only)")
+    spacings: tuple = option((0.0, 0.03, 0.1), "nominal pinch spacings of the aligned starts [m] (0 = guided wavelength)")
+    assignments: int = option(24, "waveguide-to-user assignments tried for aligned starts (0 disables them)")
+    random_starts: int = option(2, "random feasible candidate layouts per drop")
+    wmmse_iterations: int = option(2, "unrolled warm-started WMMSE updates per step (wmmse only)")
+    final_wmmse_iterations: int = option(50, "WMMSE updates of the final beamformer (wmmse only)")
+
+    def validate(self):
+        check_choice("beamformer", self.beamformer, BEAMFORMERS)
+        for name in ("steps", "starts", "wmmse_iterations", "final_wmmse_iterations"):
+            check_positive_int(name, getattr(self, name))
+        check_nonnegative_int("assignments", self.assignments)
+        check_nonnegative_int("random_starts", self.random_starts)
+        for name in ("learning_rate", "final_learning_rate"):
+            check_number(name, getattr(self, name), unit="m", low=0.0, low_open=True)
+        check_number("dual_learning_rate", self.dual_learning_rate, low=0.0, low_open=True)
+        try:
+            spacings = tuple(float(s) for s in np.atleast_1d(np.asarray(self.spacings, dtype=float)))
+        except (TypeError, ValueError):
+            raise TypeError(f"spacings must be a sequence of numbers [m], got {self.spacings!r}") from None
+        if not spacings or not all(math.isfinite(s) and s >= 0 for s in spacings):
+            raise ValueError(f"spacings must be a non-empty sequence of finite numbers >= 0 [m], got {self.spacings!r}")
+        object.__setattr__(self, "spacings", spacings)
+
+    def check_scenario(self, cfg: PassConfig) -> None:
+        """Raise if these options cannot run on ``cfg`` (shapes are static, so this holds under ``jit``)."""
+        if not isinstance(cfg, PassConfig):
+            raise TypeError(f"cfg must be a PassConfig, got {type(cfg).__name__}")
+        if self.beamformer == "zf" and cfg.num_users > cfg.num_waveguides:
+            raise ValueError(
+                f"beamformer='zf' needs K <= N, got K={cfg.num_users} users and N={cfg.num_waveguides} "
+                "waveguides; use 'rzf', 'wmmse' or 'kkt'")
 
 
 # ------------------------------------------------------------------ starts
@@ -179,7 +220,7 @@ def _phase_cycles(cfg: PassConfig, x, ux, dy2):
     refines it through the full-precision channel).
     """
     dt = x.dtype
-    inv_lam = jnp.asarray(cfg.carrier_freq, dt) / jnp.asarray(299_792_458.0, dt)
+    inv_lam = jnp.asarray(cfg.carrier_freq, dt) / jnp.asarray(SPEED_OF_LIGHT, dt)
     h2 = jnp.asarray(cfg.height, dt) ** 2
     n_eff = jnp.asarray(cfg.n_eff, dt)
     dx = x - ux
@@ -194,7 +235,7 @@ def _next_coherent(cfg: PassConfig, x, ux, dy2, phase0, newton_steps: int = 3):
     ahead) then ``newton_steps`` Newton steps on the wrapped residual. The slope
     is floored at 0.05 cycles per wavelength (it is ``>= (n_eff - 1) / lambda``).
     """
-    floor = 0.05 * jnp.asarray(cfg.carrier_freq, x.dtype) / jnp.asarray(299_792_458.0, x.dtype)
+    floor = 0.05 * jnp.asarray(cfg.carrier_freq, x.dtype) / jnp.asarray(SPEED_OF_LIGHT, x.dtype)
     p, dp = _phase_cycles(cfg, x, ux, dy2)
     ahead = jnp.mod(phase0 - p, 1.0)
     x = x + ahead / jnp.maximum(dp, floor)
@@ -230,7 +271,7 @@ def aligned_positions(cfg: PassConfig, users, assignment, spacing):
     dt = users.dtype if jnp.issubdtype(users.dtype, jnp.floating) else jnp.result_type(float)
     users = users.astype(dt)
     L = cfg.num_pinches
-    lam = jnp.asarray(299_792_458.0, dt) / jnp.asarray(cfg.carrier_freq, dt)
+    lam = jnp.asarray(SPEED_OF_LIGHT, dt) / jnp.asarray(cfg.carrier_freq, dt)
     n_eff = jnp.asarray(cfg.n_eff, dt)
     delta = jnp.asarray(cfg.min_spacing, dt)
     length = jnp.asarray(cfg.length_x, dt)
@@ -256,15 +297,14 @@ def aligned_positions(cfg: PassConfig, users, assignment, spacing):
     return project_positions(cfg, xs.T)
 
 
-def random_positions(cfg: PassConfig, key, dtype=None):
+def random_positions(key, cfg: PassConfig, dtype=None):
     """Random feasible layout: sorted uniforms on ``[0, S_x]`` per waveguide, projected. ``(N, L)`` [m]."""
     dtype = dtype or jnp.result_type(float)
     u = jax.random.uniform(key, (cfg.num_waveguides, cfg.num_pinches), dtype) * jnp.asarray(cfg.length_x, dtype)
     return project_positions(cfg, jnp.sort(u, axis=-1))
 
 
-def candidate_labels(cfg: PassConfig, *, spacings=(0.0, 0.03, 0.1), assignments: int = 24,
-                     random_starts: int = 2) -> list:
+def candidate_labels(cfg: PassConfig, options: TuneOptions | None = None, **changes) -> list:
     """Names of the candidate starts, in the order :attr:`TuneResult.start` indexes.
 
     ``"aligned[a=<a>,s=<spacing>]"``, then ``"uniform"``, then ``"random[<i>]"``.
@@ -272,12 +312,13 @@ def candidate_labels(cfg: PassConfig, *, spacings=(0.0, 0.03, 0.1), assignments:
     (``assignments >=`` the table's length, e.g. all 24 for K = N = 4), else the
     assignment's rank by the geometric score for that drop.
     """
-    A = min(assignments, len(assignment_table(cfg.num_waveguides, cfg.num_users)))
-    labels = [f"aligned[a={a},s={float(s):g}]" for a in range(A) for s in spacings]
-    return labels + ["uniform"] + [f"random[{i}]" for i in range(random_starts)]
+    opts = TuneOptions.resolve(options, **changes)
+    A = min(opts.assignments, len(assignment_table(cfg.num_waveguides, cfg.num_users)))
+    labels = [f"aligned[a={a},s={float(s):g}]" for a in range(A) for s in opts.spacings]
+    return labels + ["uniform"] + [f"random[{i}]" for i in range(opts.random_starts)]
 
 
-def _candidates(cfg: PassConfig, opts: _Options, users, key):
+def _candidates(cfg: PassConfig, opts: TuneOptions, users, key):
     """All candidate starts of one drop, ``(C, N, L)``, in :func:`candidate_labels` order."""
     dt = users.dtype
     table = jnp.asarray(assignment_table(cfg.num_waveguides, cfg.num_users))
@@ -296,7 +337,7 @@ def _candidates(cfg: PassConfig, opts: _Options, users, key):
     parts.append(uniform_positions(cfg, dt)[None])
     if opts.random_starts:
         keys = jax.random.split(key, opts.random_starts)
-        parts.append(jax.vmap(lambda k: random_positions(cfg, k, dt))(keys))
+        parts.append(jax.vmap(lambda k: random_positions(k, cfg, dt))(keys))
     return jnp.concatenate(parts, axis=0)
 
 
@@ -308,7 +349,7 @@ def _dual_values(cfg: PassConfig, duals, dt):
     return scale * jnp.exp(log_lam), jax.nn.softmax(logits)
 
 
-def _beamformer(cfg: PassConfig, opts: _Options, H, duals, W_prev, iterations):
+def _beamformer(cfg: PassConfig, opts: TuneOptions, H, duals, W_prev, iterations):
     """The chosen beamformer at channel ``H``; returns ``(W, (lam, share) or None)``."""
     P, s2 = cfg.power, cfg.noise_power
     if opts.beamformer == "zf":
@@ -323,7 +364,7 @@ def _beamformer(cfg: PassConfig, opts: _Options, H, duals, W_prev, iterations):
     return info.W, (info.lam, info.share)
 
 
-def _objective(cfg: PassConfig, opts: _Options, users, params, W_prev, iterations):
+def _objective(cfg: PassConfig, opts: TuneOptions, users, params, W_prev, iterations):
     """``(sum rate, (W, duals))`` at ``params = (X, (log_lam, logits))``."""
     X, duals = params
     H = effective_channel(cfg, X, users)
@@ -331,7 +372,7 @@ def _objective(cfg: PassConfig, opts: _Options, users, params, W_prev, iteration
     return sum_rate(H, W, cfg.noise_power), (W, extra)
 
 
-def _optimizer(opts: _Options):
+def _optimizer(opts: TuneOptions):
     import optax
 
     def schedule(lr):
@@ -348,7 +389,7 @@ def _finite(g):
     return jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), g)
 
 
-def _polish(cfg: PassConfig, opts: _Options, users, X0, W0):
+def _polish(cfg: PassConfig, opts: TuneOptions, users, X0, W0):
     """Projected Adam ascent from one start; returns the best iterate and the raw history."""
     import optax
 
@@ -382,8 +423,30 @@ def _polish(cfg: PassConfig, opts: _Options, users, X0, W0):
     return best, jnp.concatenate([history, v_last[None]])
 
 
-def _tune_drop(cfg: PassConfig, opts: _Options, users, key):
-    """The whole tuning of ONE drop (candidates, screening, polish, selection)."""
+def tune_drop(key, cfg: PassConfig, users, options: TuneOptions = TuneOptions()) -> TuneResult:
+    """Tune the pinch positions of ONE drop: candidates, screening, polish, selection.
+
+    The pure kernel behind :func:`tune_positions` (module docstring; JB (P0)).
+    Works under the caller's ``jax.jit``/``jax.vmap`` with ``cfg`` and
+    ``users`` traced; ``options`` are static (close over them or mark them
+    static)::
+
+        opts = TuneOptions(steps=200)
+        run = jax.jit(jax.vmap(lambda k, c, u: tune_drop(k, c, u, opts), in_axes=(0, None, 0)))
+        result = run(jax.random.split(key, B), cfg, users)      # users (B, K, 2)
+
+    Args:
+      key: ``jax.random`` key (random candidate starts).
+      cfg: the scenario (``"zf"`` needs ``K <= N``).
+      users: ``(K, 2)`` user coordinates [m], floating point.
+      options: :class:`TuneOptions`.
+
+    Returns:
+      :class:`TuneResult` for the drop.
+    """
+    opts = options
+    opts.check_scenario(cfg)
+    check_shape("users", users, (cfg.num_users, 2))
     dt = users.dtype
     K = cfg.num_users
     cands = _candidates(cfg, opts, users, key)
@@ -428,217 +491,62 @@ def _tune_drop(cfg: PassConfig, opts: _Options, users, key):
     )
 
 
-def _tune_batch(cfg: PassConfig, opts: _Options, users, keys):
-    """``(B, K, 2)`` users, ``(B,)`` keys -> batched :class:`TuneResult`."""
-    return jax.vmap(lambda u, k: _tune_drop(cfg, opts, u, k))(users, keys)
+def _tune_batch(keys, cfg: PassConfig, users, options: TuneOptions):
+    """``(B,)`` keys, ``(B, K, 2)`` users -> batched :class:`TuneResult`."""
+    return jax.vmap(lambda k, u: tune_drop(k, cfg, u, options))(keys, users)
 
 
-#: config fields passed to the compiled tuner as traced scalars: sweeps over them reuse one
-#: compilation (they enter only powers, the box and the projection, never a phase)
-DYNAMIC_FIELDS = ("power_dbm", "noise_dbm", "length_x")
+#: the driver's compiled batch: ``jax.jit``'s cache is keyed on cfg's static fields and the options
+tune_batch = jax.jit(_tune_batch, static_argnames="options")
 
 
-def _static_key(cfg: PassConfig):
-    """Hashable key of everything in ``cfg`` but :data:`DYNAMIC_FIELDS`, or None if unhashable."""
-    items = []
-    for name in PassConfig.__dataclass_fields__:
-        if name in DYNAMIC_FIELDS:
-            continue
-        value = getattr(cfg, name)
-        if isinstance(value, (list, np.ndarray, jax.Array)):
-            value = tuple(np.asarray(value).tolist()) if np.ndim(value) else np.asarray(value).item()
-        try:
-            hash(value)
-        except TypeError:
-            return None
-        items.append((name, value))
-    return tuple(items)
+def tuning_inputs(cfg: PassConfig, users, key, options: TuneOptions):
+    """Validate concrete driver inputs; return ``(keys (B,), users (B, K, 2))`` for :data:`tune_batch`."""
+    options.check_scenario(cfg)
+    if is_tracer(users):
+        raise TypeError("tune_positions is the batching driver: inside jit/vmap call tune_drop instead")
+    shape = shape_of(users)
+    K = cfg.num_users
+    if len(shape) not in (2, 3) or tuple(shape[-2:]) != (K, 2):
+        raise ValueError(f"users must have shape ({K}, 2) or (B, {K}, 2), got {tuple(shape)}")
+    if len(shape) == 3 and shape[0] < 1:
+        raise ValueError(f"users batch must hold at least one drop, got shape {tuple(shape)}")
+    check_finite("users", users)
+    users = jnp.asarray(users)
+    if not jnp.issubdtype(users.dtype, jnp.floating):
+        users = users.astype(jnp.result_type(float))
+    batch = users[None] if users.ndim == 2 else users
+    return jax.random.split(check_key(key), batch.shape[0]), batch
 
 
-_CACHE: dict = {}
-_CACHE_SIZE = 32
+def tune_positions(cfg: PassConfig, users, options: TuneOptions | None = None, *, key, **changes) -> TuneResult:
+    """Tune pinch positions by projected gradient ascent of the sum rate (the batching driver).
 
-
-def _jitted_cached(key, cfg: PassConfig, opts: _Options):
-    """The jitted tuner for ``(key, opts)``; built from the first ``cfg`` seen with that key."""
-    entry = (key, opts)
-    if entry not in _CACHE:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[entry] = _build(cfg, opts)
-    return _CACHE[entry]
-
-
-def _build(cfg: PassConfig, opts: _Options):
-    raw = _tune_batch  # looked up at build time (tests wrap it with chex.assert_max_traces)
-
-    def run(users, keys, dynamic):
-        return raw(cfg.replace(**dynamic), opts, users, keys)
-
-    return jit(run)
-
-
-def clear_cache():
-    """Drop the compiled tuners (e.g. after monkeypatching in tests)."""
-    _CACHE.clear()
-
-
-class Tuner:
-    """A compiled batched tuner for one configuration and set of options.
-
-    ``Tuner(cfg, **options)(users, key)`` is :func:`tune_positions`; experiments
-    that time the compilation apart use :meth:`arguments` and :attr:`jitted`::
-
-        tuner = Tuner(cfg, beamformer="zf")
-        args = tuner.arguments(users, key)           # validated (B, K, 2), keys, dynamic fields
-        compiled = tuner.jitted.lower(*args).compile()
-        result = compiled(*args)                      # batched TuneResult
-
-    The jitted function is shared by every config that differs from ``cfg`` only
-    in :data:`DYNAMIC_FIELDS` (power, noise, waveguide length) and has the same
-    options, so a power or length sweep compiles once.
-    """
-
-    def __init__(self, cfg: PassConfig, **options):
-        self.opts = make_options(cfg, **options)
-        self.cfg = cfg
-        key = _static_key(cfg)
-        self.jitted = _build(cfg, self.opts) if key is None else _jitted_cached(key, cfg, self.opts)
-
-    def arguments(self, users, key):
-        """Validate; return ``(users (B, K, 2), keys (B,), dynamic fields)`` for :attr:`jitted`."""
-        cfg = self.cfg
-        if is_tracer(users):
-            raise TypeError("tune_positions compiles its own loop: call it with concrete users, not inside "
-                            "jit/vmap (it already batches over a leading drop axis)")
-        shape = shape_of(users)
-        K = cfg.num_users
-        if len(shape) not in (2, 3) or tuple(shape[-2:]) != (K, 2):
-            raise ValueError(f"users must have shape ({K}, 2) or (B, {K}, 2), got {tuple(shape)}")
-        if len(shape) == 3 and shape[0] < 1:
-            raise ValueError(f"users batch must hold at least one drop, got shape {tuple(shape)}")
-        check_finite("users", users)
-        users = jnp.asarray(users)
-        if not jnp.issubdtype(users.dtype, jnp.floating):
-            users = users.astype(jnp.result_type(float))
-        key = _check_key(key)
-        batch = users[None] if users.ndim == 2 else users
-        keys = jax.random.split(key, batch.shape[0])
-        dynamic = {name: jnp.asarray(getattr(cfg, name), batch.dtype) for name in DYNAMIC_FIELDS}
-        return batch, keys, dynamic
-
-    def __call__(self, users, key) -> TuneResult:
-        single = jnp.ndim(users) == 2
-        out = self.jitted(*self.arguments(users, key))
-        return jax.tree.map(lambda a: a[0], out) if single else out
-
-
-# ------------------------------------------------------------------ public
-def _positive_float(name, value):
-    if isinstance(value, bool) or is_tracer(value):
-        raise TypeError(f"{name} must be a Python/NumPy number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
-
-
-def _nonnegative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
-
-
-def make_options(cfg: PassConfig, *, beamformer="zf", steps=300, starts=8, learning_rate=3e-4,
-                 final_learning_rate=3e-6, dual_learning_rate=0.05, spacings=(0.0, 0.03, 0.1),
-                 assignments=24, random_starts=2, wmmse_iterations=2, final_wmmse_iterations=50) -> _Options:
-    """Validate :func:`tune_positions`' options (ValueError/TypeError naming the argument)."""
-    if not isinstance(cfg, PassConfig):
-        raise TypeError(f"cfg must be a PassConfig, got {type(cfg).__name__}")
-    if beamformer not in BEAMFORMERS:
-        raise ValueError(f"beamformer must be one of {BEAMFORMERS}, got {beamformer!r}")
-    if beamformer == "zf" and cfg.num_users > cfg.num_waveguides:
-        raise ValueError(
-            f"beamformer='zf' needs K <= N, got K={cfg.num_users} users and N={cfg.num_waveguides} "
-            "waveguides; use 'rzf', 'wmmse' or 'kkt'")
-    for name, value in (("steps", steps), ("starts", starts),
-                        ("wmmse_iterations", wmmse_iterations), ("final_wmmse_iterations", final_wmmse_iterations)):
-        check_positive_int(name, value)
-    assignments = _nonnegative_int("assignments", assignments)
-    random_starts = _nonnegative_int("random_starts", random_starts)
-    lr = _positive_float("learning_rate", learning_rate)
-    final_lr = _positive_float("final_learning_rate", final_learning_rate)
-    dual_lr = _positive_float("dual_learning_rate", dual_learning_rate)
-    try:
-        spacings = tuple(float(s) for s in np.atleast_1d(np.asarray(spacings, dtype=float)))
-    except (TypeError, ValueError):
-        raise TypeError(f"spacings must be a sequence of numbers [m], got {spacings!r}") from None
-    if not spacings or not all(math.isfinite(s) and s >= 0 for s in spacings):
-        raise ValueError(f"spacings must be a non-empty sequence of finite numbers >= 0 [m], got {spacings!r}")
-    return _Options(beamformer, int(steps), int(starts), lr, final_lr, dual_lr, spacings, int(assignments),
-                    random_starts, int(wmmse_iterations), int(final_wmmse_iterations))
-
-
-def _check_key(key):
-    if key is None:
-        raise TypeError("key must be a jax.random key (e.g. jax.random.key(0)), got None")
-    k = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
-        if k.shape != ():
-            raise ValueError(f"key must be a single PRNG key, got shape {k.shape}")
-        return k
-    if k.dtype != jnp.uint32 or k.shape != (2,):
-        raise TypeError(f"key must be a jax.random key (jax.random.key or PRNGKey), got {k.dtype}{k.shape}")
-    return jax.random.wrap_key_data(k)
-
-
-def tune_positions(cfg: PassConfig, users, *, key, beamformer: str = "zf", steps: int = 300, starts: int = 8,
-                   learning_rate: float = 3e-4, final_learning_rate: float = 3e-6,
-                   dual_learning_rate: float = 0.05, spacings=(0.0, 0.03, 0.1), assignments: int = 24,
-                   random_starts: int = 2, wmmse_iterations: int = 2,
-                   final_wmmse_iterations: int = 50) -> TuneResult:
-    """Tune pinch positions by projected gradient ascent of the sum rate (module docstring).
-
-    JB problem (P0) / docs/model.md §3 with ``W = W(X)`` one of the beamformers of
-    docs/model.md §3.1-§3.2 (``X`` and, for ``"kkt"``, the duals are the variables).
-    Physics-guided candidate starts (user-aligned coherent layouts for the
-    best waveguide-to-user assignments and several spacings, the uniform
-    layout, random layouts) are scored; the best ``starts`` are polished with
-    ``steps`` projected Adam steps; the best iterate is returned.
+    JB problem (P0) / docs/model.md §3 with ``W = W(X)`` one of the
+    beamformers of docs/model.md §3.1-§3.2 (``X`` and, for ``"kkt"``, the
+    duals are the variables). Physics-guided candidate starts (user-aligned
+    coherent layouts for the best waveguide-to-user assignments and several
+    spacings, the uniform layout, random layouts) are scored; the best
+    ``starts`` are polished with ``steps`` projected Adam steps; the best
+    iterate is returned. Validates its inputs, splits ``key`` per drop and
+    runs :func:`tune_drop` vmapped under one ``jax.jit`` (a power, noise or
+    length sweep reuses the compilation).
 
     Args:
       cfg: the scenario (any ``K``, ``N``, ``L``; ``"zf"`` needs ``K <= N``).
       users: ``(K, 2)`` one drop or ``(B, K, 2)`` a batch of drops [m].
+      options: :class:`TuneOptions` (default ``TuneOptions()``).
       key: ``jax.random`` key (random starts; split per drop).
-      beamformer: ``"zf"``, ``"rzf"``, ``"wmmse"`` or ``"kkt"``.
-      steps: projected gradient steps per start (>= 1).
-      starts: number of candidates polished per drop (>= 1; at most the
-        number of candidates, ``assignments * len(spacings) + 1 + random_starts``).
-      learning_rate, final_learning_rate: Adam step size for ``X`` [m], cosine
-        decay from the first to the second over ``steps``.
-      dual_learning_rate: Adam step size of ``(log_lam, logits)`` (``"kkt"``), same decay.
-      spacings: nominal pinch spacings [m] of the aligned starts (0 = guided wavelength).
-      assignments: number of waveguide-to-user assignments tried (best by the
-        geometric score when there are more; K = N = 4 has 24). 0 disables the
-        aligned starts (uniform and random starts only: an ablation).
-      random_starts: random feasible candidates per drop (>= 0).
-      wmmse_iterations: unrolled warm-started WMMSE updates per step (``"wmmse"``).
-      final_wmmse_iterations: WMMSE updates of the final beamformer (``"wmmse"``).
+      **changes: option fields to override, e.g. ``steps=100, beamformer="wmmse"``.
 
     Returns:
       :class:`TuneResult` with leading dims of ``users`` minus ``(K, 2)``.
     """
-    tuner = Tuner(cfg, beamformer=beamformer, steps=steps, starts=starts, learning_rate=learning_rate,
-                  final_learning_rate=final_learning_rate, dual_learning_rate=dual_learning_rate,
-                  spacings=spacings, assignments=assignments, random_starts=random_starts,
-                  wmmse_iterations=wmmse_iterations, final_wmmse_iterations=final_wmmse_iterations)
-    return tuner(users, key)
+    options = TuneOptions.resolve(options, **changes)
+    keys, batch = tuning_inputs(cfg, users, key, options)
+    out = tune_batch(keys, cfg, batch, options)
+    return jax.tree.map(lambda a: a[0], out) if jnp.ndim(users) == 2 else out
 
 
-__all__ = ["BEAMFORMERS", "DYNAMIC_FIELDS", "TuneResult", "Tuner", "aligned_positions", "assignment_table", "candidate_labels",
-           "random_positions", "tune_positions"]
+__all__ = ["BEAMFORMERS", "TuneOptions", "TuneResult", "aligned_positions", "assignment_table", "candidate_labels",
+           "random_positions", "tune_batch", "tune_drop", "tune_positions", "tuning_inputs"]
