@@ -8,12 +8,12 @@ at L = 8: mean sum rate >= 82 bps/Hz, every returned position feasible, under
 apart). The check is informational (PASS/FAIL lines, never an exception or a
 non-zero exit); in ``--quick`` mode it runs on 4 drops and short runs only.
 
-JSON (``<out>/table1-<device>.json``, schema_version 1): the common envelope,
-``records`` (one per row and L: ``{"id": "L=<L>/<row>", "section": "L=<L>",
-"impl": row, "params": {"L"}, "metrics": {"mean_sum_rate", "seconds_per_drop",
-"compile_s"}}``), ``ratios`` (``<tune row>_over_uniform_wmmse@L=<L>``: mean sum-rate
-ratios), ``tables`` (every row's summary incl. per-drop rates and the paper's
-number), ``acceptance`` and ``wall_s``.
+JSON (``<out>/table1-<device>.json``): the one table1 format of
+:func:`jaxpass.experiments.table1.payload` (the same as ``jaxpass reproduce
+table1``'s ``table1.json``) plus ``quick``: ``env``, ``settings``, ``tables``
+(every row's summary incl. per-drop rates and the paper's number),
+``ratios`` (``<tune row>_over_uniform_wmmse@L=<L>``), ``paper_only``,
+``acceptance`` and ``wall_s``.
 """
 
 from __future__ import annotations
@@ -21,36 +21,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import common
 from benchmarks.common import log
 from jaxpass.experiments import table1
+from jaxpass.experiments.io import write_json
 
 NAME = "table1"
-
-
-def _records(results: dict) -> list:
-    records = []
-    for L, rows in results["tables"].items():
-        for r in rows:
-            records.append({"id": f"L={L}/{r.row}", "section": f"L={L}", "impl": r.row, "params": {"L": int(L)},
-                            "metrics": {"mean_sum_rate": float(np.mean(r.rates)),
-                                        "seconds_per_drop": r.seconds_per_drop, "compile_s": r.compile_s}})
-    return records
-
-
-def _ratios(results: dict) -> dict:
-    out = {}
-    for L, rows in results["tables"].items():
-        by = {r.row: float(np.mean(r.rates)) for r in rows}
-        base = by.get("uniform_wmmse")
-        if not base:
-            continue
-        for row, mean in by.items():
-            if row.startswith("tune_"):
-                out[f"{row}_over_uniform_wmmse@L={L}"] = mean / base
-    return out
 
 
 def run(quick: bool = False, out_dir: Path | None = None) -> dict:
@@ -60,14 +36,8 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     log(f"[table1] L in {list(settings.num_pinches)}, {settings.drops} drops, rows {list(settings.rows)}")
     results = table1.run_table1(settings)
     payload = table1.payload(results)
-    config = {"K": 4, "N": 4, "L": list(settings.num_pinches), "power_dbm": settings.power_dbm,
-              "drops": settings.drops, "seed": settings.seed, "dtype": "float32 (MM-PDD float64)"}
-    path = common.write_result(NAME, config=config, records=_records(results), ratios=_ratios(results),
-                               out_dir=out_dir, quick=quick,
-                               extra={"tables": payload["tables"], "paper_only": payload["paper_only"],
-                                      "settings": payload["settings"], "acceptance": results["acceptance"],
-                                      "wall_s": results["wall_s"]})
-    env = common.environment()
+    path = write_json(common.result_path(out_dir, NAME), dict(payload, quick=quick))
+    env = payload["env"]
     print(f"## jaxpass JB Table I — {env['device']} ({env['cpu_model'] or env['device_kind']}), "
           f"jax {env['jax_version']}, {'quick' if quick else 'full'} run\n")
     print(table1.markdown(results))

@@ -4,8 +4,9 @@ Conventions: ``H (K, N)`` complex effective channel (user k receives
 ``H[k] @ W``), ``W (N, K)`` with column k serving user k, power budget
 ``sum_k ||W[:, k]||^2 = power`` [W]. Every beamformer here meets the budget
 with equality and is differentiable with respect to ``H`` (and to the duals
-for ``kkt``). Scale-free steps (ZF, RZF, MRT) work on ``H / ||H||_F`` so float32
-never sees the ~1e-3 raw channel magnitudes squared twice.
+for ``kkt``). The scale-free ZF and RZF solves work on ``H / ||H||_F`` so float32
+never squares the small raw channel magnitudes twice; WMMSE works with unit
+noise and a unit budget (``wmmse``).
 """
 
 from __future__ import annotations
@@ -165,9 +166,9 @@ class WmmseResult(NamedTuple):
 
     Attributes:
       W: ``(N, K)`` beamformer (power budget met with equality).
-      lam: ``(K,)`` duals ``alpha_k |u_k|^2 / mu`` of the last W-update, in the
-        physical units ``kkt`` expects: ``kkt(H, lam, share, power)`` rebuilds W
-        up to a per-column phase.
+      lam: ``(K,)`` duals ``alpha_k |u_k|^2 / mu`` of the last W-update
+        (docs/model.md §3.2), in the physical units ``kkt`` expects:
+        ``kkt(H, lam, share, power)`` rebuilds W up to a per-column phase.
       share: ``(K,)`` power shares ``||W[:, k]||^2 / power``.
       sum_rates: ``(iterations + 1,)`` sum rate of the initial point and after
         each iteration (tolerance mode: NaN after the stopping iteration).
@@ -274,19 +275,25 @@ def _power_multiplier(d, c2, floor, steps: int = 20):
 def _wmmse_step(G, W):
     """One WMMSE iteration in noise- and power-normalised units (unit budget, unit noise).
 
-    JB eqs. (11)-(14): MMSE receivers ``u_k = (g_k w_k) / J_k``, weights
-    ``alpha_k = 1/e_k = J_k / (1 + interference_k)``, then
+    JB eqs. (11)-(14), docs/model.md §3.1: with ``J_k = sum_i |g_k w_i|^2 + 1``,
+    receivers ``u_k = (g_k w_k) / J_k`` (the conjugate of the MMSE equaliser),
+    weights ``alpha_k = 1/e_k = J_k / (1 + interference_k)``, then
     ``W = (sum_k alpha_k |u_k|^2 g_k^H g_k + mu I)^{-1} [alpha_k u_k g_k^H]_k``
-    with ``mu`` such that ``||W||_F^2 = 1`` (or ``mu`` at a tiny floor and a rescale
-    to full power when the budget is slack; scaling up never lowers the sum rate).
+    with ``mu >= 0`` the smallest value giving ``||W||_F^2 <= 1``. When the budget
+    is slack at ``mu = 0``, ``mu = 0`` is kept (plus the tiny regularising floor of
+    ``regularized_pinv``); in both cases W is then rescaled to ``||W||_F^2 = 1``
+    exactly (scaling up never lowers the sum rate).
 
     Numerics: with ``Gw = diag(sqrt(alpha) |u|) G`` and ``c = sqrt(alpha) u / |u|`` the
     update is ``W = Gw^H (Gw Gw^H + mu I)^{-1} diag(c)`` (push-through identity),
     i.e. ``regularized_pinv(Gw, mu) * c``: SVD-accurate forward values, implicit
     gradients. Interference is summed off the diagonal, never as ``J - |s|^2``.
-    ``mu`` is found by bisection on the SVD and differentiated implicitly
-    (``dmu = -dF / F'`` for ``F = ||W(mu)||^2 - 1``).
-    Returns the new W and the duals ``alpha |u|^2 / mu``.
+    ``mu`` solves the secular equation ``sum_n c2_n / (s_n^2 + mu)^2 = 1`` on the
+    SVD ``Gw = U diag(s) V^H`` (``c2_n = s_n^2 ||(U^H diag(c))[n]||^2``) by a fixed
+    number of monotone Newton steps (``_power_multiplier``) and is differentiated
+    implicitly on the active branch (``dmu = -dF / F'`` for ``F = ||W(mu)||^2 - 1``;
+    zero derivative when the budget is slack).
+    Returns the new W and the duals ``alpha |u|^2 / mu`` (``mu`` including the floor).
     """
     rdt = _real_dtype(G)
     K, N = G.shape
@@ -349,14 +356,18 @@ def wmmse(H, power, noise_power, *, iterations: int = 100, init="auto", tol=None
     Two modes:
 
     * ``tol=None`` (default): exactly ``iterations`` updates in a ``lax.scan``;
-      reverse-mode differentiable (unrolled), with exact implicit gradients of
-      the power multiplier and of the linear solve.
+      reverse-mode differentiable (unrolled), with implicit gradients of the
+      power multiplier and of the linear solve (the latter regularised only
+      along numerically null directions, see ``regularized_pinv``).
     * ``tol`` given: ``lax.while_loop`` that stops when the relative sum-rate change
       drops below ``tol`` (or after ``iterations``); forward use only.
 
     Internally the problem is normalised to unit noise and unit budget
     (``G = H sqrt(power / noise_power)``) so float32 stays well scaled; every
-    iterate meets the budget with equality and the sum rate never decreases.
+    iterate meets the budget with equality and the sum rate does not decrease
+    between iterations (up to float rounding). The power multiplier ``mu`` of
+    each update comes from the secular equation on an SVD (Newton's method, not
+    bisection); see ``_wmmse_step``.
 
     Args:
       H: ``(K, N)`` channel (any K; init ZF needs K <= N).

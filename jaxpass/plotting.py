@@ -72,12 +72,14 @@ def plot_method_rates(rates: dict, ax=None, ylabel: str = "sum rate [bps/Hz]", t
 
 
 def save_figure(fig, path):
-    """Save atomically (temp name then rename), so no half-written PNG is left behind."""
+    """Save atomically (unique temp name then rename), so no half-written PNG is left behind."""
     import os
 
-    path = os.fspath(path)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
-    plt.close(fig)
-    return path
+    from jaxpass.experiments.io import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return os.fspath(path)

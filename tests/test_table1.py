@@ -136,8 +136,8 @@ def test_tune_cli_bad_input_exits_2(tmp_path, capsys, content, extra, needle):
         (["reproduce", "table1", "--rows", "nope"], "invalid choice"),
         (["reproduce", "sweeps", "--figures", "nope"], "invalid choice"),
         (["tune", "--beamformer", "mrt"], "invalid choice"),
-        (["tune", "--steps", "0"], "positive integer"),
-        (["tune", "--learning-rate", "-1"], "positive"),
+        (["tune", "--steps", "0"], "steps must be >= 1, got 0"),
+        (["tune", "--learning-rate", "-1"], "learning_rate must be a finite number > 0 [m], got -1.0"),
     ],
 )
 def test_bad_arguments_exit_2(argv, needle, capsys):

@@ -57,13 +57,30 @@ def add_options(parser: argparse.ArgumentParser, options_cls, names=None, *, pre
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(f.default, tuple):
             kwargs.update(nargs="+", type=type(f.default[0]) if f.default else float)
-        elif f.default is None:
-            kwargs["type"] = f.metadata.get("type", float)
         else:
-            kwargs["type"] = type(f.default)
+            convert = f.metadata.get("type", float) if f.default is None else type(f.default)
+            kwargs["type"] = convert if "choices" in f.metadata else _checked(options_cls, name, convert)
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kwargs)
+
+
+def _checked(options_cls, name: str, convert):
+    """argparse type: ``convert(text)``, validated by the options class (a usage error names the rule)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {convert.__name__}, got {text!r}") from None
+        try:
+            options_cls(**{name: value})
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    parse.__name__ = convert.__name__
+    return parse
 
 
 def options_from_args(args, options_cls, names=None, *, prefix: str = ""):

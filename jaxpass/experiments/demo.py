@@ -115,7 +115,7 @@ def write_demo(cfg: PassConfig, results, users, X, out_dir, *, preset_name: str,
                      "ms_per_drop": r.ms_per_drop, "compile_s": r.compile_s}
             for r in results
         },
-        "environment": environment(),
+        "env": environment(),
     }
     paths = {
         "json": write_json(os.path.join(out_dir, "demo.json"), payload),

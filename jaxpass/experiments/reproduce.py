@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from jaxpass.experiments.cli_args import UserError, positive_int
@@ -23,17 +24,21 @@ def _out_dir(args) -> str:
     return QUICK_OUT if args.quick else DEFAULT_OUT
 
 
+def _given(args, **fields) -> dict:
+    """The settings the user gave on the command line: ``{name: convert(value)}`` for set, non-empty flags."""
+    out = {}
+    for name, convert in fields.items():
+        value = getattr(args, name)
+        if value is not None and value != []:
+            out[name] = convert(value) if convert else value
+    return out
+
+
 def _cmd_table1(args) -> int:
     from jaxpass.experiments import table1
 
     s = table1.quick_settings() if args.quick else table1.Settings()
-    if args.drops is not None:
-        s.drops = args.drops
-    s.seed = args.seed
-    if args.num_pinches:
-        s.num_pinches = tuple(args.num_pinches)
-    if args.rows:
-        s.rows = tuple(args.rows)
+    s = dataclasses.replace(s, seed=args.seed, **_given(args, drops=None, num_pinches=tuple, rows=tuple))
     try:
         for L in s.num_pinches:
             table1.table_config(L, s.power_dbm)
@@ -52,13 +57,7 @@ def _cmd_sweeps(args) -> int:
     from jaxpass.experiments import sweeps
 
     s = sweeps.quick_settings() if args.quick else sweeps.Settings()
-    if args.drops is not None:
-        s.drops = args.drops
-    s.seed = args.seed
-    if args.figures:
-        s.figures = tuple(args.figures)
-    if args.methods:
-        s.methods = tuple(args.methods)
+    s = dataclasses.replace(s, seed=args.seed, **_given(args, drops=None, figures=tuple, methods=tuple))
     print(f"jaxpass reproduce sweeps: figures {', '.join(s.figures)}, {s.drops} drops (seed {s.seed})"
           f"{' [quick]' if args.quick else ''}", flush=True)
     results = sweeps.run_sweeps(s)

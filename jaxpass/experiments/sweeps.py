@@ -51,7 +51,7 @@ _AXES = {"power": ("power_dbm", "P [dBm]"), "pinches": ("num_pinches", "L (pinch
          "length": ("length_x", "S_x [m]")}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     figures: tuple = FIGURES
     methods: tuple = tuple(METHODS)
@@ -174,7 +174,7 @@ def run_sweeps(settings: Settings | None = None) -> dict:
 def markdown(results: dict) -> str:
     """One markdown table per sweep: mean sum rate [bps/Hz] per method and point."""
     lines = []
-    for figure, res in results["figures"].items():
+    for res in results["figures"].values():
         methods = list(res["methods"])
         lines += [f"### sum rate [bps/Hz] vs {res['xlabel']}", "",
                   "| " + res["xlabel"] + " | " + " | ".join(METHODS[m] for m in methods) + " |",
@@ -219,7 +219,7 @@ def write_outputs(results: dict, out_dir) -> dict:
     s = results["settings"]
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s).items()}
     payload = {"experiment": "sweeps", "settings": settings, "figures": results["figures"],
-               "wall_s": results["wall_s"], "environment": environment()}
+               "wall_s": results["wall_s"], "env": environment()}
     return {"json": write_json(os.path.join(out_dir, "sweeps.json"), payload),
             "markdown": write_text(os.path.join(out_dir, "sweeps.md"), markdown(results) + "\n"),
             "figure": save_figure(plot(results), os.path.join(out_dir, "sweeps.png"))}

@@ -71,7 +71,7 @@ TARGET_MEAN = 82.0
 TARGET_SECONDS_PER_DROP = 2.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     """Sizes and iteration counts of one table run (defaults: the full table)."""
 
@@ -308,33 +308,30 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def ratios(results: dict) -> dict:
+    """``<tune row>_over_uniform_wmmse@L=<L>``: mean sum-rate ratios of the tuning rows over uniform + WMMSE."""
+    out = {}
+    for L, rows in results["tables"].items():
+        by = {r.row: float(np.mean(r.rates)) for r in rows}
+        base = by.get("uniform_wmmse")
+        if base:
+            out.update({f"{row}_over_uniform_wmmse@L={L}": mean / base for row, mean in by.items()
+                        if row.startswith("tune_")})
+    return out
+
+
 def payload(results: dict) -> dict:
-    """JSON-ready dict of a :func:`run_table1` result."""
+    """The one JSON format of a :func:`run_table1` result (``jaxpass reproduce table1`` and the benchmark)."""
     s = results["settings"]
-    return {"experiment": "table1", "settings": dataclasses.asdict(s) | {"rows": list(s.rows),
+    return {"experiment": "table1", "schema_version": 2, "ratios": ratios(results), "settings": dataclasses.asdict(s) | {"rows": list(s.rows),
                                                                        "num_pinches": list(s.num_pinches)},
             "tables": {f"L={L}": [r.summary() for r in rows] for L, rows in results["tables"].items()},
             "paper_only": {f"L={L}": v for L, v in PAPER_ONLY.items()},
-            "acceptance": results["acceptance"], "wall_s": results["wall_s"], "environment": environment()}
+            "acceptance": results["acceptance"], "wall_s": results["wall_s"], "env": environment()}
 
 
 def write_outputs(results: dict, out_dir) -> dict:
     """Write ``table1.json`` and ``table1.md`` to ``out_dir`` (atomically)."""
     os.makedirs(out_dir, exist_ok=True)
-    return {"json": write_json(os.path.join(out_dir, "table1.json"), _jsonable(payload(results))),
+    return {"json": write_json(os.path.join(out_dir, "table1.json"), payload(results)),
             "markdown": write_text(os.path.join(out_dir, "table1.md"), markdown(results) + "\n")}
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    return obj

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_int
-from jaxpass.experiments.io import compile_and_run, environment, write_json
+from jaxpass.experiments.io import atomic_path, compile_and_run, environment, write_json
 from jaxpass.optimize.positions import TuneOptions
 
 #: the tuning options the ``tune`` command exposes (defaults and help from :class:`TuneOptions`)
@@ -146,10 +146,9 @@ def write_tune(cfg, users, res, out_dir, *, options, source, seconds, compile_s,
     rates = np.asarray(res.sum_rate, np.float64)
     feasible = np.asarray(is_feasible(cfg, res.positions))
     npz_path = os.path.join(out_dir, "tune.npz")
-    tmp = npz_path + ".tmp.npz"
-    np.savez(tmp, users=np.asarray(users), positions=np.asarray(res.positions), W=np.asarray(res.W),
-             sum_rate=rates, history=np.asarray(res.history), start_rate=np.asarray(res.start_rate))
-    os.replace(tmp, npz_path)
+    with atomic_path(npz_path) as tmp:
+        np.savez(tmp, users=np.asarray(users), positions=np.asarray(res.positions), W=np.asarray(res.W),
+                 sum_rate=rates, history=np.asarray(res.history), start_rate=np.asarray(res.start_rate))
     B = len(rates)
     summary = {
         "source": source, "preset": preset_name,
@@ -161,7 +160,7 @@ def write_tune(cfg, users, res, out_dir, *, options, source, seconds, compile_s,
         "start_rate_mean": float(np.mean(np.asarray(res.start_rate))),
         "all_feasible": bool(feasible.all()),
         "ms_per_drop": 1e3 * seconds / B, "compile_s": compile_s,
-        "environment": environment(),
+        "env": environment(),
     }
     paths = {"npz": npz_path, "json": write_json(os.path.join(out_dir, "tune.json"), summary)}
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
