@@ -269,7 +269,7 @@ def _waveguide_loss(cfg: PassConfig, X):
 def pinch_response(cfg: PassConfig, X, amplitudes=None, *, method: str = "auto"):
     """In-waveguide response ``g[n,l] = a e^{-j kappa n_eff x} 10^{-alpha x/20}``, ``(N, L)`` complex.
 
-    JB eq. (4) / docs/model.md §2. ``amplitudes``: optional ``(N, L)`` or ``(L,)`` override.
+    JB eq. (3) / docs/model.md §2. ``amplitudes``: optional ``(N, L)`` or ``(L,)`` override.
     """
     X = jnp.asarray(X)
     if not is_tracer(X):
@@ -282,7 +282,7 @@ def pinch_response(cfg: PassConfig, X, amplitudes=None, *, method: str = "auto")
 
 
 def free_space_links(cfg: PassConfig, X, users, *, method: str = "auto"):
-    """``h[k,n,l] = sqrt(beta) e^{-j kappa r} / r``, shape ``(K, N, L)`` complex (JB eq. (2))."""
+    """``h[k,n,l] = sqrt(beta) e^{-j kappa r} / r``, shape ``(K, N, L)`` complex (JB eq. (4))."""
     _, inv_r, t, _ = _pinch_links(cfg, X, users)
     c, s = cis_cycles(t, method)
     mag = jnp.sqrt(jnp.asarray(cfg.beta, t.dtype)) * inv_r
@@ -333,8 +333,8 @@ def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, m
         return jnp.sum(mag * c, axis=-1), jnp.sum(mag * s, axis=-1)
 
     # Sum over pinches in blocks of at most _PINCH_BLOCK: XLA CPU keeps a block in one
-    # fused loop, while a longer sum spills (B, L, K, N) temporaries (measured at
-    # batch 16384: L = 32 375 -> 775 M path-elem/s, L = 64 110 -> 311 M).
+    # fused loop, while a longer sum spills (B, L, K, N) temporaries (the channel_vs_L
+    # section of benchmarks/throughput.py measures the effect).
     re = im = 0.0
     for start in range(0, L, _PINCH_BLOCK):
         a, b = partial_sum(slice(start, min(start + _PINCH_BLOCK, L)))

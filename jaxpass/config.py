@@ -243,7 +243,7 @@ class PassConfig:
 
     @classmethod
     def two_timescale(cls, **overrides) -> PassConfig:
-        """TT §V: K = N = 4, L = 8, 20 x 10 m, P = 20 dBm (grid 12..28), sigma^2 = -90 dBm;
+        """TT §IV: K = N = 4, L = 8, 20 x 10 m, P = 20 dBm (grid 12..28), sigma^2 = -90 dBm;
         remaining physics as JB (docs/model.md §4): the JB preset at 20 dBm."""
         return cls.joint_beamforming(**{"power_dbm": 20.0, **overrides})
 

@@ -28,7 +28,7 @@ def received_gains(H, W):
 
 
 def sinr(H, W, noise_power):
-    """``SINR_k = |H[k] W[:,k]|^2 / (sum_{i != k} |H[k] W[:,i]|^2 + sigma^2)``, shape ``(K,)`` (JB eq. (5))."""
+    """``SINR_k = |H[k] W[:,k]|^2 / (sum_{i != k} |H[k] W[:,i]|^2 + sigma^2)``, shape ``(K,)`` (JB eq. (9))."""
     _check_hw(H, W)
     P = received_gains(H, W)
     signal = jnp.diagonal(P)
