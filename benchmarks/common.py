@@ -4,10 +4,9 @@ Timing protocol:
 
 1. compile first: ``jax.jit(fn).lower(*args).compile(compiler_options)`` is
    timed on its own (``compile_s`` = trace + lower + XLA compile).
-   ``compiler_options`` is per case: the benchmarks pass
-   ``jaxpass.compiler_options()`` for jaxpass's own code (which makes the
-   compilation identical to ``jaxpass.jit``, jaxpass's recommended way to
-   compile) and ``None`` (plain ``jax.jit``) for the reference implementations;
+   ``compiler_options`` is per case and ``None`` (plain ``jax.jit``) unless a
+   benchmark compares an explicit per-compilation XLA option (the throughput
+   benchmark's ``jp_jit`` rows);
 2. one untimed warm-up call of the compiled executable (``warmup_s`` is
    recorded, never used as a throughput);
 3. timed calls, each followed by ``jax.block_until_ready``, until at least
@@ -188,8 +187,7 @@ def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_ti
       jit: compile with ``jax.jit`` first and report ``compile_s``.
       compiler_options: XLA options for this compilation only
         (``Lowered.compile(compiler_options)``, the same executable as
-        ``jax.jit(fn, compiler_options=...)``). Pass ``jaxpass.compiler_options()``
-        to time jaxpass code as ``jaxpass.jit`` compiles it; ``None`` = plain ``jax.jit``.
+        ``jax.jit(fn, compiler_options=...)``); ``None`` = plain ``jax.jit``.
 
     Returns:
       A ``Timing``; ``.output`` holds the warm-up call's result (for accuracy checks).
@@ -218,9 +216,8 @@ def time_fn(fn: Callable, *args, repeats: int = 5, min_time: float = 0.5, max_ti
 class Case:
     """One contender of an interleaved comparison: ``fn(*args)``, compiled with ``jax.jit`` if ``jit``.
 
-    ``compiler_options`` go to ``Lowered.compile`` for this case only:
-    ``jaxpass.compiler_options()`` for jaxpass rows (= ``jaxpass.jit``),
-    ``None`` for references written the way a straightforward user would (plain ``jax.jit``).
+    ``compiler_options`` go to ``Lowered.compile`` for this case only
+    (``None``, the default, = plain ``jax.jit``).
     """
 
     fn: Callable

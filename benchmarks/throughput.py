@@ -5,67 +5,80 @@ benchmarks``). Everything is compiled first and timed with
 ``jax.block_until_ready`` (see ``benchmarks.common``); every comparison is made
 side by side in the same process, so read the *ratios*, not the absolute times.
 
-Compilation: every ``jaxpass`` row (jaxpass's own code: channel, grad, the L
-and K sweeps, WMMSE, and the jaxpass kernels of the ceiling section) is
-compiled the way jaxpass recommends, i.e. as ``jaxpass.jit`` does: ``jax.jit``
-plus ``jaxpass.compiler_options()`` (on CPU ``{"xla_cpu_experimental_ynn_fusion_type":
-""}``; ``None`` on GPU/TPU, where ``jaxpass.jit`` *is* ``jax.jit``). The
-reference implementations (``naive_jax``, ``plain`` WMMSE, ``jnp.sin``, the
-matmul) keep plain ``jax.jit``: they stand for what a straightforward user
-writes. Each record carries the options it was compiled with.
+Compilation: every row is compiled with plain ``jax.jit`` and no
+per-compilation options, jaxpass's own code included: the ``jaxpass`` rows
+measure what a user composing jaxpass under their own ``jax.jit(jax.vmap(...))``
+gets. Importing jaxpass sets XLA's CPU flag
+``--xla_cpu_experimental_ynn_fusion_type=`` process-wide (see
+``jaxpass.compile``); whether it is in effect in the benchmark's process is
+recorded as ``config["xla_defaults_active"]``. The one exception is the
+``jp_jit`` rows of the channel and grad sections: the same jaxpass code
+compiled with the explicit per-compilation option
+``jaxpass.compile._CPU_OPTIONS`` (``{"xla_cpu_experimental_ynn_fusion_type":
+""}``), the way ``jp.jit`` compiled before the flag was set process-wide. They
+exist on the CPU backend with a jaxlib that knows the flag
+(``jaxpass.compile._jaxlib_knows_flag()``) and are skipped elsewhere. Their
+ratio to the plain ``jax.jit`` rows (``<what>_jax_jit_over_jp_jit``, ~1 when
+the process-wide flag works) checks that a user's plain ``jax.jit`` gets the
+fast path. Each record carries the options it was compiled with.
 
 Sections (ids used in the JSON ``records``):
 
-* ``channel``: ``jaxpass.jit(jax.vmap(effective_channel))`` at each batch size,
-  next to ``naive_jax`` (``jnp.exp(-1j * kappa * r)`` straight from docs/model.md §2,
-  no cycle reduction, jitted + vmapped) and ``numpy_loop`` (a per-drop Python
-  loop over NumPy float64, ``np.exp`` of the complex phase; timed on a subset).
-  Accuracy of the float32 paths against the NumPy float64 loop is recorded.
-  Where ``jaxpass.compiler_options()`` is not ``None`` (CPU) a what-if row
-  ``jaxpass_default_xla`` times the same jaxpass code compiled with plain
-  ``jax.jit`` (XLA's default options: on CPU the L-sum goes to YNNPACK custom
-  fusions), so both compilations are visible side by side; elsewhere the two
-  would be the same executable and the row is skipped.
-* ``grad``: ``jaxpass.jit(jax.vmap(jax.value_and_grad(loss)))`` with ``loss(X, users)
+* ``channel``: ``jax.jit(jax.vmap(effective_channel))`` (impl ``jaxpass``) at
+  each batch size, next to ``naive_jax`` (``jnp.exp(-1j * kappa * r)``
+  straight from docs/model.md §2, no cycle reduction, jitted + vmapped),
+  ``numpy_loop`` (a per-drop Python loop over NumPy float64, ``np.exp`` of the
+  complex phase; timed on a subset) and ``jp_jit`` (see above), all timed
+  interleaved per batch. Accuracy of the float32 paths against the NumPy
+  float64 loop is recorded.
+* ``grad``: ``jax.jit(jax.vmap(jax.value_and_grad(loss)))`` with ``loss(X, users)
   = sum_rate(H, zf(H, P), sigma^2)``, ``H = effective_channel(cfg, X, users)``:
   one "drop-step" is one loss value plus its gradient w.r.t. the ``(N, L)``
   positions. Own batch list (``grad_batches``, includes 4096, the acceptance
-  size); timed interleaved with its ``jaxpass_default_xla`` what-if row (same
-  rule as the channel's).
+  size); timed interleaved with its ``jp_jit`` row at every batch.
 * ``channel_vs_L`` / ``channel_vs_K``: channel forward at one batch size
   for L in {8, 16, 32, 64} and K = N in {2, 4, 8}.
 * ``wmmse``: ``jp.beamforming.wmmse(H, P, sigma^2, iterations=I)`` next to
   ``plain`` (the textbook WMMSE written here: ``jnp.linalg.inv`` per iteration,
-  bisection on the power multiplier by re-solving), both vmapped, jaxpass's
-  compiled as ``jaxpass.jit``, ``plain`` with ``jax.jit``; same ZF-type start,
-  same iteration count.
+  bisection on the power multiplier by re-solving), both vmapped and jitted,
+  same ZF-type start, same iteration count.
 * ``ceiling``: the machine's reference speeds: NumPy ``np.sin`` and XLA
   ``jnp.sin`` on float32 arguments in [0, 1e4) rad (elements/s),
-  ``jaxpass.phase.cis_cycles`` alone (elements/s, one cos/sin pair per element)
-  and a jitted float32 matmul (FLOP/s, ``2 n^3`` per product).
+  ``jaxpass.phase.cis_cycles`` alone (elements/s, one cos/sin pair per
+  element), all three on ``ceiling_elements`` = as many elements as the
+  channel has path elements at the largest batch, and a jitted float32 matmul
+  (FLOP/s, ``2 n^3`` per product); timed interleaved with the channel at the
+  largest batch (impl ``channel_jaxpass``).
 
-A full run ends with an informational "acceptance" block (never an assert,
-never a non-zero exit): channel forward path-elements/s at batch 16384
-(target >= 500 M/s), grad drop-steps/s at batch 4096 (>= 400 k/s) and the
-WMMSE jaxpass/plain ratio at batch 4096 (>= 3x), each marked PASS or BELOW
-(``not measured`` where the run did not time that size, e.g. ``--quick``).
+A run ends with an informational "acceptance" block (never an assert, never a
+non-zero exit), each target marked PASS or BELOW (``not measured`` where the
+run did not time that size, e.g. ``--quick``, or has no ``jp_jit`` row):
+channel forward path-elements/s at batch 16384 (>= 500 M/s), grad
+drop-steps/s at batch 4096 (>= 400 k/s), the WMMSE jaxpass/plain ratio at
+batch 4096 (>= 3x), channel ``jax.jit``/``jp.jit`` at batch 16384 (>= 0.9x),
+grad ``jax.jit``/``jp.jit`` at batch 4096 (>= 0.9x) and channel
+path-elements/s over NumPy ``np.sin`` elements/s at batch 16384 (same array
+size; >= 0.35x).
 
 JSON layout (``<out>/throughput-<device>.json``, schema_version 1)::
 
     {
       "benchmark": "throughput", "schema_version": 1, "quick": bool,
       "env":    {"device", "platform", "jax_version", "jaxlib_version", "numpy_version",
-                 "cpu_count", "date_utc", "git", ...},
+                 "cpu_count", "xla_flags", "date_utc", "git", ...},
       "config": {"preset", "dtype", "K", "N", "L", "batches", "grad_batches", "L_values",
                  "K_values", "sweep_batch", "numpy_drops", "wmmse_batch", "wmmse_iterations",
-                 "jaxpass_compiler_options", ...},
+                 "ceiling_elements", "xla_defaults_active": bool,
+                 "jp_jit_compiler_options": {"xla_cpu_experimental_ynn_fusion_type": ""} or null,
+                                              # null: no jp_jit rows in this run
+                 ...},
       "records": [
         {"id": "channel/jaxpass/B=1024",      # unique: section/impl/params
          "section": "channel", "impl": "jaxpass",
          "params":  {"batch": 1024, "K": 4, "N": 4, "L": 8},
          "repeats": 17,                       # timed calls behind the statistics
-         "compiler_options": {"xla_cpu_experimental_ynn_fusion_type": ""} or null,
-                                              # null: plain jax.jit (or not compiled: numpy)
+         "compiler_options": null,            # per-compilation options: null = plain jax.jit
+                                              # (or not compiled: numpy); jp_jit rows carry theirs
          "metrics": {"median_s", "min_s", "max_s", "q1_s", "q3_s", "compile_s",
                      "drops_per_s", "path_elements_per_s", ...},
          "memory":   {"peak_bytes_per_drop", "temp_bytes_per_drop", ...} or null,
@@ -74,8 +87,9 @@ JSON layout (``<out>/throughput-<device>.json``, schema_version 1)::
       ],
       "ratios": {"channel_jaxpass_over_numpy_loop": 123.4, ...},
       "acceptance": [                         # informational, see above
-        {"name": "channel_path_elements_per_s@B=16384", "value": 6.1e8 or null,
-         "target": 5e8, "unit": "path-elements/s", "status": "PASS" | "BELOW" | "not measured"},
+        {"name": "channel forward path-elements/s@B=16384", "section": "channel", "batch": 16384,
+         "key": "path_elements_per_s", "value": 6.1e8 or null, "target": 5e8,
+         "unit": "path-elem/s", "status": "PASS" | "BELOW" | "not measured"},
         ...],
       "wall_s": 123.4
     }
@@ -89,9 +103,10 @@ drop); ``grad`` -> ``drop_steps_per_s``; ``wmmse`` -> ``drops_per_s``;
 NumPy ceiling have no ``compile_s``. Ratio keys are ``<what>_<a>_over_<b>``
 (``a``'s throughput divided by ``b``'s; > 1 means ``a`` is faster), with an
 ``@B=<batch>`` suffix for per-batch values: ``channel_jaxpass_over_{naive_jax,
-numpy_loop}[@B=..]``, ``channel_jaxpass_over_jaxpass_default_xla@B=..`` and
-``grad_jaxpass_over_jaxpass_default_xla@B=..`` (what ``jaxpass.compiler_options()``
-buys; only where it is not None), ``wmmse_jaxpass_over_plain``,
+numpy_loop}[@B=..]``, ``channel_jax_jit_over_jp_jit@B=..`` and
+``grad_jax_jit_over_jp_jit@B=..`` (the ``jaxpass`` row over the ``jp_jit`` row;
+> 1 means plain ``jax.jit`` is faster; only where ``jp_jit`` rows exist),
+``wmmse_jaxpass_over_plain``,
 ``channel_path_elements_over_{numpy_sin,jax_sin,jaxpass_cis}``,
 ``channel_path_elements_per_matmul_flop``.
 """
@@ -109,6 +124,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxpass as jp
+import jaxpass.compile as jp_compile
 from benchmarks import common
 from benchmarks.common import fmt_num, fmt_ratio, fmt_time, log, markdown_table
 
@@ -124,7 +140,6 @@ FULL = dict(
     wmmse_batch=4096,
     wmmse_iterations=100,
     plain_bisection_steps=30,
-    sin_elements=2**20,
     matmul_n=2048,
     repeats=5,
     min_time=1.0,
@@ -140,7 +155,6 @@ QUICK = dict(
     wmmse_batch=64,
     wmmse_iterations=10,
     plain_bisection_steps=30,
-    sin_elements=2**18,
     matmul_n=256,
     repeats=3,
     min_time=0.02,
@@ -297,20 +311,18 @@ def plain_wmmse(H, power, noise_power, *, iterations: int = 100, bisection_steps
 
 
 # ---------------------------------------------------------------- helpers
-def jaxpass_options() -> dict | None:
-    """The XLA options of jaxpass rows: ``jaxpass.compiler_options()`` (what ``jaxpass.jit`` adds).
+def jp_jit_options() -> dict | None:
+    """The per-compilation XLA options of the ``jp_jit`` rows, or ``None`` when those rows are skipped.
 
-    On CPU (with an XLA that knows it) ``{"xla_cpu_experimental_ynn_fusion_type": ""}``,
-    which keeps the channel's L-sum out of YNNPACK custom fusions so the whole
-    channel fuses into one loop; ``None`` elsewhere. Passed per compilation
-    (``Lowered.compile``), which gives the same executable as ``jaxpass.jit``.
+    ``jaxpass.compile._CPU_OPTIONS`` (``{"xla_cpu_experimental_ynn_fusion_type": ""}``)
+    on the CPU backend with a jaxlib that knows the flag: the option
+    ``jp.jit`` passed to every compilation before jaxpass set the same flag
+    process-wide at import. Elsewhere (GPU, TPU, older jaxlib) there is no such
+    option and ``None`` is returned.
     """
-    return jp.compiler_options()
-
-
-def default_xla_rows() -> bool:
-    """Whether the ``jaxpass_default_xla`` what-if rows differ from the jaxpass rows (options not None)."""
-    return jaxpass_options() is not None
+    if jax.default_backend() != "cpu" or not jp_compile._jaxlib_knows_flag():
+        return None
+    return dict(jp_compile._CPU_OPTIONS)
 
 
 _ID_KEYS = {"channel": ("batch", "paired_batch"), "grad": ("batch",), "channel_vs_L": ("L",),
@@ -343,6 +355,11 @@ def _rel_errors(H, H_ref) -> dict:
     return {"median_rel_err": float(np.median(err)), "max_rel_err": float(np.max(err))}
 
 
+def ceiling_elements(cfg: jp.PassConfig, s: dict) -> int:
+    """Array size of the ceiling's elementwise kernels: the channel's path elements at the largest batch."""
+    return max(s["batches"]) * paths_per_drop(cfg)
+
+
 def _timing_kw(s):
     return dict(repeats=s["repeats"], min_time=s["min_time"], max_time=s["max_time"])
 
@@ -351,12 +368,12 @@ def _timing_kw(s):
 def bench_channel(cfg, s, records, ratios):
     """(a) + (c): channel forward next to its references (interleaved per batch), then (b) the gradient.
 
-    jaxpass rows are compiled with ``jaxpass_options()`` (= ``jaxpass.jit``); the
-    references and the ``jaxpass_default_xla`` what-if rows with plain ``jax.jit``.
+    Every row is compiled with plain ``jax.jit`` except ``jp_jit``: the same
+    jaxpass code compiled with ``jp_jit_options()`` (only where that is not None).
     """
     P = paths_per_drop(cfg)
-    opts = jaxpass_options()
-    what_if = default_xla_rows()
+    opts = jp_jit_options()
+    with_jp_jit = opts is not None
     chan = jaxpass_channel(cfg)
     naive = naive_jax_channel(cfg)
     params0 = dict(K=cfg.num_users, N=cfg.num_waveguides, L=cfg.num_pinches)
@@ -367,21 +384,21 @@ def bench_channel(cfg, s, records, ratios):
     Xr_np, ur_np = np.asarray(Xr), np.asarray(ur)
     ref_fn = numpy_channel_loop(cfg)
     H_ref = ref_fn(Xr_np, ur_np)
-    acc = {"jaxpass": _rel_errors(jp.jit(chan)(Xr, ur), H_ref),
+    acc = {"jaxpass": _rel_errors(jax.jit(chan)(Xr, ur), H_ref),
            "naive_jax": _rel_errors(jax.jit(naive)(Xr, ur), H_ref)}
-    if what_if:
-        acc["jaxpass_default_xla"] = _rel_errors(jax.jit(chan)(Xr, ur), H_ref)
+    if with_jp_jit:
+        acc["jp_jit"] = _rel_errors(jax.jit(chan).lower(Xr, ur).compile(opts)(Xr, ur), H_ref)
     for B in s["batches"]:
         X, users = make_drops(cfg, B)
         log(f"[throughput] channel B={B}: jaxpass | naive_jax | numpy_loop ({n_ref} drops)"
-            + (" | jaxpass_default_xla" if what_if else "") + ", interleaved")
+            + (" | jp_jit" if with_jp_jit else "") + ", interleaved")
         cases = {
-            "jaxpass": common.Case(chan, (X, users), compiler_options=opts),
+            "jaxpass": common.Case(chan, (X, users)),
             "naive_jax": common.Case(naive, (X, users)),
             "numpy_loop": common.Case(ref_fn, (Xr_np, ur_np), jit=False),
         }
-        if what_if:
-            cases["jaxpass_default_xla"] = common.Case(chan, (X, users))
+        if with_jp_jit:
+            cases["jp_jit"] = common.Case(chan, (X, users), compiler_options=opts)
         t = common.time_interleaved(cases, **_timing_kw(s))
         rate = {k: v.per_second(B if k != "numpy_loop" else n_ref) for k, v in t.items()}
         for impl in [k for k in cases if k != "numpy_loop"]:
@@ -393,8 +410,8 @@ def bench_channel(cfg, s, records, ratios):
                                dict(drops_per_s=rate["numpy_loop"], path_elements_per_s=rate["numpy_loop"] * P)))
         ratios[f"channel_jaxpass_over_naive_jax@B={B}"] = rate["jaxpass"] / rate["naive_jax"]
         ratios[f"channel_jaxpass_over_numpy_loop@B={B}"] = rate["jaxpass"] / rate["numpy_loop"]
-        if what_if:
-            ratios[f"channel_jaxpass_over_jaxpass_default_xla@B={B}"] = rate["jaxpass"] / rate["jaxpass_default_xla"]
+        if with_jp_jit:
+            ratios[f"channel_jax_jit_over_jp_jit@B={B}"] = rate["jaxpass"] / rate["jp_jit"]
 
     Bmax = max(s["batches"])
     ratios["channel_jaxpass_over_numpy_loop"] = ratios[f"channel_jaxpass_over_numpy_loop@B={Bmax}"]
@@ -403,10 +420,10 @@ def bench_channel(cfg, s, records, ratios):
     grad = jax.vmap(jax.value_and_grad(zf_sum_rate_wrt_positions(cfg)))
     for B in s["grad_batches"]:
         X, users = make_drops(cfg, B)
-        log(f"[throughput] grad B={B}: jaxpass" + (" | jaxpass_default_xla, interleaved" if what_if else ""))
-        cases = {"jaxpass": common.Case(grad, (X, users), compiler_options=opts)}
-        if what_if:
-            cases["jaxpass_default_xla"] = common.Case(grad, (X, users))
+        log(f"[throughput] grad B={B}: jaxpass" + (" | jp_jit, interleaved" if with_jp_jit else ""))
+        cases = {"jaxpass": common.Case(grad, (X, users))}
+        if with_jp_jit:
+            cases["jp_jit"] = common.Case(grad, (X, users), compiler_options=opts)
         t = common.time_interleaved(cases, **_timing_kw(s))
         for impl, ti in t.items():
             value, g = ti.output
@@ -415,9 +432,8 @@ def bench_channel(cfg, s, records, ratios):
                                    common.memory_per_item(ti.compiled, B),
                                    {"mean_sum_rate": float(jnp.mean(value)),
                                     "nonfinite_grads": float(jnp.sum(~jnp.isfinite(g)))}))
-        if what_if:
-            ratios[f"grad_jaxpass_over_jaxpass_default_xla@B={B}"] = (t["jaxpass"].per_second(B)
-                                                                     / t["jaxpass_default_xla"].per_second(B))
+        if with_jp_jit:
+            ratios[f"grad_jax_jit_over_jp_jit@B={B}"] = t["jaxpass"].per_second(B) / t["jp_jit"].per_second(B)
 
 
 def bench_sweeps(s, records, ratios):
@@ -428,7 +444,7 @@ def bench_sweeps(s, records, ratios):
         for v in values:
             cfg = base_config(num_pinches=v) if key == "L" else base_config(num_users=v, num_waveguides=v)
             cfgs[v] = cfg
-            cases[v] = common.Case(jaxpass_channel(cfg), make_drops(cfg, B), compiler_options=jaxpass_options())
+            cases[v] = common.Case(jaxpass_channel(cfg), make_drops(cfg, B))
         log(f"[throughput] {section}: {key} in {tuple(values)}, B={B}, interleaved")
         timings = common.time_interleaved(cases, **_timing_kw(s))
         for v, t in timings.items():
@@ -444,14 +460,13 @@ def bench_wmmse(cfg, s, records, ratios):
     """(e): jaxpass WMMSE vs the plain textbook version, same batch and iteration count, interleaved."""
     B, iters = s["wmmse_batch"], s["wmmse_iterations"]
     X, users = make_drops(cfg, B, seed=2)
-    H = jax.block_until_ready(jp.jit(jaxpass_channel(cfg))(X, users))
+    H = jax.block_until_ready(jax.jit(jaxpass_channel(cfg))(X, users))
     power, noise = cfg.power, cfg.noise_power
     rate_fn = jax.jit(jax.vmap(lambda H, W: jp.sum_rate(H, W, noise)))
     params = dict(batch=B, K=cfg.num_users, N=cfg.num_waveguides, iterations=iters)
     log(f"[throughput] wmmse B={B} iterations={iters}: jaxpass | plain, interleaved")
     timings = common.time_interleaved({
-        "jaxpass": common.Case(jax.vmap(lambda H: jp.beamforming.wmmse(H, power, noise, iterations=iters)), (H,),
-                               compiler_options=jaxpass_options()),
+        "jaxpass": common.Case(jax.vmap(lambda H: jp.beamforming.wmmse(H, power, noise, iterations=iters)), (H,)),
         "plain": common.Case(jax.vmap(lambda H: plain_wmmse(H, power, noise, iterations=iters,
                                                             bisection_steps=s["plain_bisection_steps"])), (H,)),
     }, **_timing_kw(s))
@@ -466,8 +481,13 @@ def bench_wmmse(cfg, s, records, ratios):
 
 
 def bench_ceiling(cfg, s, records, ratios):
-    """(f): NumPy/XLA sine, jaxpass's cis kernel and a float32 matmul, interleaved with the channel itself."""
-    n = s["sin_elements"]
+    """(f): NumPy/XLA sine, jaxpass's cis kernel and a float32 matmul, interleaved with the channel itself.
+
+    The elementwise kernels run on as many elements as the channel has path
+    elements at the largest batch (``ceiling_elements(cfg, s)``), so
+    ``channel_path_elements_over_numpy_sin`` compares equal array sizes.
+    """
+    n = ceiling_elements(cfg, s)
     x = np.random.default_rng(0).uniform(0.0, 1e4, n).astype(np.float32)
     buf = np.empty_like(x)
     xd = jax.device_put(x)
@@ -481,9 +501,9 @@ def bench_ceiling(cfg, s, records, ratios):
     t = common.time_interleaved({
         "numpy_sin": common.Case(lambda: np.sin(x, out=buf), jit=False),
         "jax_sin": common.Case(jnp.sin, (xd,)),
-        "jaxpass_cis": common.Case(lambda c: jp.phase.cis_cycles(c), (cycles,), compiler_options=jaxpass_options()),
+        "jaxpass_cis": common.Case(lambda c: jp.phase.cis_cycles(c), (cycles,)),
         "jax_matmul": common.Case(jnp.matmul, (a, b)),
-        "channel_jaxpass": common.Case(jaxpass_channel(cfg), make_drops(cfg, B), compiler_options=jaxpass_options()),
+        "channel_jaxpass": common.Case(jaxpass_channel(cfg), make_drops(cfg, B)),
     }, **_timing_kw(s))
     for impl in ("numpy_sin", "jax_sin", "jaxpass_cis"):
         params = dict(n=n) if impl != "jaxpass_cis" else dict(n=n, method=jp.phase.resolve_method(jnp.float32))
@@ -520,23 +540,37 @@ def ceiling_ratios(records, s, ratios):
 
 
 # ---------------------------------------------------------------- report
-def _compile_note(records) -> str:
-    opts = next((r["compiler_options"] for r in records if r["impl"] == "jaxpass"), None)
-    shown = f"`{json.dumps(opts)}`" if opts else ""
-    return ("Compilation: `jaxpass` rows as `jaxpass.jit` compiles them (`jax.jit` + `jaxpass.compiler_options()`"
-            + (f" = {shown}" if shown else ", None on this backend: plain `jax.jit`")
-            + "); references (naive JAX, plain WMMSE, jnp.sin, matmul) and `jaxpass_default_xla` "
-            "with plain `jax.jit`.")
+def _compile_note(records, config) -> str:
+    opts = next((r["compiler_options"] for r in records if r["impl"] == "jp_jit"), None)
+    active = config["xla_defaults_active"]
+    note = ("Compilation: every row with plain `jax.jit` (no per-compilation options; "
+            f"`jaxpass.compile.xla_defaults_active()` = {active}: "
+            + ("jaxpass set XLA's CPU fusion flag process-wide at import" if active
+               else "jaxpass's process-wide XLA flag is NOT in effect in this process") + ")")
+    if opts:
+        note += (f", except `jp_jit`: the same jaxpass code compiled with the explicit per-compilation "
+                 f"option `{json.dumps(opts)}`, as `jp.jit` did before that flag was set process-wide.")
+    else:
+        note += ". No `jp_jit` rows: there is no per-compilation option for this backend/jaxlib."
+    return note
 
 
-def _what_if_line(ratios, what, batches) -> str:
-    pairs = [(b, ratios[f"{what}_jaxpass_over_jaxpass_default_xla@B={b}"]) for b in batches
-             if f"{what}_jaxpass_over_jaxpass_default_xla@B={b}" in ratios]
-    if not pairs:
-        return ("\n(no `jaxpass_default_xla` row: `jaxpass.compiler_options()` is None here, "
-                "so jaxpass.jit is plain jax.jit)")
-    return ("\n`jaxpass` (jaxpass.jit) over `jaxpass_default_xla` (same code, plain jax.jit), "
-            "> 1 means jaxpass.jit is faster: " + ", ".join(f"B={b}: {fmt_ratio(r)}" for b, r in pairs))
+def _jit_pair_table(records, ratios, what, key, unit) -> str:
+    """``jax.jit`` (the ``jaxpass`` rows) beside ``jp_jit`` per batch, with their ratio."""
+    rows = []
+    for r in records:
+        if r["section"] == what and r["impl"] == "jaxpass":
+            b = r["params"]["batch"]
+            other = _find(records, what, "jp_jit", batch=b)
+            if other is None:
+                continue
+            rows.append([b, fmt_num(r["metrics"][key]), fmt_num(other["metrics"][key]),
+                         fmt_ratio(ratios.get(f"{what}_jax_jit_over_jp_jit@B={b}"))])
+    if not rows:
+        return "\n(no `jp_jit` rows on this backend/jaxlib: only plain `jax.jit` is timed)"
+    return (f"\n{what}: plain `jax.jit` beside `jp_jit` (same code, explicit per-compilation option), "
+            "timed interleaved; > 1 means plain jax.jit is faster\n\n"
+            + markdown_table(["batch", f"jax.jit {unit}", f"jp.jit {unit}", "jax.jit/jp.jit"], rows))
 
 
 #: (name, section, impl, batch, metric or ratio key, target, unit) of the informational acceptance block
@@ -545,6 +579,11 @@ ACCEPTANCE = (
      "path-elem/s"),
     ("grad drop-steps/s", "grad", "jaxpass", 4096, "drop_steps_per_s", 400e3, "drop-steps/s"),
     ("WMMSE jaxpass/plain", "wmmse", "jaxpass", 4096, "ratio:wmmse_jaxpass_over_plain", 3.0, "x"),
+    ("channel jax.jit/jp.jit", "channel", "jp_jit", 16384, "ratio:channel_jax_jit_over_jp_jit@B=16384", 0.9,
+     "x"),
+    ("grad jax.jit/jp.jit", "grad", "jp_jit", 4096, "ratio:grad_jax_jit_over_jp_jit@B=4096", 0.9, "x"),
+    ("channel path-elements/s over np.sin elements/s", "ceiling", "channel_jaxpass", 16384,
+     "ratio:channel_path_elements_over_numpy_sin", 0.35, "x"),
 )
 
 
@@ -580,7 +619,7 @@ def acceptance_report(rows, quick: bool) -> str:
     return "\n".join(out)
 
 
-def report(records, ratios, s) -> str:
+def report(records, ratios, s, config) -> str:
     """Markdown tables of every record and ratio."""
     out = []
     rows = []
@@ -598,16 +637,14 @@ def report(records, ratios, s) -> str:
                      if r["impl"] == "jaxpass" else "",
                      fmt_ratio(ratios.get(f"channel_jaxpass_over_numpy_loop@B={r['params']['batch']}"))
                      if r["impl"] == "jaxpass" else "",
-                     fmt_ratio(ratios.get(f"channel_jaxpass_over_jaxpass_default_xla@B={r['params']['batch']}"))
-                     if r["impl"] == "jaxpass" else "",
                      f"{acc['max_rel_err']:.2g}" if "max_rel_err" in acc else ""])
-    out.append(f"{_compile_note(records)}\n")
+    out.append(f"{_compile_note(records, config)}\n")
     out.append("### (a, c) effective channel forward, float32 (numpy_loop: float64, per-drop Python loop; "
                "the rows of one batch timed interleaved)\n")
     out.append(markdown_table(["impl", "batch", "drops/s", "path-elem/s", "median", "min .. max", "compile",
-                               "jaxpass/naive", "jaxpass/numpy", "jaxpass/default XLA", "max rel err vs f64"],
+                               "jaxpass/naive", "jaxpass/numpy", "max rel err vs f64"],
                               rows))
-    out.append(_what_if_line(ratios, "channel", s["batches"]))
+    out.append(_jit_pair_table(records, ratios, "channel", "path_elements_per_s", "path-elem/s"))
 
     rows = []
     for r in records:
@@ -615,13 +652,11 @@ def report(records, ratios, s) -> str:
             m, b = r["metrics"], r["params"]["batch"]
             rows.append([r["impl"], b, fmt_num(m["drop_steps_per_s"]), fmt_time(m["median_s"]),
                          f"{fmt_time(m['min_s'])} .. {fmt_time(m['max_s'])}", fmt_time(m["compile_s"]),
-                         fmt_ratio(ratios.get(f"grad_jaxpass_over_jaxpass_default_xla@B={b}"))
-                         if r["impl"] == "jaxpass" else "",
                          f"{r['accuracy']['mean_sum_rate']:.4g}"])
     out.append("\n### (b) value_and_grad of ZF sum rate w.r.t. positions (the rows of one batch timed interleaved)\n")
     out.append(markdown_table(["impl", "batch", "drop-steps/s", "median", "min .. max", "compile",
-                               "jaxpass/default XLA", "mean sum rate"], rows))
-    out.append(_what_if_line(ratios, "grad", s["grad_batches"]))
+                               "mean sum rate"], rows))
+    out.append(_jit_pair_table(records, ratios, "grad", "drop_steps_per_s", "drop-steps/s"))
 
     for section, key in (("channel_vs_L", "L"), ("channel_vs_K", "K")):
         rows = []
@@ -661,8 +696,12 @@ def report(records, ratios, s) -> str:
                              f"{pe / m['flops_per_s']:.3g} path-elem/FLOP" if pe else "n/a"])
     if pe:
         rows.append([f"channel (jaxpass, B={chan['params']['batch']})", "", f"{fmt_num(pe)} path-elem/s", "1x"])
-    out.append("\n### (f) machine ceiling vs channel path-elements/s (all timed interleaved)\n")
+    out.append("\n### (f) machine ceiling vs channel path-elements/s (all timed interleaved; elementwise "
+               "kernels on as many elements as the channel's path elements)\n")
     out.append(markdown_table(["kernel", "size", "throughput", "channel path-elem/s ÷ this"], rows))
+    if "channel_path_elements_over_numpy_sin" in ratios:
+        out.append(f"\nchannel path-elements/s over NumPy np.sin elements/s (same array size): "
+                   f"{fmt_ratio(ratios['channel_path_elements_over_numpy_sin'])}")
 
     rows = []
     for r in records:
@@ -693,11 +732,11 @@ def plot(records, s, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
     ax = axes[0]
     for section, impl, key, label, style in (
-        ("channel", "jaxpass", "drops_per_s", "channel (jaxpass, jaxpass.jit)", "o-"),
-        ("channel", "jaxpass_default_xla", "drops_per_s", "channel (jaxpass, plain jax.jit)", "o:"),
+        ("channel", "jaxpass", "drops_per_s", "channel (jaxpass, jax.jit)", "o-"),
+        ("channel", "jp_jit", "drops_per_s", "channel (jaxpass, jp.jit option)", "o:"),
         ("channel", "naive_jax", "drops_per_s", "channel (naive JAX)", "s--"),
-        ("grad", "jaxpass", "drop_steps_per_s", "value_and_grad ZF sum rate (jaxpass.jit)", "^-"),
-        ("grad", "jaxpass_default_xla", "drop_steps_per_s", "value_and_grad ZF sum rate (plain jax.jit)", "^:"),
+        ("grad", "jaxpass", "drop_steps_per_s", "value_and_grad ZF sum rate (jax.jit)", "^-"),
+        ("grad", "jp_jit", "drop_steps_per_s", "value_and_grad ZF sum rate (jp.jit option)", "^:"),
     ):
         pts = sorted((r["params"]["batch"], r["metrics"][key]) for r in records
                      if r["section"] == section and r["impl"] == impl)
@@ -752,7 +791,8 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
 
     config = dict(preset="joint_beamforming", dtype="float32", K=cfg.num_users, N=cfg.num_waveguides,
                   L=cfg.num_pinches, cis_method=jp.phase.resolve_method(jnp.float32),
-                  jaxpass_compiler_options=jaxpass_options(), **s)
+                  xla_defaults_active=jp_compile.xla_defaults_active(), jp_jit_compiler_options=jp_jit_options(),
+                  ceiling_elements=ceiling_elements(cfg, s), **s)
     accept = acceptance(records, ratios)
     json_path = common.write_result(NAME, config=config, records=records, ratios=ratios, out_dir=out_dir,
                                     quick=quick, extra={"acceptance": accept, "wall_s": wall})
@@ -764,7 +804,7 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     print(f"Config: JB preset K=N={cfg.num_users}, L={cfg.num_pinches}, float32, cis method "
           f"'{config['cis_method']}'; timings: compile first, then >= {s['repeats']} calls and "
           f">= {s['min_time']} s (median; spread = min .. max).\n")
-    print(report(records, ratios, s))
+    print(report(records, ratios, s, config))
     print(f"\nwall time {wall:.1f} s; wrote {json_path}" + (f" and {png_path}" if png_path else ""))
     print("\n" + acceptance_report(accept, quick))
     return {"config": config, "records": records, "ratios": ratios, "acceptance": accept, "json": json_path,

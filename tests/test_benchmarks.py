@@ -79,31 +79,43 @@ def test_quick_benchmark_rows_and_compilation(quick_run):
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids))
 
-    opts = config["jaxpass_compiler_options"]
-    what_if = opts is not None
+    # jp_jit rows: the explicit per-compilation CPU option, where the backend/jaxlib has it
+    opts = config["jp_jit_compiler_options"]
+    assert opts == throughput.jp_jit_options()
+    with_jp_jit = opts is not None
+    assert isinstance(config["xla_defaults_active"], bool)
     by = {(r["section"], r["impl"], r["params"].get("batch")): r for r in records}
     for B in config["batches"]:
         for impl in ("jaxpass", "naive_jax"):
             assert ("channel", impl, B) in by
-        assert (("channel", "jaxpass_default_xla", B) in by) == what_if
-        assert (f"channel_jaxpass_over_jaxpass_default_xla@B={B}" in ratios) == what_if
+        assert (("channel", "jp_jit", B) in by) == with_jp_jit
+        assert (f"channel_jax_jit_over_jp_jit@B={B}" in ratios) == with_jp_jit
     for B in config["grad_batches"]:
         assert ("grad", "jaxpass", B) in by
-        assert (("grad", "jaxpass_default_xla", B) in by) == what_if
-        assert (f"grad_jaxpass_over_jaxpass_default_xla@B={B}" in ratios) == what_if
-    assert "wmmse_jaxpass_over_plain" in ratios
-    assert not [k for k in ratios if "ynn_off" in k]
+        assert (("grad", "jp_jit", B) in by) == with_jp_jit
+        assert (f"grad_jax_jit_over_jp_jit@B={B}" in ratios) == with_jp_jit
+    assert any(r["section"] == "channel" and r["impl"] == "numpy_loop" for r in records)
+    for key in ("wmmse_jaxpass_over_plain", "channel_jaxpass_over_numpy_loop",
+                "channel_path_elements_over_numpy_sin"):
+        assert key in ratios, key
+    assert not [k for k in ratios if "default_xla" in k or "ynn_off" in k]
+    assert config["ceiling_elements"] == max(config["batches"]) * config["K"] * config["N"] * config["L"]
+    assert by[("ceiling", "numpy_sin", None)]["params"]["n"] == config["ceiling_elements"]
 
-    # jaxpass rows compile with jaxpass.compiler_options(); references and what-if rows with plain jax.jit
+    # every row compiles with plain jax.jit except jp_jit, which carries the explicit option
     for r in records:
-        if r["impl"] in ("jaxpass", "jaxpass_cis", "channel_jaxpass"):
+        if r["impl"] == "jp_jit":
             assert r["compiler_options"] == opts, r["id"]
         else:
             assert r["compiler_options"] is None, r["id"]
 
     statuses = {a["name"]: a["status"] for a in payload["acceptance"]}
-    assert len(statuses) == 3 and set(statuses.values()) == {"not measured"}  # quick sizes
+    assert list(statuses) == [f"{name}@B={batch}" for name, _, _, batch, *_ in throughput.ACCEPTANCE]
+    assert len(statuses) == 6 and set(statuses.values()) == {"not measured"}  # quick sizes
     assert "acceptance" in proc.stdout
+    if with_jp_jit:
+        assert "jax.jit/jp.jit" in proc.stdout
+    assert "np.sin elements/s" in proc.stdout
 
 
 def test_acceptance_block_marks_pass_and_below():
@@ -113,10 +125,16 @@ def test_acceptance_block_marks_pass_and_below():
 
     records = [rec("channel", "jaxpass", 16384, path_elements_per_s=6e8),
                rec("grad", "jaxpass", 4096, drop_steps_per_s=3e5),
-               rec("wmmse", "jaxpass", 4096, drops_per_s=1e3)]
-    rows = throughput.acceptance(records, {"wmmse_jaxpass_over_plain": 3.5})
-    assert [r["status"] for r in rows] == ["PASS", "BELOW", "PASS"]
-    assert [r["value"] for r in rows] == [6e8, 3e5, 3.5]
+               rec("wmmse", "jaxpass", 4096, drops_per_s=1e3),
+               rec("channel", "jp_jit", 16384, path_elements_per_s=6.2e8),
+               rec("grad", "jp_jit", 4096, drop_steps_per_s=4e5),
+               rec("ceiling", "channel_jaxpass", 16384, path_elements_per_s=6e8)]
+    ratios = {"wmmse_jaxpass_over_plain": 3.5, "channel_jax_jit_over_jp_jit@B=16384": 0.97,
+              "grad_jax_jit_over_jp_jit@B=4096": 0.75, "channel_path_elements_over_numpy_sin": 0.4}
+    rows = throughput.acceptance(records, ratios)
+    assert [r["status"] for r in rows] == ["PASS", "BELOW", "PASS", "PASS", "BELOW", "PASS"]
+    assert [r["value"] for r in rows] == [6e8, 3e5, 3.5, 0.97, 0.75, 0.4]
     text = throughput.acceptance_report(rows, quick=False)
-    assert "PASS" in text and "BELOW" in text
-    assert [r["status"] for r in throughput.acceptance(records[:1], {})] == ["PASS", "not measured", "not measured"]
+    assert "PASS" in text and "BELOW" in text and "jax.jit/jp.jit" in text and "np.sin" in text
+    # a ratio without its record (e.g. no jp_jit rows on this backend, or a quick run) is not measured
+    assert [r["status"] for r in throughput.acceptance(records[:1], ratios)] == ["PASS"] + ["not measured"] * 5
