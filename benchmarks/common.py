@@ -19,94 +19,29 @@ Numbers are measurements, never assertions: nothing here fails on a slow run.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
-import os
-import platform
-import re
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
+
+from jaxpass.experiments import io
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 QUICK_RESULTS_DIR = RESULTS_DIR / "quick"  # git-ignored: quick runs never clobber full results
 
 
-# ------------------------------------------------------------------ device
-def slugify(text: str) -> str:
-    """Lower-case, runs of non-alphanumerics -> ``-`` (``"NVIDIA H100 80GB HBM3"`` -> ``"nvidia-h100-80gb-hbm3"``)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
-
-
-def device_name(device=None) -> str:
-    """Short, file-name-safe name of the benchmarked device.
-
-    CPU: ``"cpu-<n>core"`` with ``n = os.cpu_count()`` (what bounds CPU
-    throughput); accelerators: the slugified ``device_kind`` (``"nvidia-h100-80gb-hbm3"``,
-    ``"tpu-v5-lite"``), with ``-x<count>`` appended when more than one is visible.
-    """
-    device = device or jax.devices()[0]
-    if device.platform == "cpu":
-        return f"cpu-{os.cpu_count() or 1}core"
-    name = slugify(getattr(device, "device_kind", "") or device.platform)
-    count = len(jax.devices())
-    return name if count == 1 else f"{name}-x{count}"
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _git_state() -> dict[str, Any] | None:
-    try:
-        root = BENCH_DIR.parent
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment() -> dict[str, Any]:
-    """Versions, device and date recorded in every result file."""
-    import jaxlib
-
-    dev = jax.devices()[0]
-    return {
-        "device": device_name(dev),
-        "platform": dev.platform,
-        "device_kind": getattr(dev, "device_kind", None),
-        "device_count": len(jax.devices()),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "jax_version": jax.__version__,
-        "jaxlib_version": getattr(jaxlib, "__version__", None),
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-        "x64": bool(jax.config.jax_enable_x64),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git": _git_state(),
-    }
+# ------------------------------------------------------------------ device, environment, files
+# one implementation, shared with ``jaxpass.experiments`` (re-exported for the benchmark modules)
+device_name = io.device_name
+environment = io.environment
+write_json_atomic = io.write_json
 
 
 # ------------------------------------------------------------------ timing
@@ -309,44 +244,6 @@ def memory_per_item(compiled, count: int) -> dict[str, float] | None:
 
 
 # ------------------------------------------------------------------ output
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None  # strict JSON has no NaN/inf
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def write_json_atomic(path: Path, payload: dict) -> Path:
-    """Write ``payload`` as indented JSON to ``path`` via a temp file + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(payload), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def result_path(out_dir: Path, name: str, suffix: str = "json", device: str | None = None) -> Path:
     """``<out_dir>/<name>-<device>.<suffix>``."""
     return Path(out_dir) / f"{name}-{device or device_name()}.{suffix}"
@@ -371,7 +268,7 @@ def write_result(name: str, *, config: dict, records: list, ratios: dict, out_di
     }
     if extra:
         payload.update(extra)
-    return write_json_atomic(result_path(out_dir, name), payload)
+    return Path(write_json_atomic(result_path(out_dir, name), payload))
 
 
 # ------------------------------------------------------------------ printing
