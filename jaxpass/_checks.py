@@ -25,6 +25,9 @@ def shape_of(x):
 def check_shape(name: str, x, expected: tuple, *, batch: bool = False):
     """Check that ``x`` has shape ``expected`` (``None`` matches any size).
 
+    Shapes are static under ``jit``/``vmap``, so this runs on tracers too (a
+    vmapped argument shows its per-drop shape); only value checks skip tracers.
+
     With ``batch=True`` any number of leading batch dimensions is allowed.
     """
     shape = shape_of(x)
@@ -117,3 +120,73 @@ def check_key(key, name: str = "key"):
     if k.dtype != np.uint32 or k.shape != (2,):
         raise TypeError(f"{name} must be a jax.random key (jax.random.key or PRNGKey), got {k.dtype}{k.shape}")
     return jax.random.wrap_key_data(k)
+
+
+# ----------------------------------------------- driver-boundary helpers (solvers)
+def check_int(name: str, x, *, low: int = 1, high=None, unit: str = ""):
+    """An ``int`` (not a bool) in ``[low, high]``, returned as ``int``.
+
+    The message names the argument, the value, the allowed range and its unit,
+    e.g. ``grid must be >= 2 [points per axis], got 1``.
+    """
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {x!r}")
+    if x < low or (high is not None and x > high):
+        want = f">= {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{name} must be {want}{' [' + unit + ']' if unit else ''}, got {x}")
+    return int(x)
+
+
+def check_array(name: str, x, shape: tuple, *, batch: bool = False, low=None, high=None, unit: str = ""):
+    """Validate an array argument at a driver boundary; return its leading batch shape.
+
+    The shape is always checked (shapes are static under ``jit``, see
+    :func:`check_shape`); finiteness and the range ``[low, high]`` only for
+    concrete values (a tracer, or a traced bound, skips the value check).
+    """
+    full = check_shape(name, x, shape, batch=batch)
+    check_finite(name, x)
+    if not is_tracer(x) and (low is not None or high is not None):
+        arr = np.asarray(x)
+        lo = None if low is None or is_tracer(low) else np.asarray(low)
+        hi = None if high is None or is_tracer(high) else np.asarray(high)
+        if arr.size and ((lo is not None and np.any(arr < lo)) or (hi is not None and np.any(arr > hi))):
+            lo_s = "-inf" if lo is None else f"{float(np.max(lo)):g}"
+            hi_s = "inf" if hi is None else f"{float(np.min(hi)):g}"
+            raise ValueError(
+                f"{name} must lie in [{lo_s}, {hi_s}]"
+                f"{' ' + unit if unit else ''}, got range [{arr.min():.6g}, {arr.max():.6g}]"
+            )
+    return full[: len(full) - len(shape)]
+
+
+def check_broadcastable(name: str, x, shape: tuple):
+    """Raise unless ``x`` broadcasts to ``shape`` (e.g. a scalar or ``(K,)`` target for ``(B, K)`` drops)."""
+    xs = shape_of(x)
+    try:
+        ok = np.broadcast_shapes(xs, tuple(shape)) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a scalar or broadcastable to shape {tuple(shape)}, got shape {xs}")
+    return xs
+
+
+def drop_keys(key, batch_shape: tuple, name: str = "key"):
+    """One typed PRNG key per drop, shape ``batch_shape``, for a driver's batched call.
+
+    ``key`` is either a key array of shape ``batch_shape`` (used as is) or a
+    single key: used as is for one drop (``batch_shape == ()``), otherwise
+    ``jax.random.split(key, prod(batch_shape))`` reshaped to ``batch_shape``.
+    """
+    batch_shape = tuple(batch_shape)
+    k = key if isinstance(key, jax.Array) else (None if key is None else np.asarray(key))
+    if k is not None and batch_shape:
+        if jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key) and k.shape == batch_shape:
+            return k
+        if k.dtype == np.uint32 and k.shape == batch_shape + (2,):
+            return jax.random.wrap_key_data(k)
+    k = check_key(key, name)
+    if not batch_shape:
+        return k
+    return jax.random.split(k, int(np.prod(batch_shape))).reshape(batch_shape)

@@ -142,12 +142,10 @@ def kkt(H, lam, share, power):
     _check_channel(H)
     _check_power(power)
     K, N = H.shape
-    if not is_tracer(lam):
-        check_shape("lam", lam, (K,))
-        check_nonnegative("lam", lam)
-    if not is_tracer(share):
-        check_shape("share", share, (K,))
-        check_nonnegative("share", share)
+    check_shape("lam", lam, (K,))
+    check_nonnegative("lam", lam)
+    check_shape("share", share, (K,))
+    check_nonnegative("share", share)
     rdt = _real_dtype(H)
     lam = jnp.asarray(lam, rdt)
     share = jnp.asarray(share, rdt)
@@ -345,8 +343,7 @@ def _wmmse_init(H, init, power):
             init = "zf" if K <= N else "mrt"
         return zf(H, 1.0) if init == "zf" else mrt(H, 1.0)
     W0 = jnp.asarray(init)
-    if not is_tracer(W0):
-        check_shape("init", W0, (N, K))
+    check_shape("init", W0, (N, K))
     return normalize_power(W0.astype(H.dtype), 1.0, "total")
 
 

@@ -318,8 +318,8 @@ def sample_los(key, p, correlation=None, num_samples: int = 1):
     """
     check_positive_int("num_samples", num_samples)
     p = jnp.asarray(p)
+    check_shape("p", p, (None, None))
     if not is_tracer(p):
-        check_shape("p", p, (None, None))
         check_finite("p", p)
         if bool(jnp.any((p < 0) | (p > 1))):
             raise ValueError("p (LoS probabilities) must lie in [0, 1]")
@@ -376,9 +376,8 @@ def monte_carlo_snr(key, cfg: PassConfig, X, users, W, *, num_samples: int = 10_
     """
     check_single_pinch(cfg, "monte_carlo_snr")
     check_positive_int("num_samples", num_samples)
-    if not is_tracer(W):
-        check_shape("W", W, (cfg.num_waveguides, cfg.num_users))
-        check_finite("W", W)
+    check_shape("W", W, (cfg.num_waveguides, cfg.num_users))
+    check_finite("W", W)
     sigma2 = cfg.noise_power if noise_power is None else noise_power
     p = los_probability(cfg, X, users)[..., 0]
     masks = sample_los(key, p, correlation, num_samples)  # (S, K, N)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from jaxpass._checks import check_finite, check_positive_int, check_shape, is_tracer
 from jaxpass._safe import safe_sqrt
@@ -27,12 +27,10 @@ def _float_dtype(*arrays):
 
 def _check_drop(cfg: PassConfig, X, users):
     """Validate one drop's shapes and finiteness at the boundary (tracers skip)."""
-    if not is_tracer(X):
-        check_shape("X (positions)", X, (cfg.num_waveguides, cfg.num_pinches))
-        check_finite("X (positions)", X)
-    if not is_tracer(users):
-        check_shape("users", users, (cfg.num_users, 2))
-        check_finite("users", users)
+    check_shape("X (positions)", X, (cfg.num_waveguides, cfg.num_pinches))
+    check_finite("X (positions)", X)
+    check_shape("users", users, (cfg.num_users, 2))
+    check_finite("users", users)
 
 
 def _df_constant(value, dtype):
@@ -240,10 +238,9 @@ def radiation_amplitudes(cfg: PassConfig, split=None, dtype=None):
     if split is None:
         split = equal_split(L, dtype)
     split = jnp.asarray(split, dtype)
-    if not is_tracer(split):
-        if split.shape not in ((L,), (N, L)):
-            raise ValueError(f"split must have shape ({L},) or ({N}, {L}), got {split.shape}")
-        check_finite("split", split)
+    if split.shape not in ((L,), (N, L)):  # shapes are static: checked under jit too
+        raise ValueError(f"split must have shape ({L},) or ({N}, {L}), got {split.shape}")
+    check_finite("split", split)
     return jnp.broadcast_to(coupled_amplitudes(split), (N, L))
 
 
@@ -251,13 +248,12 @@ def _amplitudes(cfg: PassConfig, amplitudes, dtype):
     if amplitudes is None:
         return radiation_amplitudes(cfg, dtype=dtype)
     a = jnp.asarray(amplitudes)
-    if not is_tracer(a):
-        if a.shape not in ((cfg.num_pinches,), (cfg.num_waveguides, cfg.num_pinches)):
-            raise ValueError(
-                f"amplitudes must have shape ({cfg.num_pinches},) or "
-                f"({cfg.num_waveguides}, {cfg.num_pinches}), got {a.shape}"
-            )
-        check_finite("amplitudes", a)
+    if a.shape not in ((cfg.num_pinches,), (cfg.num_waveguides, cfg.num_pinches)):
+        raise ValueError(
+            f"amplitudes must have shape ({cfg.num_pinches},) or "
+            f"({cfg.num_waveguides}, {cfg.num_pinches}), got {a.shape}"
+        )
+    check_finite("amplitudes", a)
     return jnp.broadcast_to(a.astype(dtype), (cfg.num_waveguides, cfg.num_pinches))
 
 
@@ -272,8 +268,7 @@ def pinch_response(cfg: PassConfig, X, amplitudes=None, *, method: str = "auto")
     JB eq. (3) / docs/model.md §2. ``amplitudes``: optional ``(N, L)`` or ``(L,)`` override.
     """
     X = jnp.asarray(X)
-    if not is_tracer(X):
-        check_shape("X (positions)", X, (cfg.num_waveguides, cfg.num_pinches))
+    check_shape("X (positions)", X, (cfg.num_waveguides, cfg.num_pinches))
     dt = _float_dtype(X)
     X = X.astype(dt)
     c, s = cis_cycles(_guide_cycles(cfg, X, _inverse_wavelength(cfg.carrier_freq, dt)), method)
@@ -316,12 +311,11 @@ def effective_channel(cfg: PassConfig, X, users, *, amplitudes=None, los=None, m
     gain = jnp.sqrt(jnp.asarray(cfg.beta, dt)) * _amplitudes(cfg, amplitudes, dt) * _waveguide_loss(cfg, X)
     if los is not None:
         los = jnp.asarray(los, dt)
-        if not is_tracer(los):
-            check_finite("los", los)
-            try:
-                jnp.broadcast_shapes(los.shape, (K, N, L))
-            except ValueError:
-                raise ValueError(f"los must broadcast to (K, N, L)={(K, N, L)}, got {los.shape}") from None
+        check_finite("los", los)
+        try:
+            jnp.broadcast_shapes(los.shape, (K, N, L))
+        except ValueError:
+            raise ValueError(f"los must broadcast to (K, N, L)={(K, N, L)}, got {los.shape}") from None
         los = jnp.broadcast_to(los, (K, N, L))
 
     def partial_sum(sl):
@@ -389,9 +383,8 @@ def ula_channel(cfg: PassConfig, users, num_antennas: int, spacing=None, *, meth
     """
     check_positive_int("num_antennas", num_antennas)
     users = jnp.asarray(users)
-    if not is_tracer(users):
-        check_shape("users", users, (cfg.num_users, 2))
-        check_finite("users", users)
+    check_shape("users", users, (cfg.num_users, 2))
+    check_finite("users", users)
     dt = _float_dtype(users)
     users = users.astype(dt)
     inv_lam = _inverse_wavelength(cfg.carrier_freq, dt)

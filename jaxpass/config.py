@@ -113,6 +113,11 @@ class PassConfig:
             elif arr is not None:
                 raise ValueError(f"PassConfig.{name} is static (it sets the phase) and must be a scalar, "
                                  f"got shape {arr.shape}")
+        lanes = self.waveguide_y
+        if isinstance(lanes, (list, tuple)):  # one leaf, so stacked configs carry (C, N) lanes
+            concrete = all(_concrete(v) is not None for v in lanes)
+            object.__setattr__(self, "waveguide_y", np.asarray(lanes, np.float64) if concrete else jnp.stack(
+                [jnp.asarray(v) for v in lanes]))
         self.validate()
 
     @classmethod

@@ -96,8 +96,7 @@ def project_positions(cfg: PassConfig, X, weights=None):
       ``(..., N, L)`` feasible positions. Idempotent; differentiable a.e.
     """
     X = jnp.asarray(X)
-    if not is_tracer(X):
-        check_shape("X", X, (cfg.num_waveguides, cfg.num_pinches), batch=True)
+    check_shape("X", X, (cfg.num_waveguides, cfg.num_pinches), batch=True)
     if not jnp.issubdtype(X.dtype, jnp.floating):
         X = X.astype(jnp.result_type(float))
     L = cfg.num_pinches
@@ -160,10 +159,8 @@ def positions_from_spacings(cfg: PassConfig, x_end, z):
     """
     x_end = jnp.asarray(x_end)
     z = jnp.asarray(z)
-    if not is_tracer(z):
-        check_shape("z", z, (cfg.num_waveguides, cfg.num_pinches), batch=True)
-    if not is_tracer(x_end):
-        check_shape("x_end", x_end, (cfg.num_waveguides,), batch=True)
+    check_shape("z", z, (cfg.num_waveguides, cfg.num_pinches), batch=True)
+    check_shape("x_end", x_end, (cfg.num_waveguides,), batch=True)
     L = cfg.num_pinches
     delta = jnp.asarray(cfg.min_spacing, z.dtype)
     end = L * delta + jnp.clip(x_end, 0.0, 1.0) * (jnp.asarray(cfg.length_x, z.dtype) - L * delta)

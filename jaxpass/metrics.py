@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxpass._checks import check_shape, is_tracer
+from jaxpass._checks import check_shape
 from jaxpass._safe import safe_div
 from jaxpass.linalg import small_matmul
 
 
 def _check_hw(H, W):
-    if not (is_tracer(H) or is_tracer(W)):
-        check_shape("H", H, (None, None))
-        K, N = H.shape
-        check_shape("W", W, (N, K))
+    check_shape("H", H, (None, None))  # shapes are static, so these hold under jit/vmap too
+    K, N = H.shape
+    check_shape("W", W, (N, K))
 
 
 def received_gains(H, W):

@@ -130,3 +130,53 @@ def test_validation_skips_tracers_inside_jit_and_vmap():
     heights = jnp.array([2.0, 3.0])
     out = jax.vmap(lambda h: cfg.replace(height=h).height * 2)(heights)
     np.testing.assert_allclose(out, [4.0, 6.0])
+
+
+def test_static_and_traced_fields_are_declared_once():
+    from jaxpass.config import STATIC_FIELDS, TRACED_FIELDS
+
+    assert set(STATIC_FIELDS) == {"num_users", "num_waveguides", "num_pinches", "radiation", "carrier_freq", "n_eff"}
+    assert set(STATIC_FIELDS) | set(TRACED_FIELDS) == set(jp.PassConfig.__dataclass_fields__)
+    cfg = jp.PassConfig.joint_beamforming()
+    leaves = jax.tree.leaves(cfg)
+    assert len(leaves) == len(TRACED_FIELDS) - 1  # waveguide_y=None is no leaf
+    # a static number is a hashable host float even when given as an array
+    c = cfg.replace(carrier_freq=jnp.asarray(28e9), n_eff=np.float64(1.5))
+    assert type(c.carrier_freq) is float and type(c.n_eff) is float and hash(jax.tree.structure(c))
+
+
+def test_a_traced_field_sweep_compiles_once_and_a_static_one_retraces():
+    import chex
+
+    users = jp.sample_users(jax.random.key(0), jp.PassConfig.joint_beamforming())
+
+    @jax.jit
+    @chex.assert_max_traces(n=2)
+    def rate(cfg):
+        H = jp.effective_channel(cfg, jp.uniform_positions(cfg), users)
+        return jp.sum_rate(H, jp.beamforming.zf(H, cfg.power), cfg.noise_power)
+
+    try:
+        base = jp.PassConfig.joint_beamforming()
+        for change in (dict(), dict(power_dbm=20.0), dict(noise_dbm=-80.0), dict(height=3.0), dict(length_x=25.0)):
+            rate(base.replace(**change))  # one trace for all of them
+        rate(base.replace(carrier_freq=28e9))  # static: a second trace
+        with pytest.raises(AssertionError):
+            rate(base.replace(n_eff=1.5))  # a third trace exceeds n=2
+    finally:
+        chex.clear_trace_counter()
+
+
+def test_stack_vmaps_over_scenarios_and_rejects_static_differences():
+    cfg = jp.PassConfig.energy_efficiency()  # lanes given explicitly: they stack too
+    stacked = jp.PassConfig.stack([cfg.replace(power_dbm=p, height=h) for p, h in ((10.0, 3.0), (20.0, 4.0))])
+    assert stacked.power_dbm.shape == (2,) and stacked.waveguide_y.shape == (2, 1)
+    np.testing.assert_allclose(jax.vmap(lambda c: c.power)(stacked), [0.01, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(lambda c: c.lane_y)(stacked), [[2.5], [2.5]])
+    with pytest.raises(ValueError, match="static field.*carrier_freq"):
+        jp.PassConfig.stack([cfg, cfg.replace(carrier_freq=30e9)])
+    with pytest.raises(TypeError, match="PassConfig.stack"):
+        jp.PassConfig.stack([])
+    # each stacked entry is validated
+    with pytest.raises(ValueError, match="height must be > 0, got -1"):
+        jp.PassConfig.stack([cfg, cfg.replace(height=2.0)]).replace(height=np.array([3.0, -1.0]))
