@@ -11,11 +11,12 @@ Gauss-Seidel grid spacing <= lambda/10):
    tunable / fixed coupling, one fixed antenna at the centre);
 3. EE Figs. 3 and 4: EE against N and against the region length ``S_x``.
 
-All designs of a sweep use the same seeded user drops. Each design is
-compiled first (``lower().compile()``, reported as ``compile_s``), then timed
-with ``block_until_ready``; ``ms_per_drop`` is the design's wall time divided by
-the number of drops (for the static design: the whole fit over the drops,
-divided by them).
+All designs of a sweep use the same seeded user drops. Each design is timed
+by :func:`jaxpass.experiments.ee.run_scheme`: ``compile_s`` is the time JAX
+spent tracing and compiling during it (``jax.monitoring`` events; near 0 once
+the compiled steps are reused, e.g. from the second ``P_max`` of a sweep on),
+``ms_per_drop`` the rest of its wall time divided by the number of drops (for
+the static design: the whole fit over the drops, divided by them).
 
 The acceptance block (informational: never an assert, never a non-zero exit)
 checks on the benchmark means: the ergodic EE is non-decreasing over outer
@@ -37,7 +38,6 @@ full experiment output of :func:`jaxpass.experiments.ee.run_all`), ``acceptance`
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -127,8 +127,8 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     s = dict(QUICK if quick else FULL)
     out_dir = Path(out_dir) if out_dir is not None else common.default_out_dir(quick)
     cfg = jp.PassConfig.energy_efficiency(num_pinches=s["num_elements"])
-    settings = ee.Settings(outer_iterations=s["outer_iterations"], coupling_steps=s["coupling_steps"],
-                           grid_points=s["grid_points"])
+    options = energy.DesignOptions(outer_iterations=s["outer_iterations"], coupling_steps=s["coupling_steps"],
+                                   grid_points=s["grid_points"])
     grid = s["grid_points"] or energy.default_grid_points(cfg)
     log(f"[energy] EE preset N={cfg.num_pinches}, K={cfg.num_users}, {s['num_drops']} drops, "
         f"grid {grid} points per element ({float(cfg.length_x) / (grid - 1) * 1e3:.3g} mm)")
@@ -136,13 +136,13 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     results = ee.run_all(cfg, num_drops=s["num_drops"], seed=s["seed"], powers_dbm=s["powers_dbm"],
                          element_counts=s["element_counts"], lengths=s["lengths"],
                          convergence_counts=s["convergence_counts"],
-                         convergence_iterations=s["convergence_iterations"], settings=settings)
+                         convergence_iterations=s["convergence_iterations"], options=options)
     wall = time.perf_counter() - t0
     accept = acceptance(results)
     ratios = {f"ee_{r['a']}_over_{r['b']}@P={r['p_max_dbm']:g}": r["ratio"] for r in results.get("orderings", [])}
     config = dict(preset="energy_efficiency", dtype="float32", K=cfg.num_users, N=cfg.num_pinches,
                   circuit_power_dbm=float(cfg.circuit_power_dbm), noise_dbm=float(cfg.noise_dbm),
-                  grid_points=grid, settings=dataclasses.asdict(settings),
+                  grid_points=grid, settings=options.asdict(),
                   **{k: v for k, v in s.items() if k != "grid_points"})
     json_path = common.write_result(NAME, config=config, records=_records(results), ratios=ratios,
                                     out_dir=out_dir, quick=quick,

@@ -28,15 +28,23 @@ print(f"drop 0 at the initial point: EE {float(res.ee):.2f} bit/s/Hz/W with powe
 grad = jax.grad(lambda s: energy.ergodic_objective(cfg, x0, s, users))(split0)
 print("d EE / d delta:", jnp.round(grad, 2))
 
-grid = energy.default_grid_points(cfg, spacing=2e-3)
-kw = dict(outer_iterations=2, coupling_steps=2, grid_points=grid)
+# the designs: one DesignOptions (frozen, validated) shared by the drivers; fields can be overridden per call
+opts = energy.DesignOptions(outer_iterations=2, coupling_steps=2, grid_points=energy.default_grid_points(cfg, 2e-3))
 designs = {
-    "dynamic (locations per drop)": energy.dynamic_design(cfg, users, **kw),
-    "static (one layout)": energy.static_design(cfg, users, **kw),
-    "static, fixed coupling 0.5": energy.static_design(cfg, users, coupling="fixed", **kw),
-    "dynamic, SE-oriented": energy.dynamic_design(cfg, users, objective="se", **kw),
+    "dynamic (locations per drop)": energy.dynamic_design(cfg, users, options=opts),
+    "static (one layout)": energy.static_design(cfg, users, options=opts),
+    "static, fixed coupling 0.5": energy.static_design(cfg, users, options=opts, coupling="fixed"),
+    "dynamic, SE-oriented": energy.dynamic_design(cfg, users, options=opts, objective="se"),
     "fixed antenna at the centre": energy.fixed_antenna(cfg, users),
 }
 for name, r in designs.items():
     print(f"{name:30s} mean EE {r.mean_ee:7.2f} bit/s/Hz/W, SE {r.mean_se:5.2f} bps/Hz, "
           f"mean power {1e3 * r.power.mean():6.2f} mW, history {[round(float(v), 2) for v in r.ee_history]}")
+
+# the pure kernels compose with your own jax.jit / jax.vmap with cfg as an argument (traced), so sweeping a
+# traced field such as the power budget reuses one compilation: EE of the static layout vs P_max
+static = designs["static (one layout)"]
+per_drop = jax.vmap(energy.evaluate_drop, in_axes=(None, None, None, 0))  # over drops
+mean_ee = jax.jit(lambda c: per_drop(c, static.positions[0], static.split, users)[0].mean())
+print("static layout, mean EE at P_max = 0/10/20/30 dBm:",
+      [round(float(mean_ee(cfg.replace(power_dbm=p))), 2) for p in (0.0, 10.0, 20.0, 30.0)])

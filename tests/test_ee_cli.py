@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import assert_usage_error
 
 from jaxpass.cli import main
 from jaxpass.experiments import ee
-from conftest import assert_usage_error
 
 TINY = ["--drops", "2", "--users", "2", "--num-elements", "3", "--outer-iterations", "2", "--coupling-steps", "1",
         "--grid-spacing", "0.05"]
@@ -60,7 +60,13 @@ def test_orderings_and_monotone_helpers():
         (["ee", "--powers-dbm", "x"], "expected a power in dBm"),
         (["ee", "--powers-dbm", "nan"], "finite power"),
         (["ee", "--lengths", "-3"], "positive"),
-        (["ee", "--coupling-steps", "-1"], "invalid choice"),
+        (["ee", "--coupling-steps", "x"], "expected int, got 'x'"),
+        (["ee", "--initial", "random"], "invalid choice"),
+        # solver flags are checked by DesignOptions at parse time (messages name the field, range and unit)
+        (["ee", "--fixed-split", "1.5"], "fixed_split must be a finite number >= 0 and <= 1, got 1.5"),
+        (["ee", "--coupling-steps", "-1"], "coupling_steps must be >= 0, got -1"),
+        (["ee", "--outer-iterations", "0"], "outer_iterations must be >= 1, got 0"),
+        (["ee", "--grid-spacing", "-0.1"], "grid_spacing must be a finite number > 0 [m], got -0.1"),
     ],
 )
 def test_bad_arguments_exit_2(argv, needle, capsys):
@@ -70,7 +76,7 @@ def test_bad_arguments_exit_2(argv, needle, capsys):
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["ee", "--fixed-split", "1.5"], "--fixed-split must lie in [0, 1]"),
+        (["ee", "--grid-spacing", "0.1", "--grid-points", "9"], "set grid_points or grid_spacing, not both"),
         (["ee", "--num-elements", "5000"], "exceeds length_x"),
         (["ee", "--elements", "4000"], "exceeds length_x"),
         (["ee", "--lengths", "0.01"], "exceeds length_x"),
@@ -82,3 +88,33 @@ def test_invalid_scenarios_are_user_errors(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and err[0].startswith("jaxpass ee: error:")
     assert not out.exists()
+
+
+def test_cli_defaults_are_the_design_options():
+    import argparse
+
+    from jaxpass.experiments.cli_args import options_from_args
+    from jaxpass.optimize.energy import DesignOptions
+
+    parser = argparse.ArgumentParser()
+    ee.add_command(parser.add_subparsers())
+    args = parser.parse_args(["ee"])
+    assert options_from_args(args, DesignOptions, ee.DESIGN_FLAGS) == DesignOptions()
+    args = parser.parse_args(["ee", "--coupling-steps", "0", "--initial", "multistart", "--grid-points", "33"])
+    assert options_from_args(args, DesignOptions, ee.DESIGN_FLAGS) == DesignOptions(
+        coupling_steps=0, initial="multistart", grid_points=33)
+
+
+def test_run_scheme_times_the_design_and_reports_progress(capsys):
+    from jaxpass.config import PassConfig
+    from jaxpass.optimize.energy import DesignOptions
+
+    cfg = PassConfig.energy_efficiency(num_pinches=3, num_users=2)
+    users = ee.drops(cfg, 2, 0)
+    opts = DesignOptions(outer_iterations=2, coupling_steps=1, grid_points=65)
+    r = ee.run_scheme(cfg, users, "static_ee_tunable", opts, progress=True)
+    assert r.seconds >= 0 and r.compile_seconds > 0 and r.summary()["ms_per_drop"] >= 0
+    err = capsys.readouterr().err
+    assert "static_ee_tunable N=3: outer 2/2" in err
+    again = ee.run_scheme(cfg, users, "static_ee_tunable", opts, p_max=0.5)  # a new budget: no new compilation
+    assert again.compile_seconds < 0.5 * r.compile_seconds

@@ -2,6 +2,7 @@
 
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 
 import jaxpass as jp
 from jaxpass.optimize import energy as E
+from jaxpass.optimize.energy import design as E_design
+from jaxpass.optimize.energy import location as E_location
 
 GRID = 257  # small grids keep the tests fast; the default (lambda/10) is exercised once
 
@@ -114,7 +117,7 @@ def test_split_gradient_matches_finite_differences(x64, objective, p_dbm):
 
     @jax.jit
     def f(s):
-        return E.ergodic_objective(cfg, X, s, users, pm, objective=objective, iterations=60)
+        return E.ergodic_objective(cfg, X, s, users, pm, objective=objective, dinkelbach_iterations=60)
 
     grad = np.asarray(jax.grad(f)(split))
     h = 1e-6
@@ -122,7 +125,7 @@ def test_split_gradient_matches_finite_differences(x64, objective, p_dbm):
     assert np.max(np.abs(grad)) > 1e-2  # not silently zero
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * np.max(np.abs(fd)))
     if objective == "ee" and p_dbm == 25.0:  # the powers are interior: the envelope term matters
-        _, _, _, p = E._drops_value(cfg, X, split, users, pm, "ee", 60)
+        p = E.evaluate_design(cfg, X, split, users, pm, dinkelbach_iterations=60)[2]
         assert np.any(np.asarray(p) < 0.9 * pm)
 
 
@@ -186,10 +189,12 @@ def test_power_sweep_does_not_recompile(small):
     cfg, users = small
     x0, split = E.initial_point(cfg)
     E.gauss_seidel_sweep(cfg, x0, split, users, 0.01, grid_points=GRID)
-    size = E._gs_sweep_compiled._cache_size()
+    size = E_location._sweep_batch._cache_size()
     for pm in (0.02, 0.5, 1.0):
         E.gauss_seidel_sweep(cfg, x0, split, users, pm, grid_points=GRID)
-    assert E._gs_sweep_compiled._cache_size() == size
+    for p_dbm in (0.0, 25.0):  # the budget of the config itself is traced too
+        E.gauss_seidel_sweep(cfg.replace(power_dbm=p_dbm), x0, split, users, grid_points=GRID)
+    assert E_location._sweep_batch._cache_size() == size
 
 
 # ------------------------------------------------------------------ coupling step and designs
@@ -197,7 +202,7 @@ def test_coupling_step_never_decreases_and_projects(small):
     cfg, users = small
     x0, split = E.initial_point(cfg)
     split = split.at[0].set(0.02)
-    new, hist = E.coupling_step(cfg, x0, split, users, steps=4)
+    new, hist = E.coupling_step(cfg, x0, split, users, coupling_steps=4)
     hist = np.asarray(hist)
     assert np.all(np.diff(hist) >= 0) and hist[-1] > hist[0]
     assert np.all((np.asarray(new) >= 0) & (np.asarray(new) <= 1))
@@ -234,7 +239,7 @@ def test_designs_are_monotone_feasible_and_consistent(small, designs):
         obj = r.ee if r.objective == "ee" else r.se
         assert np.mean(obj) == pytest.approx(h[-1], rel=1e-5)
         s = r.summary()
-        assert s["drops"] == 4 and s["ms_per_drop"] > 0
+        assert s["drops"] == 4 and s["ms_per_drop"] is None  # drivers do not time (jaxpass.experiments.ee does)
     assert np.all(res["static"].positions == res["static"].positions[0])  # one layout for all drops
     np.testing.assert_allclose(res["dynamic_se"].power, pm)  # SE-optimal powers: full budget
     np.testing.assert_allclose(res["dynamic_fixed"].split, 0.4)
@@ -253,7 +258,7 @@ def test_fixed_antenna_by_hand(small, x64):
     cfg, users = small
     pm = 0.05
     u = np.asarray(users, np.float64)
-    res = E.fixed_antenna(cfg, jnp.asarray(u), p_max=pm, iterations=40)
+    res = E.fixed_antenna(cfg, jnp.asarray(u), p_max=pm, dinkelbach_iterations=40)
     r2 = (u[..., 0] - float(cfg.length_x) / 2) ** 2 + (u[..., 1] - 2.5) ** 2 + float(cfg.height) ** 2
     gains = float(cfg.beta) / r2 / float(cfg.noise_power)
     for d in range(u.shape[0]):
@@ -282,8 +287,18 @@ def test_bad_arguments_raise_clear_errors(small):
         (lambda: E.dynamic_design(cfg, users, coupling="loose"), ValueError, "coupling must be"),
         (lambda: E.static_design(cfg, users, initial="random"), ValueError, "initial must be"),
         (lambda: E.dynamic_design(cfg, users, outer_iterations=0), ValueError, "outer_iterations must be >= 1"),
-        (lambda: E.dynamic_design(cfg, users, fixed_split=1.5), ValueError, "fixed_split must lie in"),
-        (lambda: E.dynamic_design(cfg, users, p_max=-1.0), ValueError, "p_max must be a finite scalar >= 0"),
+        (lambda: E.dynamic_design(cfg, users, fixed_split=1.5), ValueError,
+         "fixed_split must be a finite number >= 0 and <= 1, got 1.5"),
+        (lambda: E.dynamic_design(cfg, users, p_max=-1.0), ValueError,
+         "p_max must be a finite number >= 0 \\[W\\], got -1.0"),
+        (lambda: E.static_design(cfg, users, p_max=[0.1, 0.2]), ValueError, "p_max must be a scalar"),
+        (lambda: E.dynamic_design(cfg, users, grid_points=3, grid_spacing=0.01), ValueError, "not both"),
+        (lambda: E.dynamic_design(cfg, users, grid_spacing=-0.01), ValueError,
+         "grid_spacing must be a finite number > 0 \\[m\\]"),
+        (lambda: E.dynamic_design(cfg, users, steps=3), TypeError, "DesignOptions has no option"),
+        (lambda: E.dynamic_design(cfg, users, options=E.DinkelbachOptions()), TypeError,
+         "options must be a DesignOptions"),
+        (lambda: E.dinkelbach(jnp.ones(2), 1.0, 1.0, iterations=-1), ValueError, "iterations must be >= 0"),
         (lambda: E.dynamic_design(cfg, users[0]), ValueError, "users must have shape"),
         (lambda: E.dynamic_design(cfg, users.at[0, 0, 0].set(jnp.nan)), ValueError, "non-finite"),
         (lambda: E.gauss_seidel_sweep(cfg, x0, split * 2, users), ValueError, "split coefficients must lie in"),
@@ -291,10 +306,11 @@ def test_bad_arguments_raise_clear_errors(small):
         (lambda: E.gauss_seidel_sweep(cfg, x0, split, users, grid_points=0), ValueError, "grid_points must be >= 1"),
         (lambda: E.gauss_seidel_sweep(cfg, x0[:3], split, users), ValueError, "x \\(positions\\) must have shape"),
         (lambda: E.gauss_seidel_sweep(cfg, jnp.broadcast_to(x0, (3, 4)), split, users), ValueError, "must match"),
-        (lambda: E.coupling_step(cfg, x0, split, users, steps=-1), ValueError, "steps must be >= 0"),
+        (lambda: E.coupling_step(cfg, x0, split, users, coupling_steps=-1), ValueError,
+         "coupling_steps must be >= 0"),
         (lambda: E.coupling_step(cfg, x0, split, users, line_search=1.5), TypeError, "line_search must be an int"),
         (lambda: E.dynamic_design("cfg", users), TypeError, "cfg must be a PassConfig"),
-        (lambda: E.default_grid_points(cfg, spacing=0.0), ValueError, "grid spacing must be > 0"),
+        (lambda: E.default_grid_points(cfg, spacing=0.0), ValueError, "grid spacing must be a finite number > 0"),
     ]
     for call, exc, match in cases:
         with pytest.raises(exc, match=match):
@@ -321,3 +337,112 @@ def test_objectives_constant_and_grid_helper():
     G = E.default_grid_points(cfg)
     assert float(cfg.length_x) / (G - 1) <= float(cfg.wavelength) / 10 < float(cfg.length_x) / (G - 2)
     assert list(itertools.islice(E.__all__, 0, 2)) == ["DinkelbachResult", "DesignResult"]
+
+
+# ------------------------------------------------------------------ execution model: kernels under the user's jit
+def test_options_are_frozen_hashable_and_validated():
+    opts = E.DesignOptions(grid_points=GRID)
+    assert hash(opts) == hash(E.DesignOptions(grid_points=GRID)) and opts == E.DesignOptions(grid_points=GRID)
+    assert E.DesignOptions.resolve(opts, objective="se") == opts.replace(objective="se")
+    assert opts.restricted("objective") == E.DesignOptions()
+    assert opts.dinkelbach == E.DinkelbachOptions(iterations=opts.dinkelbach_iterations)
+    cfg = jp.PassConfig.energy_efficiency()
+    assert E.grid_size(cfg, E.DesignOptions()) == E.default_grid_points(cfg)
+    assert E.grid_size(cfg, E.DesignOptions(grid_spacing=0.05)) == E.default_grid_points(cfg, 0.05) == 401
+    with pytest.raises(TypeError, match="set DesignOptions.grid_points"):
+        jax.jit(lambda c: E.gauss_seidel_kernel(c, *E.initial_point(c), jnp.zeros((4, 2))))(cfg)
+
+
+def test_dinkelbach_under_user_jit_vmap_equals_the_driver():
+    gains = jax.random.uniform(jax.random.key(0), (5, 3), minval=10.0, maxval=1e5)
+    p_max = jnp.asarray([1e-3, 0.01, 0.1, 1.0, 0.3])
+    opts = E.DinkelbachOptions(iterations=20)
+    run = jax.jit(jax.vmap(lambda g, pm: E.dinkelbach(g, pm, 0.1, opts)))
+    res = run(gains, p_max)
+    for d in range(5):
+        ref = E.dinkelbach(gains[d], p_max[d], 0.1, iterations=20)
+        for a, b in zip(res, ref):
+            np.testing.assert_allclose(a[d], b, rtol=1e-6)
+
+
+def test_gauss_seidel_kernel_under_user_jit_vmap_equals_the_driver(small):
+    cfg, users = small
+    x0, split = E.initial_point(cfg)
+    opts = E.DesignOptions(grid_points=GRID, objective="se")
+    X0 = jnp.broadcast_to(x0, (users.shape[0], 4))
+    # one layout per drop: vmap over drops, cfg a traced argument
+    run = jax.jit(jax.vmap(lambda c, x, u: E.gauss_seidel_kernel(c, x, split, u, opts), in_axes=(None, 0, 0)))
+    X, vals = run(cfg, X0, users)
+    Xd, vals_d = E.gauss_seidel_sweep(cfg, X0, split, users, options=opts)
+    np.testing.assert_allclose(X, Xd, atol=1e-6)
+    np.testing.assert_allclose(vals, vals_d, rtol=1e-6)
+    # one layout for all drops (the static block)
+    x, v = jax.jit(lambda c: E.gauss_seidel_kernel(c, x0, split, users, opts.replace(objective="ee")))(cfg)
+    xd, vd = E.gauss_seidel_sweep(cfg, x0, split, users, options=opts, objective="ee")
+    np.testing.assert_allclose(x, xd, atol=1e-6)
+    np.testing.assert_allclose(v, vd, rtol=1e-6)
+
+
+def test_coupling_kernel_under_user_jit_vmap_over_scenarios_equals_the_driver(small):
+    cfg, users = small
+    cfg = cfg.replace(waveguide_y=None)  # the centred lane is y = 2.5 m as well; a None lane stacks
+    x0, split = E.initial_point(cfg)
+    opts = E.DesignOptions(coupling_steps=2)
+    powers = (0.0, 15.0, 30.0)
+    cfgs = jp.PassConfig.stack([cfg.replace(power_dbm=p) for p in powers])
+    run = jax.jit(jax.vmap(lambda c: E.coupling_kernel(c, x0, split, users, opts)))
+    splits, hists = run(cfgs)
+    for i, p in enumerate(powers):
+        s, h = E.coupling_step(cfg.replace(power_dbm=p), x0, split, users, options=opts)
+        np.testing.assert_allclose(splits[i], s, atol=1e-6)
+        np.testing.assert_allclose(hists[i], h, rtol=1e-6)
+    assert hists.shape == (3, 3) and np.all(np.diff(np.asarray(hists), axis=-1) >= 0)
+
+
+def test_dynamic_drop_under_user_jit_vmap_equals_the_fixed_coupling_design(small):
+    cfg, users = small
+    pm = 0.3
+    opts = E.DesignOptions(grid_points=GRID, outer_iterations=2, coupling="fixed", fixed_split=0.4)
+    split = jnp.full((4,), 0.4)
+    run = jax.jit(jax.vmap(lambda c, u: E.dynamic_drop(c, u, split, opts, p_max=pm), in_axes=(None, 0)))
+    out = run(cfg, users)
+    ref = E.dynamic_design(cfg, users, pm, opts)
+    np.testing.assert_allclose(out.positions, ref.positions, atol=1e-6)
+    np.testing.assert_allclose(out.power, ref.power, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(out.ee, ref.ee, rtol=1e-5)
+    np.testing.assert_allclose(out.se, ref.se, rtol=1e-5)
+    np.testing.assert_allclose(np.mean(out.history, axis=0), ref.history, rtol=1e-5)
+
+
+def test_evaluate_drop_under_user_jit_vmap_equals_the_driver(small):
+    cfg, users = small
+    X = jp.project_positions(cfg, jnp.sort(jax.random.uniform(jax.random.key(5), (4, 1, 4)) * 20.0, axis=-1))[:, 0]
+    split = jnp.asarray([0.3, 0.5, 0.2, 0.9])
+    for objective in ("ee", "se"):
+        opts = E.DesignOptions(objective=objective)
+        run = jax.jit(jax.vmap(lambda c, x, u: E.evaluate_drop(c, x, split, u, opts), in_axes=(None, 0, 0)))
+        for a, b in zip(run(cfg, X, users), E.evaluate_design(cfg, X, split, users, options=opts)):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_power_sweep_compiles_once(small):
+    cfg, users = small
+    x0, split = E.initial_point(cfg)
+    opts = E.DesignOptions(grid_points=GRID)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def locate_and_score(c):
+        x, _ = E.gauss_seidel_kernel(c, x0, split, users, opts)
+        return jax.vmap(lambda u: E.evaluate_drop(c, x, split, u, opts))(users)[0].mean()
+
+    ee = [float(locate_and_score(cfg.replace(power_dbm=p))) for p in (0.0, 10.0, 20.0, 30.0)]
+    assert np.all(np.diff(ee) >= -1e-5 * ee[-1])  # a larger budget never lowers the optimal EE
+    # the drivers: one compiled design step for a P_max sweep, by p_max [W] or by the config's power_dbm
+    kw = dict(outer_iterations=1, coupling_steps=1, grid_points=GRID)
+    E.static_design(cfg, users, 0.01, **kw)
+    size = E_design._outer_step._cache_size()
+    for p_dbm in (5.0, 25.0):
+        E.static_design(cfg.replace(power_dbm=p_dbm), users, **kw)
+        E.static_design(cfg, users, float(jp.units.dbm_to_watt(p_dbm)), **kw)
+    assert E_design._outer_step._cache_size() == size

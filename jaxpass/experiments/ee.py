@@ -13,6 +13,11 @@ design and the split coefficients are fitted on those drops (the paper's
 locations of every drop. :func:`orderings` turns a power sweep into the
 comparisons EE Fig. 2 shows (dynamic >= static >= fixed antenna, EE- >=
 SE-oriented in EE, tunable >= fixed coupling), each marked as holding or not.
+
+The solver settings are one :class:`~jaxpass.optimize.energy.DesignOptions`
+(the ``jaxpass ee`` flags are built from its fields). Timing and progress live
+here: :func:`run_scheme` times each design and measures JAX's compilation time
+(:class:`CompileClock`), and prints the outer iterations with ``progress=True``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxpass.config import PassConfig
-from jaxpass.experiments.cli_args import UserError, positive_float, positive_int
+from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_float, positive_int
 from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users
 from jaxpass.optimize import energy as E
@@ -55,41 +60,75 @@ LABELS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Algorithm settings shared by every design of an experiment (see ``energy.dynamic_design``)."""
-
-    outer_iterations: int = 3
-    gs_sweeps: int = 1
-    coupling_steps: int = 3
-    fixed_split: float = 0.5
-    grid_points: int | None = None  # None: spacing <= lambda/10
-    grid_batch: int = E.DEFAULT_GRID_BATCH
-    iterations: int = E.DEFAULT_DINKELBACH_ITERATIONS
-
-    def design_kwargs(self) -> dict:
-        return dict(outer_iterations=self.outer_iterations, gs_sweeps=self.gs_sweeps,
-                    coupling_steps=self.coupling_steps, fixed_split=self.fixed_split,
-                    grid_points=self.grid_points, grid_batch=self.grid_batch, iterations=self.iterations)
+#: the ``DesignOptions`` fields ``jaxpass ee`` exposes as flags (objective and coupling are set per scheme)
+DESIGN_FLAGS = ("outer_iterations", "gs_sweeps", "coupling_steps", "fixed_split", "grid_spacing", "grid_points",
+                "grid_batch", "dinkelbach_iterations", "line_search", "initial")
 
 
 def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_scheme(cfg: PassConfig, users, scheme: str, settings: Settings, p_max=None,
-               outer_iterations: int | None = None) -> E.DesignResult:
-    """One design (a ``SCHEMES`` entry) on ``users (D, K, 2)``."""
+class CompileClock:
+    """Seconds JAX spends tracing, lowering and compiling while the block runs (``jax.monitoring`` events).
+
+    ``with CompileClock() as clock: ...`` then ``clock.seconds``.
+    """
+
+    EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+              "/jax/core/compile/backend_compile_duration")
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def _on_event(self, event: str, duration: float, **_):
+        if event in self.EVENTS:
+            self.seconds += duration
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._on_event)
+        return False
+
+
+def _progress(label: str, total: int):
+    """A ``callback(t, value)`` printing the outer iterations of one design to stderr."""
+    t0 = time.perf_counter()
+
+    def callback(t, value):
+        print(f"\r[ee] {label}: outer {t}/{total}  objective {value:.6g}  {time.perf_counter() - t0:.1f} s",
+              end="" if t < total else "\n", file=sys.stderr, flush=True)
+
+    return callback
+
+
+def run_scheme(cfg: PassConfig, users, scheme: str, options: E.DesignOptions = E.DesignOptions(), p_max=None, *,
+               outer_iterations: int | None = None, progress: bool = False) -> E.DesignResult:
+    """One design (a ``SCHEMES`` entry) on ``users (D, K, 2)``, timed.
+
+    ``seconds`` is the wall time less JAX's compilation time, which is
+    ``compile_seconds`` (near 0 when the compiled steps are reused, e.g. from the
+    second ``P_max`` of a sweep on).
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {list(SCHEMES)}")
     kind, objective, coupling = SCHEMES[scheme]
-    if kind == "fixed_antenna":
-        return E.fixed_antenna(cfg, users, p_max=p_max, iterations=settings.iterations)
-    kw = settings.design_kwargs()
+    options = options.replace(objective=objective, coupling=coupling)
     if outer_iterations is not None:
-        kw["outer_iterations"] = outer_iterations
-    fn = E.dynamic_design if kind == "dynamic" else E.static_design
-    return fn(cfg, users, objective=objective, coupling=coupling, p_max=p_max, **kw)
+        options = options.replace(outer_iterations=outer_iterations)
+    with CompileClock() as clock:
+        t0 = time.perf_counter()
+        if kind == "fixed_antenna":
+            r = E.fixed_antenna(cfg, users, p_max, options)
+        else:
+            fn = E.dynamic_design if kind == "dynamic" else E.static_design
+            callback = _progress(f"{scheme} N={cfg.num_pinches}", options.outer_iterations) if progress else None
+            r = fn(cfg, users, p_max, options, callback=callback)
+        wall = time.perf_counter() - t0
+    return dataclasses.replace(r, seconds=max(wall - clock.seconds, 0.0), compile_seconds=clock.seconds)
 
 
 def drops(cfg: PassConfig, num_drops: int, seed: int):
@@ -98,8 +137,8 @@ def drops(cfg: PassConfig, num_drops: int, seed: int):
 
 
 # ------------------------------------------------------------------ experiments
-def convergence(cfg: PassConfig, users, element_counts=(4, 8, 16), settings: Settings = Settings(),
-                outer_iterations: int = 5) -> dict:
+def convergence(cfg: PassConfig, users, element_counts=(4, 8, 16), options: E.DesignOptions = E.DesignOptions(),
+                outer_iterations: int = 5, progress: bool = False) -> dict:
     """EE Fig. 1: per N, the ergodic-EE history of the dynamic and static (EE, tunable) designs.
 
     Returns:
@@ -111,15 +150,15 @@ def convergence(cfg: PassConfig, users, element_counts=(4, 8, 16), settings: Set
         cfgN = cfg.replace(num_pinches=int(N))
         out[int(N)] = {}
         for scheme in ("dynamic_ee_tunable", "static_ee_tunable"):
-            r = run_scheme(cfgN, users, scheme, settings, outer_iterations=outer_iterations)
+            r = run_scheme(cfgN, users, scheme, options, outer_iterations=outer_iterations, progress=progress)
             out[int(N)][scheme] = r.summary()
             _log(f"[ee] convergence N={N} {scheme}: EE {r.mean_ee:.4g} ({r.seconds:.1f} s + compile "
                  f"{r.compile_seconds:.1f} s)")
     return out
 
 
-def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30), settings: Settings = Settings(),
-                schemes=tuple(SCHEMES)) -> dict:
+def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30),
+                options: E.DesignOptions = E.DesignOptions(), schemes=tuple(SCHEMES), progress: bool = False) -> dict:
     """EE Fig. 2: every scheme at every ``P_max`` [dBm] (one compilation per scheme).
 
     Returns:
@@ -129,30 +168,31 @@ def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30), s
     for p_dbm in powers_dbm:
         p_max = float(dbm_to_watt(float(p_dbm)))
         for scheme in schemes:
-            r = run_scheme(cfg, users, scheme, settings, p_max=p_max)
+            r = run_scheme(cfg, users, scheme, options, p_max, progress=progress)
             out["schemes"][scheme].append(r.summary())
             _log(f"[ee] P_max={p_dbm:g} dBm {scheme}: EE {r.mean_ee:.4g}, SE {r.mean_se:.3g} "
                  f"({1e3 * r.seconds / users.shape[0]:.1f} ms/drop)")
     return out
 
 
-def ee_vs_elements(cfg: PassConfig, users, element_counts=(2, 4, 8, 16), settings: Settings = Settings(),
-                   schemes=("dynamic_ee_tunable", "dynamic_ee_fixed", "static_ee_tunable", "static_ee_fixed",
-                            "fixed_antenna")) -> dict:
+def ee_vs_elements(cfg: PassConfig, users, element_counts=(2, 4, 8, 16),
+                   options: E.DesignOptions = E.DesignOptions(), schemes=("dynamic_ee_tunable", "dynamic_ee_fixed", "static_ee_tunable", "static_ee_fixed",
+                            "fixed_antenna"), progress: bool = False) -> dict:
     """EE Fig. 3: EE against the number of elements N (tunable vs fixed coupling)."""
     out = {"element_counts": [int(n) for n in element_counts], "schemes": {s: [] for s in schemes}}
     for N in element_counts:
         cfgN = cfg.replace(num_pinches=int(N))
         for scheme in schemes:
-            r = run_scheme(cfgN, users, scheme, settings)
+            r = run_scheme(cfgN, users, scheme, options, progress=progress)
             out["schemes"][scheme].append(r.summary())
             _log(f"[ee] N={N} {scheme}: EE {r.mean_ee:.4g}")
     return out
 
 
 def ee_vs_length(cfg: PassConfig, lengths=(10.0, 20.0, 30.0, 40.0), num_drops: int = 16, seed: int = 0,
-                 settings: Settings = Settings(),
-                 schemes=("dynamic_ee_tunable", "static_ee_tunable", "fixed_antenna")) -> dict:
+                 options: E.DesignOptions = E.DesignOptions(), *,
+                 schemes=("dynamic_ee_tunable", "static_ee_tunable", "fixed_antenna"),
+                 progress: bool = False) -> dict:
     """EE Fig. 4: EE against the region (and waveguide) length ``S_x`` [m]; drops resampled per length.
 
     The same uniform random numbers are scaled to each region (one seed), so the
@@ -163,7 +203,7 @@ def ee_vs_length(cfg: PassConfig, lengths=(10.0, 20.0, 30.0, 40.0), num_drops: i
         cfgS = cfg.replace(length_x=float(length))
         users = drops(cfgS, num_drops, seed)
         for scheme in schemes:
-            r = run_scheme(cfgS, users, scheme, settings)
+            r = run_scheme(cfgS, users, scheme, options, progress=progress)
             out["schemes"][scheme].append(r.summary())
             _log(f"[ee] S_x={length:g} m {scheme}: EE {r.mean_ee:.4g}")
     return out
@@ -254,10 +294,7 @@ def orderings_table(rows) -> str:
 # ------------------------------------------------------------------ figures
 def plot_figures(results: dict, title: str = ""):
     """EE Figs. 1-4 as one 2x2 matplotlib figure (panels for the parts present in ``results``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from jaxpass.plotting import plt
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), constrained_layout=True)
     styles = {"dynamic": "-", "static": "--", "fixed_antenna": ":"}
@@ -299,7 +336,7 @@ FIGURES = ("convergence", "power", "elements", "length")
 
 def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_dbm=(0, 10, 20, 30),
             element_counts=(2, 4, 8, 16), lengths=(10.0, 20.0, 30.0), convergence_counts=(4, 8, 16),
-            convergence_iterations=5, settings: Settings = Settings()) -> dict:
+            convergence_iterations=5, options: E.DesignOptions = E.DesignOptions(), progress: bool = False) -> dict:
     """Run the requested figures; returns ``{figure: result}`` plus ``"orderings"``/``"monotone"``."""
     for f in figures:
         if f not in FIGURES:
@@ -308,15 +345,16 @@ def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_db
     results: dict = {}
     t0 = time.perf_counter()
     if "convergence" in figures:
-        results["convergence"] = convergence(cfg, users, convergence_counts, settings, convergence_iterations)
+        results["convergence"] = convergence(cfg, users, convergence_counts, options, convergence_iterations,
+                                             progress=progress)
         results["monotone"] = monotone_histories(results["convergence"])
     if "power" in figures:
-        results["power"] = ee_vs_power(cfg, users, powers_dbm, settings)
+        results["power"] = ee_vs_power(cfg, users, powers_dbm, options, progress=progress)
         results["orderings"] = orderings(results["power"])
     if "elements" in figures:
-        results["elements"] = ee_vs_elements(cfg, users, element_counts, settings)
+        results["elements"] = ee_vs_elements(cfg, users, element_counts, options, progress=progress)
     if "length" in figures:
-        results["length"] = ee_vs_length(cfg, lengths, num_drops, seed, settings)
+        results["length"] = ee_vs_length(cfg, lengths, num_drops, seed, options, progress=progress)
     results["wall_s"] = time.perf_counter() - t0
     return results
 
@@ -339,16 +377,9 @@ def report(results: dict) -> str:
 
 
 def _cmd_ee(args) -> int:
+    options = options_from_args(args, E.DesignOptions, DESIGN_FLAGS)
     try:
         cfg = PassConfig.energy_efficiency(num_pinches=args.num_elements, num_users=args.users)
-        if args.grid_spacing is not None:
-            E.default_grid_points(cfg, args.grid_spacing)
-        settings = Settings(outer_iterations=args.outer_iterations, coupling_steps=args.coupling_steps,
-                            fixed_split=args.fixed_split,
-                            grid_points=None if args.grid_spacing is None
-                            else E.default_grid_points(cfg, args.grid_spacing))
-        if not 0.0 <= args.fixed_split <= 1.0:
-            raise ValueError(f"--fixed-split must lie in [0, 1], got {args.fixed_split}")
         for n in list(args.elements) + list(args.convergence_elements):
             cfg.replace(num_pinches=n)
         for length in args.lengths:
@@ -361,13 +392,13 @@ def _cmd_ee(args) -> int:
     results = run_all(cfg, figures=figures, num_drops=args.drops, seed=args.seed, powers_dbm=args.powers_dbm,
                       element_counts=args.elements, lengths=args.lengths,
                       convergence_counts=args.convergence_elements,
-                      convergence_iterations=args.outer_iterations, settings=settings)
+                      convergence_iterations=args.outer_iterations, options=options, progress=args.progress)
     text = report(results)
     print(text)
     os.makedirs(args.out, exist_ok=True)
     payload = {"preset": "energy_efficiency", "K": cfg.num_users, "N": cfg.num_pinches, "drops": args.drops,
-               "seed": args.seed, "settings": dataclasses.asdict(settings), **results,
-               "environment": environment()}
+               "seed": args.seed, "settings": options.asdict(), **results,
+               "env": environment()}
     paths = {"json": write_json(os.path.join(args.out, "ee.json"), payload),
              "markdown": write_text(os.path.join(args.out, "ee.md"), text + "\n")}
     from jaxpass.plotting import save_figure
@@ -415,13 +446,7 @@ def add_command(subparsers) -> None:
                    help="N values for Fig. 1 (default: 4 8 16)")
     p.add_argument("--lengths", type=positive_float, nargs="+", default=[10.0, 20.0, 30.0],
                    help="region lengths S_x for Fig. 4 [m] (default: 10 20 30)")
-    p.add_argument("--outer-iterations", type=positive_int, default=3,
-                   help="outer (static-variable) iterations (default: %(default)s)")
-    p.add_argument("--coupling-steps", type=int, default=3, choices=range(0, 101), metavar="{0..100}",
-                   help="coupling-ascent steps per outer iteration (default: %(default)s)")
-    p.add_argument("--fixed-split", type=float, default=0.5,
-                   help="split coefficient of the fixed-coupling baseline, in [0, 1] (default: %(default)s)")
-    p.add_argument("--grid-spacing", type=positive_float, default=None,
-                   help="Gauss-Seidel grid spacing bound [m] (default: lambda/10)")
+    add_options(p, E.DesignOptions, DESIGN_FLAGS)
+    p.add_argument("--progress", action="store_true", help="print each design's outer iterations to stderr")
     p.add_argument("--out", default="ee_out", help="output directory (default: %(default)s)")
     p.set_defaults(func=_cmd_ee)

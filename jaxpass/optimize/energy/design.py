@@ -1,0 +1,295 @@
+"""Static, dynamic and fixed-antenna designs (EE Defs. 1-2, Algs. 1-3; docs/model.md §5).
+
+The design variables change at three rates (EE §III): powers per drop
+(always), locations per drop (*dynamic*) or once for all drops (*static*), and
+the split coefficients once for all drops (both). One outer iteration runs
+``gs_sweeps`` Gauss-Seidel sweeps of the locations (per drop for the dynamic
+design, on the ergodic objective for the static one), then ``coupling_steps``
+coupling-ascent steps (skipped for ``coupling="fixed"``, where every
+``delta_n = fixed_split``). Every block only accepts improving moves, so the
+ergodic objective is non-decreasing over outer iterations.
+
+The drivers run the outer iterations in Python around one compiled step
+(``jax.jit`` with the options static and ``cfg`` traced: a ``P_max`` sweep compiles
+once) and call ``callback(t, value)`` after each (``t = 0``: the initial point);
+timing and progress printing belong to the caller (``jaxpass.experiments.ee``).
+:func:`dynamic_drop` is the pure per-drop kernel of the dynamic design with
+given split coefficients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpass.optimize.energy import _inputs
+from jaxpass.optimize.energy.coupling import ascend
+from jaxpass.optimize.energy.location import locate
+from jaxpass.optimize.energy.model import centre_antenna_point, fixed_split, initial_point
+from jaxpass.optimize.energy.objective import METRIC_FIELDS, drops_value, evaluate_batch, evaluate_drop, record_batch
+from jaxpass.optimize.energy.options import DesignOptions, with_grid
+
+_STEP_FIELDS = ("objective", "coupling", "gs_sweeps", "coupling_steps", "grid_points", "grid_spacing",
+                "grid_batch", "dinkelbach_iterations", "line_search")
+
+
+@dataclasses.dataclass
+class DesignResult:
+    """A finished static, dynamic or fixed-antenna design evaluated on its drops.
+
+    Attributes:
+      kind: ``"dynamic"``, ``"static"`` or ``"fixed_antenna"``.
+      objective: ``"ee"`` or ``"se"``.
+      coupling: ``"tunable"`` or ``"fixed"``.
+      positions: ``(D, N)`` per-drop positions [m] (static: the same row repeated).
+      split: ``(N,)`` split coefficients.
+      power: ``(D, K)`` powers [W] (Dinkelbach for ``"ee"``, ``P_max`` for ``"se"``).
+      ee: ``(D,)`` energy efficiency per drop [bit/s/Hz per W].
+      se: ``(D,)`` spectral efficiency per drop [bps/Hz].
+      history: ``(outer_iterations + 1,)`` ergodic objective after each outer iteration
+        (entry 0: the initial point); non-decreasing.
+      ee_history: ``(outer_iterations + 1,)`` mean EE after each outer iteration.
+      p_max: power budget [W].
+      initial: which initial point the design started from.
+      seconds, compile_seconds: wall time of the design after compilation and of the
+        compilation [s]; ``None`` unless the caller measured them (``jaxpass.experiments.ee``).
+    """
+
+    kind: str
+    objective: str
+    coupling: str
+    positions: np.ndarray
+    split: np.ndarray
+    power: np.ndarray
+    ee: np.ndarray
+    se: np.ndarray
+    history: np.ndarray
+    ee_history: np.ndarray
+    p_max: float
+    initial: str = "paper"
+    seconds: float | None = None
+    compile_seconds: float | None = None
+
+    @property
+    def mean_ee(self) -> float:
+        return float(np.mean(self.ee))
+
+    @property
+    def mean_se(self) -> float:
+        return float(np.mean(self.se))
+
+    def summary(self) -> dict:
+        """JSON-ready numbers (means, history; time per drop when measured)."""
+        D = self.ee.shape[0]
+        return {
+            "kind": self.kind, "objective": self.objective, "coupling": self.coupling,
+            "initial": self.initial, "p_max_w": self.p_max, "drops": D,
+            "mean_ee": self.mean_ee, "std_ee": float(np.std(self.ee)),
+            "mean_se": self.mean_se, "mean_power_w": float(np.mean(self.power)),
+            "history": [float(v) for v in self.history],
+            "ee_history": [float(v) for v in self.ee_history],
+            "split": [float(v) for v in self.split],
+            "seconds": self.seconds, "compile_seconds": self.compile_seconds,
+            "ms_per_drop": None if self.seconds is None else 1e3 * self.seconds / max(D, 1),
+        }
+
+
+class DropDesign(NamedTuple):
+    """Output of :func:`dynamic_drop` for one drop.
+
+    Attributes:
+      positions: ``(N,)`` [m]; power: ``(K,)`` [W]; ee: [bit/s/Hz per W]; se: [bps/Hz];
+      history: ``(outer_iterations + 1,)`` the drop's objective after each outer iteration.
+    """
+
+    positions: jax.Array
+    power: jax.Array
+    ee: jax.Array
+    se: jax.Array
+    history: jax.Array
+
+
+# ---------------------------------------------------------------------- kernels
+def dynamic_drop(cfg, users, split, options: DesignOptions | None = None, *, p_max=None, x0=None) -> DropDesign:
+    """The dynamic design of one drop with given split coefficients (EE Def. 1, Alg. 2): the pure kernel.
+
+    ``options.outer_iterations`` outer iterations of ``options.gs_sweeps``
+    Gauss-Seidel sweeps of the drop's layout (powers re-optimised inside), from
+    ``x0`` (default: the paper's uniform layout). With fixed couplings the dynamic
+    design separates over drops, so ``jax.vmap`` of this kernel over drops is
+    :func:`dynamic_design` with ``coupling="fixed"``. Runs under a caller's
+    ``jax.jit``/``jax.vmap`` with ``cfg`` traced (then set ``options.grid_points``).
+
+    Args:
+      cfg: single-waveguide scenario.
+      users: ``(K, 2)`` one drop [m].
+      split: ``(N,)`` split coefficients in ``[0, 1]``.
+      options: :class:`DesignOptions` (``outer_iterations``, ``gs_sweeps``, the grid,
+        ``objective``, ``dinkelbach_iterations``; ``coupling`` is not read).
+      p_max: power budget [W] (default ``cfg.power``).
+      x0: ``(N,)`` feasible start [m].
+
+    Returns:
+      :class:`DropDesign`.
+    """
+    options = DesignOptions.resolve(options)
+    users = jnp.asarray(users)
+    p_max = cfg.power if p_max is None else p_max
+    x_start = initial_point(cfg, users.dtype)[0] if x0 is None else jnp.asarray(x0)
+    one = users[None]
+
+    def value(x):
+        return drops_value(cfg, x[None], split, one, p_max, options)[0][0]
+
+    def body(x, _):
+        x = locate(cfg, x, split, one, p_max, options)
+        return x, value(x)
+
+    x, vs = jax.lax.scan(body, x_start, None, length=options.outer_iterations)
+    ee, se, p = evaluate_drop(cfg, x, split, users, options, p_max=p_max)
+    return DropDesign(positions=x, power=p, ee=ee, se=se, history=jnp.concatenate([value(x_start)[None], vs]))
+
+
+def _broadcast(X, D):
+    return X if X.ndim == 2 else jnp.broadcast_to(X, (D,) + X.shape)
+
+
+@functools.partial(jax.jit, static_argnames="options")
+def _outer_step(cfg, X, split, users, p_max, options):
+    """One outer iteration: locations (per drop if ``X (D, N)``, shared if ``X (N,)``), then couplings."""
+    if X.ndim == 2:
+        X = jax.vmap(lambda x, u: locate(cfg, x, split, u[None], p_max, options))(X, users)
+    else:
+        X = locate(cfg, X, split, users, p_max, options)
+    Xall = _broadcast(X, users.shape[0])
+    if options.coupling == "tunable" and options.coupling_steps > 0:
+        split, _ = ascend(cfg, Xall, split, users, p_max, options)
+    vals, ee, _, _ = drops_value(cfg, Xall, split, users, p_max, options)
+    return X, split, jnp.mean(vals), jnp.mean(ee)
+
+
+# ---------------------------------------------------------------------- drivers
+def _start(cfg, start, options, dtype):
+    x0, split0 = (initial_point if start == "paper" else centre_antenna_point)(cfg, dtype)
+    if options.coupling == "fixed":
+        split0 = fixed_split(cfg, options.fixed_split, dtype)
+    return x0, split0
+
+
+def _run_from(kind, start, cfg, users, pm, *, options, callback):
+    D = users.shape[0]
+    x0, split = _start(cfg, start, options, users.dtype)
+    X = _broadcast(x0, D) if kind == "dynamic" else x0
+    metric = options.restricted(*METRIC_FIELDS)
+    step = options.restricted(*_STEP_FIELDS)
+    v, e = record_batch(cfg, _broadcast(X, D), split, users, pm, metric)
+    history, ee_history = [float(v)], [float(e)]
+    if callback is not None:
+        callback(0, history[0])
+    for t in range(1, options.outer_iterations + 1):
+        X, split, v, e = _outer_step(cfg, X, split, users, pm, step)
+        history.append(float(v))
+        ee_history.append(float(e))
+        if callback is not None:
+            callback(t, history[-1])
+    X = _broadcast(X, D)
+    ee, se, p = evaluate_batch(cfg, X, split, users, pm, metric)
+    return DesignResult(kind=kind, objective=options.objective, coupling=options.coupling, positions=np.asarray(X),
+                        split=np.asarray(split), power=np.asarray(p), ee=np.asarray(ee), se=np.asarray(se),
+                        history=np.asarray(history), ee_history=np.asarray(ee_history), p_max=float(pm),
+                        initial=start)
+
+
+def _design(kind, cfg, users, p_max, options, callback):
+    _inputs.check_cfg(cfg)
+    users = _inputs.check_users(cfg, users, batched=True)
+    users = users.astype(_inputs.float_dtype(users))
+    pm = _inputs.budget(cfg, p_max, users.dtype)
+    options = with_grid(cfg, options)
+    starts = ("paper", "centre") if options.initial == "multistart" else (options.initial,)
+    runs = [_run_from(kind, s, cfg, users, pm, options=options, callback=callback) for s in starts]
+    return max(runs, key=lambda r: r.history[-1])  # first wins ties ("paper")
+
+
+def dynamic_design(cfg, users, p_max=None, options: DesignOptions | None = None, *,
+                   callback: Callable[[int, float], None] | None = None, **changes) -> DesignResult:
+    """Dynamic design (EE Def. 1): locations and powers per drop, couplings shared by all drops.
+
+    Per outer iteration: ``gs_sweeps`` Gauss-Seidel sweeps of every drop's layout
+    (vmapped over drops; powers re-optimised inside), then ``coupling_steps``
+    projected-gradient steps on the shared split coefficients (skipped for
+    ``coupling="fixed"``). Starts from ``options.initial`` (default the paper's
+    point, :func:`initial_point`, in every drop).
+
+    Args:
+      cfg: single-waveguide scenario (``PassConfig.energy_efficiency()``).
+      users: ``(D, K, 2)`` drops [m].
+      p_max: power budget [W] (default ``cfg.power``); traced, so a sweep compiles once.
+      options: :class:`DesignOptions`; ``changes`` override fields (``objective="se"``,
+        ``coupling="fixed"``, ``outer_iterations=5``, ``grid_points=...``, ...).
+      callback: called as ``callback(t, value)`` with the ergodic objective after outer
+        iteration ``t`` (``t = 0``: the initial point; once per start for ``"multistart"``).
+
+    Memory: one Gauss-Seidel step holds ``D * grid_batch * K`` channel values at once
+    (all drops are vmapped); lower ``grid_batch`` for very many drops.
+
+    Returns:
+      :class:`DesignResult` (``history`` non-decreasing).
+    """
+    return _design("dynamic", cfg, users, p_max, DesignOptions.resolve(options, **changes), callback)
+
+
+def static_design(cfg, users, p_max=None, options: DesignOptions | None = None, *,
+                  callback: Callable[[int, float], None] | None = None, **changes) -> DesignResult:
+    """Static design (EE Def. 2): locations and couplings shared by all drops, powers per drop.
+
+    Per outer iteration: ``gs_sweeps`` Gauss-Seidel sweeps of the shared layout on
+    the ergodic objective (mean over the drops, Dinkelbach powers per drop), then
+    ``coupling_steps`` coupling steps (skipped for ``coupling="fixed"``).
+
+    ``options.initial``: ``"paper"`` (uniform x, ``delta_n = 1/(N-n)``; default),
+    ``"centre"`` (the fixed-antenna point, :func:`centre_antenna_point`; with
+    ``coupling="fixed"`` the centre layout with the fixed split) or
+    ``"multistart"`` (run from both and keep the design with the better final
+    objective; twice the cost; makes "static >= fixed antenna" hold on the design
+    drops). From ``"centre"`` the design cannot leave the single-antenna family
+    (the other elements get no power and hence no gradient), so it only moves that
+    antenna.
+
+    Arguments as :func:`dynamic_design`.
+
+    Returns:
+      :class:`DesignResult` (``positions`` repeats the one layout per drop).
+    """
+    return _design("static", cfg, users, p_max, DesignOptions.resolve(options, **changes), callback)
+
+
+def fixed_antenna(cfg, users, p_max=None, options: DesignOptions | None = None, **changes) -> DesignResult:
+    """Baseline: one fixed antenna at the centre of the region, all input power radiated.
+
+    The antenna sits on the waveguide at ``(S_x/2, y_wg, h)``; powers per drop by
+    Dinkelbach (EE-oriented, ``options.dinkelbach_iterations`` steps). Same channel
+    model (docs/model.md §5) with one element and ``a = 1``.
+
+    Returns:
+      :class:`DesignResult` with ``N = 1`` (``history`` = the mean EE, one entry).
+    """
+    options = DesignOptions.resolve(options, **changes)
+    _inputs.check_cfg(cfg)
+    users = _inputs.check_users(cfg, users, batched=True)
+    dt = _inputs.float_dtype(users)
+    users = users.astype(dt)
+    pm = _inputs.budget(cfg, p_max, dt)
+    cfg1 = cfg.replace(num_pinches=1)
+    x = jnp.broadcast_to(jnp.asarray(cfg.length_x, dt) / 2.0, (users.shape[0], 1))
+    metric = options.replace(objective="ee").restricted(*METRIC_FIELDS)
+    ee, se, p = (np.asarray(o) for o in evaluate_batch(cfg1, x, jnp.ones((1,), dt), users, pm, metric))
+    return DesignResult(kind="fixed_antenna", objective="ee", coupling="fixed", positions=np.asarray(x),
+                        split=np.ones((1,)), power=p, ee=ee, se=se, history=np.asarray([ee.mean()]),
+                        ee_history=np.asarray([ee.mean()]), p_max=float(pm), initial="centre")
