@@ -76,7 +76,6 @@ def xla_defaults_active() -> bool:
     return _XLA_DEFAULTS_ACTIVE
 
 
-@functools.cache
 def _options_for(backend: str):
     if backend != "cpu" or _XLA_DEFAULTS_ACTIVE or not _jaxlib_knows_flag():
         return None
