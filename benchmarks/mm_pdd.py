@@ -7,13 +7,13 @@ K = N = 4, L in {8, 16}, P = 10 dBm, 64 drops from a fixed seed (``--quick``: 4 
 L = 8, fewer iterations). Rows:
 
 * ``uniform+wmmse``: uniform pinches, WMMSE (the MM-PDD start, for reference);
-* ``mm_pdd``: ``jaxpass.optimize.mm_pdd.mm_pdd`` with its defaults (JB: rho0 = 1e-4,
+* ``mm_pdd``: ``jaxpass.optimize.mm_pdd.mm_pdd_drop`` with ``MmPddOptions`` defaults (JB: rho0 = 1e-4,
   eps = 1e-6; WMMSE start, consistent auxiliaries, normalised units), float64;
 * ``mm_pdd_mrt``: the same from an MRT beamformer (shows a moving trajectory);
 * ``mimo_hybrid``: sub-connected hybrid array, N RF chains x L antennas (JB's MIMO baseline);
 * ``mimo_digital``: fully digital N-antenna ULA + WMMSE (TT's MIMO baseline).
 
-Each is one ``jaxpass.jit(jax.vmap(...))`` over the drops: compiled first
+Each is one ``jax.jit(jax.vmap(kernel))`` over the drops with ``cfg`` a traced argument: compiled first
 (``compile_s``), then one timed call with ``block_until_ready``; time per drop =
 call time / drops (the batch runs until its slowest drop stops). Printed: mean
 +- std sum rate, MM-PDD's final ``||B||_inf`` (max over drops), converged
@@ -24,8 +24,8 @@ Numbers are measurements, never assertions.
 
 from __future__ import annotations
 
-import time
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -42,7 +42,7 @@ PAPER = {8: {"mm_pdd": 49.76, "mm_pdd_s": 255.51, "mimo": 32.14, "mimo_s": 157.2
 
 def _timed(fn, *args):
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile(jp.compiler_options())
+    compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
@@ -59,8 +59,9 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     drops = 4 if quick else 64
     L_values = (8,) if quick else (8, 16)
-    pdd_kw = dict(max_outer=20, max_inner=20) if quick else dict(max_outer=100, max_inner=50)
-    hyb_kw = dict(iterations=40) if quick else dict(iterations=200)
+    pdd_opts = mm_pdd.MmPddOptions(max_outer=20, max_inner=20) if quick else mm_pdd.MmPddOptions()
+    hyb_opts = mimo.HybridOptions(iterations=40) if quick else mimo.HybridOptions()
+    dig_opts = mimo.DigitalOptions()
     seed = 2025
     records, histories = [], {}
     rows = []
@@ -70,21 +71,22 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
         users32 = jp.sample_users(jax.random.key(seed), cfg, (drops,))
         X_uni = jp.uniform_positions(cfg)
 
-        def uniform_wmmse(users):
+        def uniform_wmmse(c, users):
             def one(u):
-                H = jp.effective_channel(cfg, X_uni, u)
-                return jp.sum_rate(H, jp.beamforming.wmmse(H, cfg.power, cfg.noise_power), cfg.noise_power)
+                H = jp.effective_channel(c, jp.uniform_positions(c), u)
+                return jp.sum_rate(H, jp.beamforming.wmmse(H, c.power, c.noise_power), c.noise_power)
             return jax.vmap(one)(users)
 
         results = {}
         common.log(f"[mm_pdd] L={L}: uniform+wmmse")
-        out, c_s, r_s = _timed(uniform_wmmse, users32)
+        out, c_s, r_s = _timed(uniform_wmmse, cfg, users32)
         results["uniform+wmmse"] = dict(rates=np.asarray(out), compile_s=c_s, run_s=r_s)
         with jax.enable_x64(True):
             users64 = users32.astype(jnp.float64)
-            for name, kw in (("mm_pdd", {}), ("mm_pdd_mrt", {"D0": "mrt"})):
+            for name, opts in (("mm_pdd", pdd_opts), ("mm_pdd_mrt", pdd_opts.replace(D0="mrt"))):
                 common.log(f"[mm_pdd] L={L}: {name} (float64, {drops} drops)")
-                out, c_s, r_s = _timed(jax.vmap(lambda u, kw=kw: mm_pdd.mm_pdd(cfg, u, **pdd_kw, **kw)), users64)
+                run = jax.vmap(lambda c, u, o=opts: mm_pdd.mm_pdd_drop(c, u, o), in_axes=(None, 0))
+                out, c_s, r_s = _timed(run, cfg, users64)
                 out = jax.device_get(out)
                 results[name] = dict(
                     rates=np.asarray(out.sum_rate), compile_s=c_s, run_s=r_s,
@@ -97,10 +99,12 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
                 )
                 histories[f"{name}/L={L}"] = {k: np.asarray(v[: min(drops, 4)]) for k, v in out.history.items()}
         common.log(f"[mm_pdd] L={L}: mimo_hybrid")
-        out, c_s, r_s = _timed(jax.vmap(lambda u: mimo.hybrid(cfg, u, **hyb_kw).sum_rate), users32)
+        out, c_s, r_s = _timed(jax.vmap(lambda c, u: mimo.hybrid_drop(None, c, u, hyb_opts).sum_rate,
+                                        in_axes=(None, 0)), cfg, users32)
         results["mimo_hybrid"] = dict(rates=np.asarray(out), compile_s=c_s, run_s=r_s)
         common.log(f"[mm_pdd] L={L}: mimo_digital")
-        out, c_s, r_s = _timed(jax.vmap(lambda u: mimo.digital(cfg, u).sum_rate), users32)
+        out, c_s, r_s = _timed(jax.vmap(lambda c, u: mimo.digital_drop(c, u, dig_opts).sum_rate,
+                                        in_axes=(None, 0)), cfg, users32)
         results["mimo_digital"] = dict(rates=np.asarray(out), compile_s=c_s, run_s=r_s)
 
         for name, res in results.items():
@@ -131,7 +135,8 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     print("\npaper times: MM-PDD 255.51 s/sample (L=8), 408.12 s (L=16); MIMO 157.21 s / 179.24 s (A40 host)")
     path = common.write_result("mm_pdd", config={"preset": "joint_beamforming", "K": 4, "N": 4,
                                                  "L_values": list(L_values), "P_dBm": 10.0, "drops": drops,
-                                                 "seed": seed, "mm_pdd": pdd_kw, "hybrid": hyb_kw,
+                                                 "seed": seed, "mm_pdd": pdd_opts.asdict(),
+                                                 "hybrid": hyb_opts.asdict(), "digital": dig_opts.asdict(),
                                                  "mm_pdd_dtype": "float64", "mimo_dtype": "float32"},
                                records=records, ratios={}, out_dir=out_dir, quick=quick,
                                extra={"wall_s": time.perf_counter() - t_all, "paper": PAPER})

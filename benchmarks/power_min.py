@@ -43,19 +43,19 @@ def time_solvers(cfg, settings, runner, *, with_n4: bool = True) -> list[dict]:
     users, keys, rkeys = exp._drops(cfg, settings)
     snr = exp._snr(settings.snr_db)
     cases = [
-        ("projected_lbfgs", f"{settings.starts} starts x {settings.iterations} it", "proposed", cfg, (users, keys, snr)),
-        ("algorithm1", f"1 start ('Center') x {settings.iterations} it", "algorithm1", cfg, (users, snr)),
-        ("exhaustive", f"{settings.grid}^N grid + {settings.refine} refinements", "exhaustive", cfg, (users, snr)),
+        ("projected_lbfgs", f"{settings.lbfgs.starts} starts x {settings.lbfgs.iterations} it", "proposed", cfg, (users, keys, snr)),
+        ("algorithm1", f"1 start ('Center') x {settings.lbfgs.iterations} it", "algorithm1", cfg, (users, snr)),
+        ("exhaustive", f"{settings.exhaustive.grid}^N grid + {settings.exhaustive.refine} refinements", "exhaustive", cfg, (users, snr)),
         ("center", "closed form at x = D/2", "center", cfg, (users, snr)),
         ("random", "closed form at random x", "random", cfg, (users, rkeys, snr)),
     ]
     c1 = cfg.replace(num_waveguides=1)
     u1, k1, _ = exp._drops(c1, settings)
-    cases.append(("pgd", f"N = 1, {settings.pgd_iterations} it", "proposed", c1, (u1, k1, snr)))
+    cases.append(("pgd", f"N = 1, {settings.pgd.iterations} it", "proposed", c1, (u1, k1, snr)))
     if with_n4:  # N >= 3 takes the eigh path of max_eigenvalue (one LAPACK call per matrix on CPU)
         c4 = cfg.replace(num_waveguides=4)
         u4, k4, _ = exp._drops(c4, settings)
-        cases.append(("projected_lbfgs", f"N = 4, {settings.starts} starts", "proposed", c4, (u4, k4, snr)))
+        cases.append(("projected_lbfgs", f"N = 4, {settings.lbfgs.starts} starts", "proposed", c4, (u4, k4, snr)))
     records = []
     for impl, what, solver, c, args in cases:
         t = runner(solver, c, *args, repeats=3)
@@ -138,7 +138,7 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     config = {"preset": "power_min_blockage", "K": cfg.num_users, "N": cfg.num_waveguides,
               "blockage_rate": float(cfg.blockage_rate), "dtype": "float32", **dataclasses.asdict(settings)}
     json_path = common.write_result(NAME, config=config, records=records, ratios=ratios, out_dir=out_dir, quick=quick,
-                                    extra={"results": exp._jsonable(results), "acceptance": accept, "wall_s": wall})
+                                    extra={"results": results, "acceptance": accept, "wall_s": wall})
     png_path = exp.plot_results(results, cfg, common.result_path(out_dir, NAME, "png"))
 
     env = common.environment()

@@ -13,8 +13,8 @@ jax.config.update("jax_enable_x64", True)            # theta ~ 1e4 rad: eps = 1e
 
 cfg = jp.PassConfig.joint_beamforming()              # K = N = 4, L = 8, P = 10 dBm
 users = jp.sample_users(jax.random.key(0), cfg).astype(np.float64)
-run = jp.jit(lambda u: mm_pdd.mm_pdd(cfg, u, D0="mrt", max_outer=30, max_inner=30))
-res = run(users)
+opts = mm_pdd.MmPddOptions(D0="mrt", max_outer=30, max_inner=30)
+res = mm_pdd.mm_pdd(cfg, users, opts)                # driver: one drop here, (..., K, 2) batches too
 
 T = int(res.outer_iterations)
 print(f"start (uniform + MRT) {float(res.initial_sum_rate):.2f} bps/Hz -> best visited {float(res.sum_rate):.2f},"

@@ -4,9 +4,9 @@ import json
 import os
 
 import pytest
+from conftest import assert_usage_error
 
 from jaxpass.cli import main
-from conftest import assert_usage_error
 
 
 def test_powermin_blockage_and_layouts_write_json_md_png(tmp_path, capsys):
@@ -46,6 +46,8 @@ def test_powermin_check_mc_writes_z_scores(tmp_path, capsys):
         (["powermin", "--drops", "0"], "positive integer"),
         (["powermin", "--only", "nope"], "invalid choice"),
         (["powermin", "--samples", "-3"], "positive integer"),
+        (["powermin", "--starts", "0"], "starts must be >= 1"),  # flags validated by LbfgsOptions
+        (["powermin", "--memory", "0"], "memory must be >= 1"),
     ],
 )
 def test_powermin_bad_arguments_exit_2(argv, needle, capsys):
@@ -67,3 +69,15 @@ def test_powermin_user_errors_one_line_exit_2(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
     assert not out.exists()
+
+
+def test_powermin_solver_flags_come_from_the_options_classes():
+    from jaxpass.cli import build_parser
+    from jaxpass.experiments import powermin
+    from jaxpass.optimize.power_min import LbfgsOptions
+
+    args = build_parser().parse_args(["powermin"])
+    assert (args.starts, args.iterations, args.memory) == (LbfgsOptions().starts, LbfgsOptions().iterations,
+                                                           LbfgsOptions().memory)
+    settings = powermin._settings_from_args(build_parser().parse_args(["powermin", "--quick", "--starts", "2"]))
+    assert settings.lbfgs == LbfgsOptions(starts=2) and settings.drops == powermin.QUICK.drops

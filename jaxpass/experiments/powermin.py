@@ -19,9 +19,12 @@ preset (D = 10 m, d = 3 m, 28 GHz, sigma^2 = -90 dBm, Friis eta):
 Powers are the total ``sum_k ||w_k||^2`` [W]; tables show the mean over drops
 in dBm (``10 log10(mean W) + 30``). The same user drops (common random numbers)
 are used for every method and every point of a sweep. Each batched solver is
-one ``jaxpass.jit``-compiled ``vmap`` over drops, compiled once per shape
-(``cfg`` is a jit argument: changing beta_b or the SNR does not recompile);
-compile time is reported apart from the time per drop.
+one ``jax.jit``-compiled ``vmap`` of a per-drop kernel of
+:mod:`jaxpass.optimize.power_min` (``docs/execution_model.md``), compiled once
+per shape and options (``cfg`` is a jit argument: changing beta_b or the SNR
+does not recompile); compile time is reported apart from the time per drop.
+Solver settings are the options classes (``LbfgsOptions``, ``PgdOptions``,
+``ExhaustiveOptions``); the CLI builds its L-BFGS flags from them.
 """
 
 from __future__ import annotations
@@ -38,29 +41,29 @@ import numpy as np
 
 from jaxpass import units
 from jaxpass.blockage import monte_carlo_snr
-from jaxpass.compile import jit
 from jaxpass.config import PassConfig
-from jaxpass.experiments.cli_args import UserError, positive_int
+from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_int
 from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users
 from jaxpass.optimize import power_min as pm
 
 EXPERIMENTS = ("convergence", "blockage", "snr", "layouts", "correlation")
+LBFGS_FLAGS = ("starts", "iterations", "memory")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of a run (``FULL`` for the benchmark, ``QUICK`` for smoke tests)."""
+    """Sizes of a run (``FULL`` for the benchmark, ``QUICK`` for smoke tests).
+
+    Solver settings are the solvers' options objects (library defaults unless replaced).
+    """
 
     drops: int = 200
     seed: int = 0
     snr_db: float = 10.0
-    starts: int = 4
-    iterations: int = 30
-    memory: int = 5
-    grid: int = 201
-    refine: int = 2
-    pgd_iterations: int = 60
+    lbfgs: pm.LbfgsOptions = pm.LbfgsOptions()
+    pgd: pm.PgdOptions = pm.PgdOptions()
+    exhaustive: pm.ExhaustiveOptions = pm.ExhaustiveOptions()
     rates: tuple = (0.05, 0.1, 0.2, 0.3)
     snr_grid_db: tuple = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
     k_values: tuple = (2, 4, 6)
@@ -71,7 +74,7 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(drops=8, starts=2, iterations=12, grid=61, refine=2, pgd_iterations=20,
+QUICK = Settings(drops=8, exhaustive=pm.ExhaustiveOptions(grid=61), pgd=pm.PgdOptions(iterations=20),
                  snr_grid_db=(0.0, 10.0, 20.0, 30.0), k_values=(2, 4), n_values=(1, 2),
                  correlations=(0.0, 0.4), layout_users=4)
 
@@ -86,22 +89,21 @@ def base_config(**overrides) -> PassConfig:
 
 
 # ------------------------------------------------------------ batched solvers
-def _proposed(cfg, users, keys, snr, correlation, *, starts, iterations, memory, pgd_iterations):
+# vmaps of the per-drop kernels; ``cfg`` is an argument of the compiled call (traced).
+def _proposed(cfg, users, keys, snr, correlation, *, lbfgs, pgd):
     if cfg.num_waveguides == 1:  # PB §III: the convex single-pinch case, PGD from 'Center'
-        return jax.vmap(lambda u: pm.pgd(cfg, u, snr, iterations=pgd_iterations, correlation=correlation))(users)
-    return jax.vmap(lambda u, k: pm.projected_lbfgs(cfg, u, snr, key=k, starts=starts, iterations=iterations,
-                                                    memory=memory, correlation=correlation))(users, keys)
+        return jax.vmap(lambda u: pm.pgd_drop(cfg, u, snr, pgd, correlation=correlation))(users)
+    return jax.vmap(lambda k, u: pm.projected_lbfgs_drop(k, cfg, u, snr, lbfgs, correlation=correlation))(keys, users)
 
 
-def _algorithm1(cfg, users, snr, correlation, *, iterations, memory):
+def _algorithm1(cfg, users, snr, correlation, *, lbfgs):
     """PB Algorithm 1 as in the paper: one start at 'Center'."""
-    return jax.vmap(lambda u: pm.projected_lbfgs(cfg, u, snr, starts=1, iterations=iterations, memory=memory,
-                                                 correlation=correlation))(users)
+    one = lbfgs.replace(starts=1)
+    return jax.vmap(lambda u: pm.projected_lbfgs_drop(None, cfg, u, snr, one, correlation=correlation))(users)
 
 
-def _exhaustive(cfg, users, snr, correlation, *, grid, refine):
-    return jax.vmap(lambda u: pm.exhaustive_search(cfg, u, snr, grid=grid, refine=refine,
-                                                   correlation=correlation))(users)
+def _exhaustive(cfg, users, snr, correlation, *, exhaustive):
+    return jax.vmap(lambda u: pm.exhaustive_search_drop(cfg, u, snr, exhaustive, correlation=correlation))(users)
 
 
 def _center(cfg, users, snr, correlation):
@@ -144,10 +146,8 @@ class Runner:
 
     def statics(self, name):
         s = self.settings
-        return {"proposed": dict(starts=s.starts, iterations=s.iterations, memory=s.memory,
-                                 pgd_iterations=s.pgd_iterations),
-                "algorithm1": dict(iterations=s.iterations, memory=s.memory),
-                "exhaustive": dict(grid=s.grid, refine=s.refine)}.get(name, {})
+        return {"proposed": dict(lbfgs=s.lbfgs, pgd=s.pgd), "algorithm1": dict(lbfgs=s.lbfgs),
+                "exhaustive": dict(exhaustive=s.exhaustive)}.get(name, {})
 
     def __call__(self, name, cfg, *args, correlation=None, repeats: int = 1) -> Timed:
         statics = self.statics(name)
@@ -157,7 +157,7 @@ class Runner:
                tuple((np.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(dyn)))
         if key not in self.cache:
             t0 = time.perf_counter()
-            compiled = jit(lambda *a: fn(*a, **statics)).lower(*dyn).compile()
+            compiled = jax.jit(lambda *a: fn(*a, **statics)).lower(*dyn).compile()
             self.cache[key] = (compiled, time.perf_counter() - t0)
         compiled, compile_s = self.cache[key]
         best = np.inf
@@ -349,7 +349,7 @@ def check_monte_carlo(cfg: PassConfig, settings: Settings, *, samples: int = 20_
                 raise UserError(f"--correlation {correlation:g} on drop {b}: {err}") from None
     mc_keys = jax.random.split(jax.random.key(settings.seed + 7), users.shape[0])
     t0 = time.perf_counter()
-    check = jit(jax.vmap(lambda k, x, u, w: monte_carlo_snr(k, cfg, x, u, w, num_samples=samples, correlation=corr)))
+    check = jax.jit(jax.vmap(lambda k, x, u, w: monte_carlo_snr(k, cfg, x, u, w, num_samples=samples, correlation=corr)))
     res = jax.block_until_ready(check(mc_keys, X, users, W))
     wall = time.perf_counter() - t0
     z = np.asarray(res.z_scores())
@@ -423,9 +423,7 @@ def tables(results: dict) -> str:
 
 def plot_results(results: dict, cfg: PassConfig, path) -> str:
     """One PNG with a panel per experiment present (convergence, blockage, SNR, correlation, layouts)."""
-    import matplotlib.pyplot as plt
-
-    from jaxpass.plotting import plot_layout, save_figure
+    from jaxpass.plotting import plot_layout, plt, save_figure
 
     panels = [n for n in ("convergence", "blockage", "snr", "correlation") if n in results]
     layouts = results.get("layouts", {}).get("cases", [])
@@ -492,25 +490,12 @@ def plot_results(results: dict, cfg: PassConfig, path) -> str:
 def write_results(results: dict, cfg: PassConfig, out_dir, name: str = "powermin") -> dict:
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` atomically into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
-    payload = dict(results, environment=environment())
-    paths = {"json": write_json(os.path.join(out_dir, f"{name}.json"), _jsonable(payload)),
+    payload = dict(results, env=environment())
+    paths = {"json": write_json(os.path.join(out_dir, f"{name}.json"), payload),
              "markdown": write_text(os.path.join(out_dir, f"{name}.md"), tables(results) + "\n")}
     if any(k in results for k in RUNNERS):
         paths["figure"] = plot_results(results, cfg, os.path.join(out_dir, f"{name}.png"))
     return paths
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 # ----------------------------------------------------------------------- CLI
@@ -533,8 +518,7 @@ def add_command(subparsers):
     p.add_argument("--blockage-rate", type=float, default=None, help="blockage rate beta_b [1/m] (default: preset 0.1)")
     p.add_argument("--users", type=positive_int, default=None, help="K (default: preset 4)")
     p.add_argument("--waveguides", type=positive_int, default=None, help="N (default: preset 2)")
-    p.add_argument("--starts", type=positive_int, default=None, help="L-BFGS starts per drop (default 4, quick 2)")
-    p.add_argument("--iterations", type=positive_int, default=None, help="L-BFGS iterations (default 30, quick 12)")
+    add_options(p, pm.LbfgsOptions, LBFGS_FLAGS)  # --starts, --iterations, --memory: defaults from the options class
     p.add_argument("--check-mc", action="store_true", help="run the Monte-Carlo check of the expected SNR instead")
     p.add_argument("--samples", type=positive_int, default=20_000, help="Monte-Carlo masks per drop (default: %(default)s)")
     p.add_argument("--correlation", type=float, default=None,
@@ -546,12 +530,11 @@ def add_command(subparsers):
 
 def _settings_from_args(args) -> Settings:
     s = QUICK if args.quick else FULL
-    over = {"seed": args.seed, "snr_db": args.snr_db}
-    for name in ("drops", "starts", "iterations"):
-        if getattr(args, name) is not None:
-            over[name] = getattr(args, name)
     if not np.isfinite(args.snr_db):
         raise UserError(f"--snr-db must be finite, got {args.snr_db}")
+    over = {"seed": args.seed, "snr_db": args.snr_db, "lbfgs": options_from_args(args, pm.LbfgsOptions, LBFGS_FLAGS)}
+    if args.drops is not None:
+        over["drops"] = args.drops
     return dataclasses.replace(s, **over)
 
 
@@ -583,7 +566,7 @@ def _cmd_powermin(args) -> int:
                   + ", ".join(f"{m:.3f}±{e:.3f}" for m, e in zip(mc["mc_mean"][b], mc["mc_std_err"][b]))
                   + f" | {np.round(z[b], 2).tolist()} |")
         os.makedirs(args.out, exist_ok=True)
-        path = write_json(os.path.join(args.out, "powermin_mc.json"), _jsonable(dict(mc, environment=environment())))
+        path = write_json(os.path.join(args.out, "powermin_mc.json"), dict(mc, env=environment()))
         print(f"wrote json: {path}")
         return 0
     only = tuple(args.only) if args.only else EXPERIMENTS

@@ -29,19 +29,31 @@ as the PASS problem, and report the sum rate of docs/model.md §2.
   interference weights ``alpha |v|^2 ~ 1e10`` every single phase is locked by
   the zero-forcing structure of the precoder.)
 
-One drop per call; jittable and vmappable (fixed iteration counts, ``lax``
-loops). Batch with ``jax.vmap(lambda u: mimo.digital(cfg, u).sum_rate)``.
+Execution model (``docs/execution_model.md``): :func:`digital_drop` and
+:func:`hybrid_drop` are pure per-drop kernels (``cfg`` an argument, traced under
+a caller's ``jax.jit(jax.vmap(...))``; fixed iteration counts, ``lax`` loops;
+the hybrid kernel takes its optional key first); :class:`DigitalOptions` and
+:class:`HybridOptions` hold the static choices; :func:`digital` and
+:func:`hybrid` are the drivers (validation, any leading drop dimensions, a
+module-level ``jax.jit``)::
+
+    opts = HybridOptions(iterations=100)
+    run = jax.jit(jax.vmap(lambda c, u: hybrid_drop(None, c, u, opts), in_axes=(None, 0)))
+    res = run(cfg, users)                   # == hybrid(cfg, users, opts)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxpass import beamforming
-from jaxpass._checks import check_finite, check_positive_int, check_shape, is_tracer
+from jaxpass._checks import check_array, check_int, check_number, drop_keys, is_tracer
+from jaxpass._options import Options, option
 from jaxpass.channel import ula_channel
 from jaxpass.config import PassConfig
 from jaxpass.metrics import sum_rate
@@ -81,38 +93,108 @@ class HybridResult(NamedTuple):
     history: jax.Array
 
 
-def _check_users(cfg: PassConfig, users):
+@dataclasses.dataclass(frozen=True)
+class DigitalOptions(Options):
+    """Options of :func:`digital` (static for ``jit``)."""
+
+    num_antennas: int | None = option(None, help="ULA antennas = RF chains M (default: cfg.num_waveguides, TT)",
+                                      type=int)
+    wmmse_iterations: int = option(100, help="WMMSE updates of the precoder (docs/model.md §3.1), fixed count")
+
+    def validate(self):
+        if self.num_antennas is not None:
+            check_int("num_antennas", self.num_antennas, low=1, unit="antennas")
+        check_int("wmmse_iterations", self.wmmse_iterations, low=1, unit="WMMSE updates")
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridOptions(Options):
+    """Options of :func:`hybrid` (static for ``jit``)."""
+
+    iterations: int = option(200, help="alternating phase (Adam) / WMMSE steps")
+    learning_rate: float = option(0.05, help="Adam step size on the phases [rad] (cosine decay to a tenth)")
+    wmmse_iterations: int = option(5, help="warm-started WMMSE updates of the digital precoder per step")
+    initial_wmmse_iterations: int = option(50, help="WMMSE updates at the start phases")
+    final_wmmse_iterations: int = option(50, help="WMMSE updates at the best phases (kept if not worse)")
+
+    def validate(self):
+        check_int("iterations", self.iterations, low=1, unit="steps")
+        check_number("learning_rate", self.learning_rate, low=0.0, low_open=True, unit="rad")
+        check_int("wmmse_iterations", self.wmmse_iterations, low=1, unit="WMMSE updates")
+        check_int("initial_wmmse_iterations", self.initial_wmmse_iterations, low=1, unit="WMMSE updates")
+        check_int("final_wmmse_iterations", self.final_wmmse_iterations, low=1, unit="WMMSE updates")
+
+
+def _check_inputs(cfg: PassConfig, users, spacing, *, batch=False):
+    """Boundary checks (shapes always, values when concrete); returns the drops' batch shape."""
+    drops = check_array("users", users, (cfg.num_users, 2), batch=batch, unit="m")
+    if spacing is not None:
+        check_array("spacing", spacing, (), unit="m")
+        if not is_tracer(spacing) and not float(spacing) > 0:
+            raise ValueError(f"spacing must be > 0 [m], got {float(spacing)}")
+    return drops
+
+
+def _float_users(users):
     users = jnp.asarray(users)
-    if not is_tracer(users):
-        check_shape("users", users, (cfg.num_users, 2))
-        check_finite("users", users)
     if not jnp.issubdtype(users.dtype, jnp.floating):
         users = users.astype(jnp.result_type(float))
     return users
 
 
-def digital(cfg: PassConfig, users, *, num_antennas: int | None = None, wmmse_iterations: int = 100,
-            spacing=None) -> DigitalResult:
-    """Fully digital ULA at the origin with a WMMSE precoder (docs/model.md §3.5, TT's MIMO baseline).
+def _flat(x, batch, core):
+    """``x`` broadcast to ``batch + core``, flattened to ``(B,) + core``."""
+    return jnp.broadcast_to(jnp.asarray(x), tuple(batch) + tuple(core)).reshape((-1,) + tuple(core))
+
+
+def _unflat(tree, batch):
+    return jax.tree.map(lambda a: a.reshape(tuple(batch) + a.shape[1:]), tree)
+
+
+def digital_drop(cfg: PassConfig, users, options: DigitalOptions | None = None, *, spacing=None) -> DigitalResult:
+    """Fully digital ULA at the origin with a WMMSE precoder, one drop (pure kernel; docs/model.md §3.5).
 
     Args:
-      cfg: the scenario (power, noise, carrier, height; K users).
+      cfg: the scenario (power, noise, carrier, height; K users); may be traced.
       users: ``(K, 2)`` user coordinates [m].
-      num_antennas: ``M`` antennas = RF chains (default ``cfg.num_waveguides``, TT).
-      wmmse_iterations: WMMSE updates (docs/model.md §3.1), fixed count.
-      spacing: element spacing [m] (default ``lambda/2``).
+      options: :class:`DigitalOptions` (antenna count, WMMSE updates).
+      spacing: element spacing [m] (default ``lambda/2``); may be traced.
 
     Returns:
-      ``DigitalResult`` with ``W (M, K)``, ``H (K, M)`` and the sum rate.
+      ``DigitalResult`` with ``W (M, K)``, ``H (K, M)`` and the sum rate [bps/Hz].
     """
-    M = cfg.num_waveguides if num_antennas is None else num_antennas
-    check_positive_int("num_antennas", M)
-    check_positive_int("wmmse_iterations", wmmse_iterations)
-    users = _check_users(cfg, users)
+    options = DigitalOptions.resolve(options)
+    _check_inputs(cfg, users, spacing)
+    users = _float_users(users)
+    M = cfg.num_waveguides if options.num_antennas is None else options.num_antennas
     H = ula_channel(cfg, users, M, spacing)
-    W = beamforming.wmmse(H, cfg.power, cfg.noise_power, iterations=wmmse_iterations,
+    W = beamforming.wmmse(H, cfg.power, cfg.noise_power, iterations=options.wmmse_iterations,
                           init="zf" if cfg.num_users <= M else "mrt")
     return DigitalResult(W=W, H=H, sum_rate=sum_rate(H, W, cfg.noise_power))
+
+
+@functools.partial(jax.jit, static_argnames="options")
+def _digital_batch(cfg, users, *, spacing, options):
+    return jax.vmap(lambda u: digital_drop(cfg, u, options, spacing=spacing))(users)
+
+
+def digital(cfg: PassConfig, users, options: DigitalOptions | None = None, *, spacing=None,
+            **changes) -> DigitalResult:
+    """Fully digital ULA + WMMSE (TT's MIMO baseline) on one drop or a batch: the driver of :func:`digital_drop`.
+
+    Args:
+      cfg: the scenario.
+      users: ``(..., K, 2)`` user coordinates [m], any leading drop dimensions (none for one drop).
+      options: :class:`DigitalOptions`; ``changes`` (e.g. ``num_antennas=8``) are applied to it.
+      spacing: element spacing [m] shared by all drops (default ``lambda/2``).
+
+    Returns:
+      ``DigitalResult`` with the drops' leading dimensions.
+    """
+    options = DigitalOptions.resolve(options, **changes)
+    batch = _check_inputs(cfg, users, spacing, batch=True)
+    out = _digital_batch(cfg, _flat(users, batch, (cfg.num_users, 2)), spacing=spacing, options=options)
+    return _unflat(out, batch)
 
 
 def hybrid_channel(H_array, analog):
@@ -141,10 +223,8 @@ def _initial_analog(cfg: PassConfig, H_array, key):
     return jnp.where(mag > 0, jnp.conj(target) / jnp.where(mag > 0, mag, 1.0), 1.0).astype(H_array.dtype)
 
 
-def hybrid(cfg: PassConfig, users, *, key=None, iterations: int = 200, learning_rate=0.05,
-           wmmse_iterations: int = 5, initial_wmmse_iterations: int = 50, final_wmmse_iterations: int = 50,
-           spacing=None) -> HybridResult:
-    """Sub-connected hybrid array at the origin: unit-modulus analog + digital WMMSE (docs/model.md §3.5, JB §V).
+def hybrid_drop(key, cfg: PassConfig, users, options: HybridOptions | None = None, *, spacing=None) -> HybridResult:
+    """Sub-connected hybrid array at the origin, one drop (pure kernel; docs/model.md §3.5, JB §V).
 
     ``N = cfg.num_waveguides`` RF chains, ``L = cfg.num_pinches`` elements each
     (a ``N L``-element ULA along x, ``lambda/2`` spacing by default). Alternating
@@ -158,32 +238,25 @@ def hybrid(cfg: PassConfig, users, *, key=None, iterations: int = 200, learning_
     3. the best iterate's phases get ``final_wmmse_iterations`` more WMMSE updates
        (kept only if they do not lower its rate).
 
-    Fixed counts (``lax.scan``): jittable, vmappable.
+    Fixed counts (``lax.scan``).
 
     Args:
-      cfg: the scenario.
+      key: ``None`` co-phases chain ``n`` to user ``n mod K`` (analog beam steering);
+        a PRNG key draws uniformly random start phases.
+      cfg: the scenario; may be traced.
       users: ``(K, 2)`` [m].
-      key: optional PRNG key for uniformly random start phases; ``None`` co-phases
-        chain ``n`` to user ``n mod K`` (analog beam steering).
-      iterations: alternating steps (>= 1).
-      learning_rate: Adam step size [rad] (> 0).
-      wmmse_iterations: digital WMMSE updates per step.
-      initial_wmmse_iterations, final_wmmse_iterations: WMMSE updates before and after.
+      options: :class:`HybridOptions`.
       spacing: element spacing [m] (default ``lambda/2``).
 
     Returns:
-      ``HybridResult``; ``analog`` is unit-modulus, ``||digital||_F^2 = cfg.power``;
-      ``history`` holds the start rate and the rate after every step (raw trajectory).
+      ``HybridResult``; ``analog`` is unit-modulus, ``||digital||_F^2 = cfg.power`` [W];
+      ``history`` holds the start rate and the rate after every step [bps/Hz] (raw trajectory).
     """
     import optax
 
-    check_positive_int("iterations", iterations)
-    check_positive_int("wmmse_iterations", wmmse_iterations)
-    check_positive_int("initial_wmmse_iterations", initial_wmmse_iterations)
-    check_positive_int("final_wmmse_iterations", final_wmmse_iterations)
-    if not is_tracer(learning_rate) and not float(learning_rate) > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    users = _check_users(cfg, users)
+    options = HybridOptions.resolve(options)
+    _check_inputs(cfg, users, spacing)
+    users = _float_users(users)
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
     H_array = ula_channel(cfg, users, N * L, spacing)
     rdt = H_array.real.dtype
@@ -199,24 +272,24 @@ def hybrid(cfg: PassConfig, users, *, key=None, iterations: int = 200, learning_
         return sum_rate(channel(phi), W, 1.0)
 
     phi0 = jnp.angle(_initial_analog(cfg, H_array, key)).astype(rdt)
-    W0 = beamforming.wmmse(channel(phi0), 1.0, 1.0, iterations=initial_wmmse_iterations, init=init)
+    W0 = beamforming.wmmse(channel(phi0), 1.0, 1.0, iterations=options.initial_wmmse_iterations, init=init)
     r0 = rate(phi0, W0)
-    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, iterations, alpha=0.1))
+    opt = optax.adam(optax.cosine_decay_schedule(options.learning_rate, options.iterations, alpha=0.1))
     grad = jax.grad(rate)
 
     def step(carry, _):
         phi, W, state, best = carry
         updates, state = opt.update(-grad(phi, W), state, phi)
         phi = optax.apply_updates(phi, updates)
-        W = beamforming.wmmse(channel(phi), 1.0, 1.0, iterations=wmmse_iterations, init=W)
+        W = beamforming.wmmse(channel(phi), 1.0, 1.0, iterations=options.wmmse_iterations, init=W)
         r = rate(phi, W)
         better = r > best[2]
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), (phi, W, r), best)
         return (phi, W, state, best), r
 
     carry = (phi0, W0, opt.init(phi0), (phi0, W0, r0))
-    (_, _, _, (phi, W, r_best)), rates = jax.lax.scan(step, carry, None, length=iterations)
-    W_final = beamforming.wmmse(channel(phi), 1.0, 1.0, iterations=final_wmmse_iterations, init=W)
+    (_, _, _, (phi, W, r_best)), rates = jax.lax.scan(step, carry, None, length=options.iterations)
+    W_final = beamforming.wmmse(channel(phi), 1.0, 1.0, iterations=options.final_wmmse_iterations, init=W)
     W = jnp.where(rate(phi, W_final) >= r_best, W_final, W)
     F = jnp.exp(1j * phi).astype(H_array.dtype)
     digital_W = W * jnp.sqrt(power)
@@ -225,9 +298,38 @@ def hybrid(cfg: PassConfig, users, *, key=None, iterations: int = 200, learning_
                         sum_rate=sum_rate(H, digital_W, noise), history=jnp.concatenate([r0[None], rates]))
 
 
+@functools.partial(jax.jit, static_argnames="options")
+def _hybrid_batch(keys, cfg, users, *, spacing, options):
+    return jax.vmap(lambda k, u: hybrid_drop(k, cfg, u, options, spacing=spacing))(keys, users)
+
+
+def hybrid(cfg: PassConfig, users, options: HybridOptions | None = None, *, key=None, spacing=None,
+           **changes) -> HybridResult:
+    """Sub-connected hybrid array (JB's MIMO baseline) on one drop or a batch: the driver of :func:`hybrid_drop`.
+
+    Args:
+      cfg: the scenario.
+      users: ``(..., K, 2)`` [m], any leading drop dimensions (none for one drop).
+      options: :class:`HybridOptions`; ``changes`` (e.g. ``iterations=100``) are applied to it.
+      key: ``None`` (co-phased start, deterministic) or random start phases: one key per drop
+        (shape ``(...)``) or a single key, used as is for one drop and split into
+        ``jax.random.split(key, B)`` for ``B`` drops (flattened in C order).
+      spacing: element spacing [m] shared by all drops (default ``lambda/2``).
+
+    Returns:
+      ``HybridResult`` with the drops' leading dimensions.
+    """
+    options = HybridOptions.resolve(options, **changes)
+    batch = _check_inputs(cfg, users, spacing, batch=True)
+    keys = None if key is None else _flat(drop_keys(key, batch), batch, ())
+    out = _hybrid_batch(keys, cfg, _flat(users, batch, (cfg.num_users, 2)), spacing=spacing, options=options)
+    return _unflat(out, batch)
+
+
 def unit_modulus_error(analog):
     """``max | |analog| - 1 |``: how far phase-shifter weights are from unit modulus."""
     return jnp.max(jnp.abs(jnp.abs(analog) - 1.0))
 
 
-__all__ = ["DigitalResult", "HybridResult", "digital", "hybrid", "hybrid_channel", "unit_modulus_error"]
+__all__ = ["DigitalOptions", "DigitalResult", "HybridOptions", "HybridResult", "digital", "digital_drop", "hybrid",
+           "hybrid_channel", "hybrid_drop", "unit_modulus_error"]

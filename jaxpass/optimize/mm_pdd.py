@@ -80,19 +80,19 @@ needs; tests check every one):
     where the paper's ``rho0 = 1e-4`` makes the {D, Q} step a WMMSE transmit
     update (``2 rho alpha |v|^2 << 1``, so ``gamma_k ~ alpha_k``). In watts
     (``units="physical"``) ``alpha |v|^2 ~ 1e11`` and that step's user weights become
-    ``~1/(2 rho |v_k|^2)``: measured on one JB drop with ``max_inner=500``, the
-    sum rate fell from 55.8 to 16.6 bps/Hz and recovered to 54.0 only after 94
-    outer iterations, when ``rho`` had shrunk to ~1e-10. Both satisfy every
+    ``~1/(2 rho |v_k|^2)``: the sum rate first drops far below the WMMSE start
+    and recovers only after many outer iterations, once ``rho`` has shrunk by
+    several orders of magnitude (``benchmarks/mm_pdd.py`` measures it). Both satisfy every
     acceptance property; ``eps`` applies to the residuals in the chosen units
     (``B_theta`` in rad and ``B_s`` in m either way).
 
-Observed behaviour (measured, ``benchmarks/mm_pdd.py``): from the default
+Observed behaviour (``benchmarks/mm_pdd.py`` measures it): from the default
 consistent WMMSE start the algorithm stops after ~2 outer iterations with
 ``||B||_inf < 1e-6`` and the positions moved by < 1e-9 m: X is held by the
 ``B_theta`` penalty (curvature ``kappa^2 n_eff^2 / rho ~ 1e10`` per pinch) and
 theta by its Lipschitz prox (``varrho ~ phi^2 / rho``), so the WMMSE start is
 (numerically) a stationary point of the AL. From an MRT start the D-block
-raises the rate (e.g. 5 -> 52 bps/Hz), again without moving X. This is the
+raises the rate to about the WMMSE level, again without moving X. This is the
 paper's algorithm as printed; the paper itself reports it "prone to getting
 stuck" (JB §III-B).
 
@@ -108,19 +108,30 @@ to reach the paper's ``eps = 1e-6``; dtypes follow the inputs.
 Every iterate has feasible X (projection) and ``||D||_F^2 <= P``, so each is a
 feasible point of (P0); the result reports the best one visited (true sum
 rate, every inner sweep) and the history keeps the raw trajectory.
-One drop per call; ``lax.while_loop`` inside (forward only, not differentiable);
-jittable and vmappable (a vmapped batch runs until its slowest drop stops).
+Execution model (``docs/execution_model.md``): :func:`mm_pdd_drop` is the pure
+per-drop kernel (``cfg`` an argument, traced under a caller's
+``jax.jit(jax.vmap(...))``; ``lax.while_loop`` inside, forward only, not
+differentiable; a vmapped batch runs until its slowest drop stops);
+:class:`MmPddOptions` holds every static choice; :func:`mm_pdd` is the driver
+(validation, any leading drop dimensions, a module-level ``jax.jit``)::
+
+    opts = MmPddOptions(D0="mrt", max_outer=30)
+    run = jax.jit(jax.vmap(lambda c, u: mm_pdd_drop(c, u, opts), in_axes=(None, 0)))
+    res = run(cfg, users)                   # == mm_pdd(cfg, users, opts)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxpass import beamforming
-from jaxpass._checks import check_finite, check_positive_int, check_shape, is_tracer
+from jaxpass._checks import check_array, check_choice, check_int, check_number, is_tracer
+from jaxpass._options import Options, option
 from jaxpass.beamforming import _power_multiplier
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
@@ -469,62 +480,99 @@ def true_sum_rate(cfg: PassConfig, prob: Problem, users, X, D):
     return sum_rate(effective_channel(cfg, X, users), prob.d_scale * D, cfg.noise_power)
 
 
-# ----------------------------------------------------------------- driver
-def _validate(cfg: PassConfig, users, X0, D0, rho0, eps, max_outer, max_inner, inner_tol, eta0, aux_init, units):
-    if units not in UNITS:
-        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
-    if aux_init not in AUX_INITS:
-        raise ValueError(f"aux_init must be one of {AUX_INITS}, got {aux_init!r}")
+# ----------------------------------------------------------------- options
+AUX_INITS = ("consistent", "zeros")
+D0_CHOICES = ("wmmse", "zf", "mrt")
+
+
+@dataclasses.dataclass(frozen=True)
+class MmPddOptions(Options):
+    """Options of :func:`mm_pdd` (JB Algorithm 1; static for ``jit``, so changing one recompiles).
+
+    ``rho0``, ``eps``, ``inner_tol`` and ``eta0`` are in the units chosen by ``units``
+    (module docstring, reading 10): ``rho0`` scales the penalty ``1/(2 rho)``,
+    ``eps`` and ``eta0`` bound ``||B||_inf`` (``B_theta`` [rad], ``B_s`` [m], ``B_u`` and
+    ``b_q`` in the channel's units).
+    """
+
+    rho0: float = option(1e-4, help="initial penalty rho (JB §V: 1e-4)")
+    eps: float = option(1e-6, help="stop when ||B||_inf <= eps (JB §V: 1e-6; needs float64 below ~1e-3)")
+    max_outer: int = option(100, help="outer (dual/penalty) iterations at most, T_max")
+    max_inner: int = option(50, help="BCD sweeps per outer iteration at most")
+    inner_tol: float = option(1e-7, help="inner stop: relative AL decrease over a sweep below this")
+    eta0: float = option(float("inf"), help="reference residual of the first outer comparison (reading 8; inf allowed)")
+    aux_init: str = option("consistent", help="auxiliary start: consistent with (X0, D0) or zeros",
+                           choices=AUX_INITS)
+    units: str = option("normalized", help="working units: unit noise and budget, or watts (reading 10)",
+                        choices=UNITS)
+    D0: str = option("wmmse", help="start beamformer on the true channel at X0 (an (N, K) array D0 overrides it)",
+                     choices=D0_CHOICES)
+    monitor: bool = option(True, help="evaluate the AL after every block (history['al_rise'])")
+
+    def validate(self):
+        check_number("rho0", self.rho0, low=0.0, low_open=True, unit="penalty, units of `units`")
+        check_number("eps", self.eps, low=0.0, low_open=True, unit="||B||_inf, units of `units`")
+        check_number("inner_tol", self.inner_tol, low=0.0, low_open=True, unit="relative AL decrease")
+        if isinstance(self.eta0, bool) or not isinstance(self.eta0, (int, float)) or not self.eta0 > 0:
+            raise ValueError(f"eta0 must be a number > 0 (inf allowed) [||B||_inf, units of `units`], got {self.eta0!r}")
+        check_int("max_outer", self.max_outer, low=1, unit="outer iterations")
+        check_int("max_inner", self.max_inner, low=1, unit="BCD sweeps")
+        check_choice("aux_init", self.aux_init, AUX_INITS)
+        check_choice("units", self.units, UNITS)
+        check_choice("D0", self.D0, D0_CHOICES)
+        if not isinstance(self.monitor, bool):
+            raise TypeError(f"monitor must be a bool, got {self.monitor!r}")
+
+
+def _split_d0(D0, changes: dict):
+    """``D0`` given as a string is the option ``D0``; an array is the start beamformer input."""
+    if isinstance(D0, str):
+        return None, {**changes, "D0": D0}
+    return D0, changes
+
+
+# ----------------------------------------------------------------- checks
+def _check_inputs(cfg: PassConfig, users, options: MmPddOptions, *, X0=None, D0=None, batch=False):
+    """Boundary checks (shapes always, values when concrete); returns the drops' batch shape."""
     if cfg.radiation != "equal":
         raise ValueError(f"mm_pdd implements JB's model with radiation='equal' (JB (3)), got {cfg.radiation!r}")
     if not is_tracer(cfg.loss_db_per_m) and float(cfg.loss_db_per_m) != 0.0:
-        raise ValueError(f"mm_pdd implements JB's lossless waveguide, got loss_db_per_m={cfg.loss_db_per_m}")
-    if not is_tracer(users):
-        check_shape("users", users, (cfg.num_users, 2))
-        check_finite("users", users)
-    if X0 is not None and not is_tracer(X0):
-        check_shape("X0", X0, (cfg.num_waveguides, cfg.num_pinches))
-        check_finite("X0", X0)
-    if isinstance(D0, str):
-        if D0 not in ("wmmse", "zf", "mrt"):
-            raise ValueError(f"D0 must be 'wmmse', 'zf', 'mrt' or an (N, K) array, got {D0!r}")
-        if D0 == "zf" and cfg.num_users > cfg.num_waveguides:
-            raise ValueError(f"D0='zf' needs K <= N, got K={cfg.num_users}, N={cfg.num_waveguides}")
-    elif not is_tracer(D0):
-        check_shape("D0", D0, (cfg.num_waveguides, cfg.num_users))
-        check_finite("D0", D0)
-    for name, value in (("rho0", rho0), ("eps", eps), ("inner_tol", inner_tol)):
-        if not is_tracer(value) and not (float(value) > 0 and float(value) < float("inf")):
-            raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    if not is_tracer(eta0) and not float(eta0) > 0:
-        raise ValueError(f"eta0 must be > 0 (inf allowed), got {eta0}")
-    check_positive_int("max_outer", max_outer)
-    check_positive_int("max_inner", max_inner)
+        raise ValueError("mm_pdd implements JB's lossless waveguide: loss_db_per_m must be 0 [dB/m], "
+                         f"got {cfg.loss_db_per_m}")
+    if options.D0 == "zf" and D0 is None and cfg.num_users > cfg.num_waveguides:
+        raise ValueError(f"D0='zf' needs K <= N, got K={cfg.num_users}, N={cfg.num_waveguides}")
+    drops = check_array("users", users, (cfg.num_users, 2), batch=batch, unit="m")
+    if X0 is not None:
+        check_array("X0", X0, (cfg.num_waveguides, cfg.num_pinches), batch=batch, unit="m")
+    if D0 is not None:
+        check_array("D0", D0, (cfg.num_waveguides, cfg.num_users), batch=batch, unit="sqrt(W)")
+    return drops
 
 
-AUX_INITS = ("consistent", "zeros")
+def init_state(cfg: PassConfig, users, options: MmPddOptions | None = None, *, X0=None, D0=None,
+               **changes) -> tuple[Problem, State]:
+    """Alg. 1 lines 1-2: auxiliaries, zero duals, ``rho = rho0`` (then line 5's v, alpha); one drop.
 
-
-def init_state(cfg: PassConfig, users, X0=None, D0="wmmse", rho0=1e-4, aux_init: str = "consistent",
-               units: str = "normalized") -> tuple[Problem, State]:
-    """Alg. 1 lines 1-2: auxiliaries, zero duals, ``rho = rho0`` (then line 5's v, alpha).
-
-    ``aux_init="consistent"``: ``S = r(X0)``, ``theta = kappa (S + n_eff X0)``,
+    ``options.aux_init="consistent"``: ``S = r(X0)``, ``theta = kappa (S + n_eff X0)``,
     ``U = phi e^{-j theta} / r``, ``Q = A D0`` (all residuals zero);
-    ``"zeros"``: ``S = theta = U = Q = 0`` (only X and D informed).
+    ``"zeros"``: ``S = theta = U = Q = 0`` (only X and D informed). ``X0 (N, L)`` [m]
+    (default uniform, projected to feasibility); ``D0``: an ``(N, K)`` array [sqrt(W)]
+    (scaled to the budget) or a string, which sets ``options.D0``.
     """
+    D0, changes = _split_d0(D0, changes)
+    options = MmPddOptions.resolve(options, **changes)
     users = jnp.asarray(users)
     if not jnp.issubdtype(users.dtype, jnp.floating):
         users = users.astype(jnp.result_type(float))
     dt = users.dtype
-    prob = problem(cfg, users, dt, units)
+    prob = problem(cfg, users, dt, options.units)
     X = uniform_positions(cfg, dt) if X0 is None else project_positions(cfg, jnp.asarray(X0, dt))
     cdt = jnp.result_type(dt, jnp.complex64)
-    if isinstance(D0, str):
+    if D0 is None:
         H = effective_channel(cfg, X, users)
-        if D0 == "wmmse":
+        if options.D0 == "wmmse":
             D = beamforming.wmmse(H, cfg.power, cfg.noise_power)
-        elif D0 == "zf":
+        elif options.D0 == "zf":
             D = beamforming.zf(H, cfg.power)
         else:
             D = beamforming.mrt(H, cfg.power)
@@ -536,48 +584,43 @@ def init_state(cfg: PassConfig, users, X0=None, D0="wmmse", rho0=1e-4, aux_init:
     theta = prob.kappa * (S + prob.n_eff * X[None])
     U = prob.phi * _cis_neg(theta) / r
     Q = aux_channel(U) @ D
-    if aux_init == "zeros":
+    if options.aux_init == "zeros":
         S, theta, U, Q = jnp.zeros_like(S), jnp.zeros_like(theta), jnp.zeros_like(U), jnp.zeros_like(Q)
-    elif aux_init != "consistent":
-        raise ValueError(f"aux_init must be one of {AUX_INITS}, got {aux_init!r}")
     K, N, L = U.shape
     zeros = jnp.zeros((K, N, L), dt)
     st = State(X=X, D=D, Q=Q, U=U, theta=theta, S=S, v=jnp.zeros((K,), cdt), alpha=jnp.ones((K,), dt),
                lam_u=zeros.astype(cdt), lam_theta=zeros, lam_s=zeros, lam_q=jnp.zeros((K, K), cdt),
-               rho=jnp.asarray(rho0, dt))
+               rho=jnp.asarray(options.rho0, dt))
     return prob, update_v_alpha(prob, st)
 
 
-def mm_pdd(cfg: PassConfig, users, *, X0=None, D0="wmmse", rho0=1e-4, eps=1e-6, max_outer: int = 100,
-           max_inner: int = 50, inner_tol=1e-7, eta0=float("inf"), aux_init: str = "consistent",
-           units: str = "normalized", monitor: bool = True) -> MmPddResult:
-    """Run JB Algorithm 1 (MM-PDD) on one drop; see the module docstring for the maths and readings.
+# ----------------------------------------------------------------- kernel
+def mm_pdd_drop(cfg: PassConfig, users, options: MmPddOptions | None = None, *, X0=None, D0=None) -> MmPddResult:
+    """JB Algorithm 1 (MM-PDD) on one drop: the pure kernel (module docstring: maths and readings).
+
+    Works under a caller's ``jax.jit(jax.vmap(...))`` with ``cfg`` traced.
 
     Args:
       cfg: JB scenario (``radiation="equal"``, ``loss_db_per_m=0``).
       users: ``(K, 2)`` user coordinates [m]; their dtype sets the working precision
         (use float64 for ``eps`` below ~1e-3, see "Precision").
-      X0: optional ``(N, L)`` start positions (projected to feasibility); default uniform.
-      D0: ``"wmmse"`` (default), ``"zf"``, ``"mrt"`` (on the true channel at ``X0``) or an
-        ``(N, K)`` array (scaled to the budget).
-      rho0: initial penalty (JB §V: 1e-4).
-      eps: stop when ``||B||_inf <= eps`` (JB §V: 1e-6).
-      max_outer: outer iterations at most (``T_max``).
-      max_inner: BCD sweeps per outer iteration at most.
-      inner_tol: inner stop when the AL's relative decrease over a sweep is below this.
-      eta0: reference residual for the first outer comparison (reading 8).
-      monitor: evaluate the AL after every block (``history["al_rise"]``); False skips it.
+      options: :class:`MmPddOptions` (default ``MmPddOptions()``).
+      X0: optional ``(N, L)`` start positions [m] (projected to feasibility); default uniform.
+      D0: optional ``(N, K)`` start beamformer [sqrt(W)] (scaled to the budget); default
+        ``options.D0`` (``"wmmse"``, ``"zf"`` or ``"mrt"`` on the true channel at ``X0``).
 
     Returns:
       ``MmPddResult``: best iterate (positions, W, sum_rate), last iterate, residual,
       counters and the raw per-outer-iteration history.
     """
-    _validate(cfg, users, X0, D0, rho0, eps, max_outer, max_inner, inner_tol, eta0, aux_init, units)
-    prob, st0 = init_state(cfg, users, X0, D0, rho0, aux_init, units)
+    options = MmPddOptions.resolve(options)
+    _check_inputs(cfg, users, options, X0=X0, D0=D0)
+    prob, st0 = init_state(cfg, users, options, X0=X0, D0=D0)
     users = jnp.asarray(users).astype(st0.X.dtype)
     dt = st0.X.dtype
-    eps = jnp.asarray(eps, dt)
-    inner_tol = jnp.asarray(inner_tol, dt)
+    eps = jnp.asarray(options.eps, dt)
+    inner_tol = jnp.asarray(options.inner_tol, dt)
+    max_outer, max_inner, monitor = options.max_outer, options.max_inner, options.monitor
     nan = jnp.full((max_outer,), jnp.nan, dt)
     hist0 = {k: nan for k in ("sum_rate", "B_inf", "rho", "penalty", "al", "al_rise", "inner", "dual_update")}
     rate0 = true_sum_rate(cfg, prob, users, st0.X, st0.D)
@@ -630,7 +673,8 @@ def mm_pdd(cfg: PassConfig, users, *, X0=None, D0="wmmse", rho0=1e-4, eps=1e-6, 
         )
         return t + 1, st, best, B_inf, hist, total_inner + n_inner, B_inf
 
-    init = (jnp.asarray(0), st0, best0, jnp.asarray(eta0, dt), hist0, jnp.asarray(0), residual_norm(prob, st0))
+    init = (jnp.asarray(0), st0, best0, jnp.asarray(options.eta0, dt), hist0, jnp.asarray(0),
+            residual_norm(prob, st0))
     t, st, best, _, hist, total_inner, B_inf = jax.lax.while_loop(outer_cond, outer_body, init)
     final_rate = true_sum_rate(cfg, prob, users, st.X, st.D)
     return MmPddResult(
@@ -641,9 +685,47 @@ def mm_pdd(cfg: PassConfig, users, *, X0=None, D0="wmmse", rho0=1e-4, eps=1e-6, 
     )
 
 
+# ----------------------------------------------------------------- driver
+@functools.partial(jax.jit, static_argnames="options")
+def _mm_pdd_batch(cfg, users, *, X0, D0, options):
+    return jax.vmap(lambda u, x, d: mm_pdd_drop(cfg, u, options, X0=x, D0=d))(users, X0, D0)
+
+
+def _flat(x, batch, core):
+    """``x`` broadcast to ``batch + core``, flattened to ``(B,) + core`` (``None`` stays ``None``)."""
+    if x is None:
+        return None
+    return jnp.broadcast_to(jnp.asarray(x), tuple(batch) + tuple(core)).reshape((-1,) + tuple(core))
+
+
+def mm_pdd(cfg: PassConfig, users, options: MmPddOptions | None = None, *, X0=None, D0=None,
+           **changes) -> MmPddResult:
+    """Run JB Algorithm 1 (MM-PDD) on one drop or a batch: the driver of :func:`mm_pdd_drop`.
+
+    Args:
+      cfg: JB scenario (``radiation="equal"``, ``loss_db_per_m=0``).
+      users: ``(..., K, 2)`` user coordinates [m], any leading drop dimensions (none for one
+        drop); their dtype sets the working precision (float64 for ``eps`` below ~1e-3).
+      options: :class:`MmPddOptions`; ``changes`` (e.g. ``max_outer=30, rho0=1e-3``) are applied to it.
+      X0: optional ``(N, L)`` or ``(..., N, L)`` start positions [m]; default uniform.
+      D0: ``"wmmse"``/``"zf"``/``"mrt"`` (sets ``options.D0``) or an ``(N, K)`` / ``(..., N, K)``
+        start beamformer [sqrt(W)] (scaled to the budget).
+
+    Returns:
+      ``MmPddResult`` with the drops' leading dimensions on every field.
+    """
+    D0, changes = _split_d0(D0, changes)
+    options = MmPddOptions.resolve(options, **changes)
+    batch = _check_inputs(cfg, users, options, X0=X0, D0=D0, batch=True)
+    K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
+    out = _mm_pdd_batch(cfg, _flat(users, batch, (K, 2)), X0=_flat(X0, batch, (N, L)), D0=_flat(D0, batch, (N, K)),
+                        options=options)
+    return jax.tree.map(lambda a: a.reshape(tuple(batch) + a.shape[1:]), out)
+
+
 __all__ = [
-    "BLOCKS", "MmPddResult", "Problem", "State", "augmented_lagrangian", "aux_channel", "bcd_sweep",
-    "block_update", "distances", "init_state", "mm_pdd", "mse", "penalty", "problem", "residual_norm",
-    "residuals", "theta_s_surrogate", "true_sum_rate", "update_dq", "update_theta_s", "update_u",
-    "update_v_alpha", "update_x", "x_surrogate",
+    "AUX_INITS", "BLOCKS", "D0_CHOICES", "MmPddOptions", "MmPddResult", "Problem", "State", "UNITS",
+    "augmented_lagrangian", "aux_channel", "bcd_sweep", "block_update", "distances", "init_state", "mm_pdd",
+    "mm_pdd_drop", "mse", "penalty", "problem", "residual_norm", "residuals", "theta_s_surrogate", "true_sum_rate",
+    "update_dq", "update_theta_s", "update_u", "update_v_alpha", "update_x", "x_surrogate",
 ]

@@ -21,13 +21,23 @@ Hellmann-Feynman, so is the gradient — without ``eigh``'s eigenvector
 derivative, which divides by eigenvalue gaps and is ``inf`` for the repeated
 zero eigenvalues of an unblocked (rank-one) ``M``.
 
-Solvers (all on ONE drop; callers batch with ``jax.vmap`` and compile with ``jaxpass.jit``):
+Solvers follow docs/model.md's execution model (``docs/execution_model.md``):
+a pure per-drop kernel (``*_drop``, ``cfg`` an argument, key first when it
+draws random numbers) that runs under a caller's ``jax.jit(jax.vmap(...))``;
+an options class (static for ``jit``); and a driver (the public name) that
+validates concrete inputs, takes ``users (..., K, 2)`` with any leading drop
+dimensions (none for one drop), and calls a module-level ``jax.jit``:
 
-- :func:`pgd`: projected gradient descent with an Armijo search along the
-  projection arc. For ``N = 1`` the objective ``sum_k sigma^2 Gamma_k r_k^2
-  e^{beta_b r_k} / eta`` is convex (PB Lemma 1), so PGD reaches the global
-  optimum (PB §III).
-- :func:`projected_lbfgs`: PB Algorithm 1, written here rather than taken from
+    opts = LbfgsOptions(starts=4)
+    run = jax.jit(jax.vmap(lambda k, c, u: projected_lbfgs_drop(k, c, u, 10.0, opts), in_axes=(0, None, 0)))
+    res = run(keys, cfg, users)             # == projected_lbfgs(cfg, users, 10.0, opts, key=keys)
+
+- :func:`pgd` / :func:`pgd_drop` (:class:`PgdOptions`): projected gradient
+  descent with an Armijo search along the projection arc. For ``N = 1`` the
+  objective ``sum_k sigma^2 Gamma_k r_k^2 e^{beta_b r_k} / eta`` is convex
+  (PB Lemma 1), so PGD reaches the global optimum (PB §III).
+- :func:`projected_lbfgs` / :func:`projected_lbfgs_drop` (:class:`LbfgsOptions`):
+  PB Algorithm 1, written here rather than taken from
   ``optax.lbfgs``. optax's L-BFGS is unconstrained: its zoom line search
   enforces Wolfe conditions on the unprojected ray ``x + s d``, so projecting
   the result onto the box afterwards voids the sufficient-decrease guarantee
@@ -45,16 +55,19 @@ Solvers (all on ONE drop; callers batch with ``jax.vmap`` and compile with ``jax
   iteration count (``lax.scan``) returns the per-iteration history (PB Fig. 2).
   Several starts per drop: 'Center' (the paper's initial point) plus uniform
   random starts; the best final point is kept.
+- :func:`closed_form_beamformer` / :func:`closed_form_beamformer_drop`: PB (17).
 - Baselines: :func:`center_positions` ('Center', ``x_n = D/2``),
   :func:`random_positions` ('Random'), both evaluated with the closed-form
-  beamformers by :func:`evaluate_positions`, and :func:`exhaustive_search`
-  (a full grid over ``[0, D]^N`` plus local grid refinements: the global
-  optimum for small N, up to the final grid spacing).
+  beamformers by :func:`evaluate_positions`, and :func:`exhaustive_search` /
+  :func:`exhaustive_search_drop` (:class:`ExhaustiveOptions`; a full grid over
+  ``[0, D]^N`` plus local grid refinements: the global optimum for small N, up
+  to the final grid spacing).
 
 Correlated links (PB eq. (19), Lemma 2): every function takes ``correlation``
 (``None`` = independent links; scalar, ``(N, N)`` or ``(K, N, N)``
-coefficients), see :mod:`jaxpass.blockage`. With ``rho >= 0`` every entry of
-``M_k`` can only grow, so ``lmax`` grows and the power drops (Perron-Frobenius).
+coefficients, shared by all drops of a driver call), see :mod:`jaxpass.blockage`.
+With ``rho >= 0`` every entry of ``M_k`` can only grow, so ``lmax`` grows and
+the power drops (Perron-Frobenius).
 
 Units: positions [m], powers [W], SNR targets linear (``Gamma``; use
 ``jaxpass.units.db_to_linear``), ``sigma^2 = cfg.noise_power`` [W].
@@ -62,13 +75,22 @@ Units: positions [m], powers [W], SNR targets linear (``Gamma``; use
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpass._checks import check_finite, check_positive_int, check_shape, is_tracer
+from jaxpass._checks import (
+    check_array,
+    check_broadcastable,
+    check_int,
+    check_nonnegative,
+    drop_keys,
+)
+from jaxpass._options import Options, option
 from jaxpass._safe import safe_div
 from jaxpass.blockage import (
     channel_covariance,
@@ -81,16 +103,23 @@ from jaxpass.channel import distances, effective_channel
 from jaxpass.config import PassConfig
 
 __all__ = [
+    "ExhaustiveOptions",
+    "LbfgsOptions",
+    "PgdOptions",
     "PowerMinResult",
     "center_positions",
     "channel_covariance",
     "closed_form_beamformer",
+    "closed_form_beamformer_drop",
     "evaluate_positions",
     "exhaustive_search",
+    "exhaustive_search_drop",
     "max_eigenvalue",
     "per_user_power",
     "pgd",
+    "pgd_drop",
     "projected_lbfgs",
+    "projected_lbfgs_drop",
     "random_positions",
     "reduced_objective",
     "single_pinch_objective",
@@ -99,10 +128,52 @@ __all__ = [
 #: line-search step multipliers 2^4 ... 2^-20 (largest first)
 _STEP_EXPONENTS = np.arange(4, -21, -1)
 _ARMIJO_C1 = 1e-4
+_MAX_GRID_POINTS = 2**31 - 1
+
+
+# ----------------------------------------------------------------- options
+@dataclasses.dataclass(frozen=True)
+class PgdOptions(Options):
+    """Options of :func:`pgd` (static for ``jit``)."""
+
+    iterations: int = option(100, help="projected-gradient steps T (fixed count, lax.scan)")
+
+    def validate(self):
+        check_int("iterations", self.iterations, low=1, unit="steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class LbfgsOptions(Options):
+    """Options of :func:`projected_lbfgs` (PB Algorithm 1; static for ``jit``)."""
+
+    starts: int = option(4, help="L-BFGS starts per drop: 'Center' (or x0) plus starts - 1 uniform random ones")
+    iterations: int = option(30, help="L-BFGS iterations per start (fixed count, lax.scan)")
+    memory: int = option(5, help="stored L-BFGS curvature pairs")
+
+    def validate(self):
+        check_int("starts", self.starts, low=1, unit="starts per drop")
+        check_int("iterations", self.iterations, low=1, unit="iterations")
+        check_int("memory", self.memory, low=1, unit="curvature pairs")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExhaustiveOptions(Options):
+    """Options of :func:`exhaustive_search` (static for ``jit``)."""
+
+    grid: int = option(201, help="full-grid points per axis over [0, D]")
+    refine: int = option(2, help="local grid refinements after the full grid")
+    refine_points: int = option(21, help="points per axis of each local refinement grid")
+    chunk: int = option(8192, help="objective evaluations per lax.scan step (bounds memory)")
+
+    def validate(self):
+        check_int("grid", self.grid, low=2, unit="points per axis")
+        check_int("refine", self.refine, low=0, unit="refinements")
+        check_int("refine_points", self.refine_points, low=2, unit="points per axis")
+        check_int("chunk", self.chunk, low=1, unit="evaluations")
 
 
 class PowerMinResult(NamedTuple):
-    """Solution of one drop.
+    """Solution of one drop (drivers add the drops' leading dimensions to every field).
 
     Attributes:
       positions: ``(N, 1)`` pinch positions in ``[0, D]`` [m].
@@ -119,26 +190,17 @@ class PowerMinResult(NamedTuple):
 
 
 # ----------------------------------------------------------------- checks
-def _check_inputs(cfg: PassConfig, users, snr_target, correlation, X=None, where="power_min"):
+def _check_inputs(cfg: PassConfig, users, snr_target, correlation, *, X=None, where="power_min", batch=False):
+    """Boundary checks (shapes always, values when concrete); returns the drops' batch shape."""
     check_single_pinch(cfg, where)
-    if not is_tracer(users):
-        check_shape("users", users, (cfg.num_users, 2))
-        check_finite("users", users)
-    if X is not None and not is_tracer(X):
-        check_shape("X (positions)", X, (cfg.num_waveguides, 1))
-        check_finite("X (positions)", X)
-        arr = np.asarray(X)
-        D = float(np.asarray(cfg.length_x))
-        if np.any(arr < 0) or np.any(arr > D):
-            raise ValueError(f"X (positions) must lie in [0, D={D:g}] m, got range [{arr.min():.6g}, {arr.max():.6g}]")
-    if not is_tracer(snr_target):
-        arr = np.asarray(snr_target)
-        if arr.ndim not in (0, 1) or (arr.ndim == 1 and arr.shape != (cfg.num_users,)):
-            raise ValueError(f"snr_target must be a scalar or have shape ({cfg.num_users},), got {arr.shape}")
-        check_finite("snr_target", arr)
-        if np.any(arr < 0):
-            raise ValueError(f"snr_target (linear Gamma_k) must be >= 0, got min {arr.min():.6g}")
+    shape = check_array("users", users, (cfg.num_users, 2), batch=batch, unit="m")
+    drops = shape
+    if X is not None:
+        check_array("X (positions)", X, (cfg.num_waveguides, 1), batch=batch, low=0.0, high=cfg.length_x, unit="m")
+    check_broadcastable("snr_target", snr_target, drops + (cfg.num_users,))
+    check_nonnegative("snr_target (linear Gamma_k)", snr_target)
     check_correlation(correlation, cfg.num_users, cfg.num_waveguides)
+    return drops
 
 
 def _targets(snr_target, K, dtype):
@@ -191,6 +253,8 @@ def _power_terms(cfg, X, users, gamma, correlation, sigma2):
 def per_user_power(cfg: PassConfig, X, users, snr_target, correlation=None, *, noise_power=None):
     """Slot powers ``||w_k||^2 = sigma^2 Gamma_k / lmax(R_k(X))``, shape ``(K,)`` [W] (PB (17)).
 
+    One drop; differentiable in ``X`` and ``cfg``'s traced fields.
+
     Args:
       cfg: scenario with ``num_pinches == 1`` (docs/model.md §6).
       X: ``(N, 1)`` positions [m]; users: ``(K, 2)`` [m].
@@ -200,8 +264,7 @@ def per_user_power(cfg: PassConfig, X, users, snr_target, correlation=None, *, n
     """
     _check_inputs(cfg, users, snr_target, correlation)
     X = jnp.asarray(X)
-    if not is_tracer(X):
-        check_shape("X (positions)", X, (cfg.num_waveguides, 1))
+    check_array("X (positions)", X, (cfg.num_waveguides, 1), unit="m")
     dt = jnp.result_type(X.dtype, jnp.asarray(users).dtype, float)
     sigma2 = jnp.asarray(cfg.noise_power if noise_power is None else noise_power, dt)
     return _power_terms(cfg, X.astype(dt), users, _targets(snr_target, cfg.num_users, dt), correlation, sigma2)
@@ -232,20 +295,18 @@ def single_pinch_objective(cfg: PassConfig, X, users, snr_target, *, noise_power
     return jnp.sum(sigma2 * gamma * r**2 * jnp.exp(jnp.asarray(cfg.blockage_rate, r.dtype) * r) / gain)
 
 
-def closed_form_beamformer(cfg: PassConfig, X, users, snr_target, correlation=None, *, noise_power=None,
-                           method: str = "auto"):
-    """PB (17): ``w_k = sqrt(sigma^2 Gamma_k / lmax(R_k)) u_max(R_k)``, shape ``(N, K)`` complex.
+def closed_form_beamformer_drop(cfg: PassConfig, X, users, snr_target, correlation=None, *, noise_power=None,
+                                method: str = "auto"):
+    """PB (17) on one drop (pure kernel): ``w_k = sqrt(sigma^2 Gamma_k / lmax(R_k)) u_max(R_k)``, ``(N, K)`` complex.
 
     ``u_max(R_k) = Phi_k u_max(M_k)`` with ``Phi_k = diag(conj(hbar_k) / |hbar_k|)``
     (``hbar = effective_channel``, row convention: ``E|hbar_k o gamma_k @ w|^2 = w^H R_k w``).
     Each user's expected SNR equals ``Gamma_k`` exactly; the power is minimal
-    for these positions. Same arguments as :func:`per_user_power`.
+    for these positions (docs/model.md §6-§7). Same arguments as :func:`per_user_power`;
+    ``method`` is :func:`jaxpass.channel.effective_channel`'s.
     """
-    _check_inputs(cfg, users, snr_target, correlation, X=None)
-    X = jnp.asarray(X)
-    if not is_tracer(X):
-        check_shape("X (positions)", X, (cfg.num_waveguides, 1))
     power = per_user_power(cfg, X, users, snr_target, correlation, noise_power=noise_power)  # (K,)
+    X = jnp.asarray(X, power.dtype)
     M = moment_matrices(cfg, X, users, correlation)
     u = _principal_vector(M)  # (K, N) real, unit norm
     hbar = effective_channel(cfg, X, users, method=method)  # (K, N)
@@ -270,40 +331,54 @@ def random_positions(key, cfg: PassConfig, dtype=None):
     return jax.random.uniform(key, (cfg.num_waveguides, 1), dtype) * jnp.asarray(cfg.length_x, dtype)
 
 
-def _problem(cfg, users, snr_target, correlation, noise_power):
-    """The reduced objective as a function of ``x (N,)`` plus the box bounds and dtype."""
+class _Drop(NamedTuple):
+    """One drop's data in the working dtype (``hi = D`` [m], ``gamma (K,)``, ``sigma2`` [W])."""
+
+    cfg: PassConfig
+    users: jax.Array
+    gamma: jax.Array
+    correlation: object
+    sigma2: jax.Array
+    hi: jax.Array
+
+    @property
+    def dtype(self):
+        return self.users.dtype
+
+    def power(self, x):
+        """The reduced objective (PB (18a)) as a function of ``x (N,)`` [m]."""
+        return jnp.sum(_power_terms(self.cfg, x[:, None], self.users, self.gamma, self.correlation, self.sigma2))
+
+
+def _problem(cfg, users, snr_target, correlation, noise_power) -> _Drop:
     users = jnp.asarray(users)
     dt = jnp.result_type(users.dtype, float)
     users = users.astype(dt)
     sigma2 = jnp.asarray(cfg.noise_power if noise_power is None else noise_power, dt)
-    gamma = _targets(snr_target, cfg.num_users, dt)
-
-    def power(x):
-        return jnp.sum(_power_terms(cfg, x[:, None], users, gamma, correlation, sigma2))
-
-    return power, jnp.asarray(cfg.length_x, dt), dt
+    return _Drop(cfg, users, _targets(snr_target, cfg.num_users, dt), correlation, sigma2,
+                 jnp.asarray(cfg.length_x, dt))
 
 
-def _result(cfg, x, users, snr_target, correlation, noise_power, history):
+def _result(drop: _Drop, x, history) -> PowerMinResult:
     X = x[:, None]
-    W = closed_form_beamformer(cfg, X, users, snr_target, correlation, noise_power=noise_power)
+    W = closed_form_beamformer_drop(drop.cfg, X, drop.users, drop.gamma, drop.correlation, noise_power=drop.sigma2)
     return PowerMinResult(X, history[-1], W, history)
 
 
 def evaluate_positions(cfg: PassConfig, X, users, snr_target, correlation=None, *, noise_power=None):
-    """Closed-form beamformers and power at given positions (the 'Center'/'Random' baselines).
+    """Closed-form beamformers and power at given positions, one drop (the 'Center'/'Random' baselines).
 
     Returns:
       :class:`PowerMinResult` with ``history = [power]``.
     """
     _check_inputs(cfg, users, snr_target, correlation, X=X, where="evaluate_positions")
-    power, _, dt = _problem(cfg, users, snr_target, correlation, noise_power)
-    x = jnp.asarray(X, dt)[:, 0]
-    return _result(cfg, x, users, snr_target, correlation, noise_power, power(x)[None])
+    drop = _problem(cfg, users, snr_target, correlation, noise_power)
+    x = jnp.asarray(X, drop.dtype)[:, 0]
+    return _result(drop, x, drop.power(x)[None])
 
 
 # ------------------------------------------------------------- line search
-def _arc_search(f, x, fx, g, d, hi, base):
+def _arc_search(f, x, fx, g, d, *, hi, base):
     """Armijo search along the projection arc ``clip(x + s d, 0, hi)``, all step sizes at once.
 
     Candidates ``s = base * 2^j``, j = 4 .. -20; keeps the lowest ``f`` among those
@@ -333,49 +408,65 @@ def _normalised(power, x0):
     return (lambda x: power(x) / scale), scale
 
 
-# ---------------------------------------------------------------------- PGD
-def _check_solver_args(iterations=None, starts=None, memory=None):
-    if iterations is not None:
-        check_positive_int("iterations", iterations)
-    if starts is not None:
-        check_positive_int("starts", starts)
-    if memory is not None:
-        check_positive_int("memory", memory)
-
-
 def _initial(cfg, x0, dt):
     if x0 is None:
         return center_positions(cfg, dt)[:, 0]
     x0 = jnp.asarray(x0)
-    if not is_tracer(x0):
-        check_shape("x0", x0, (cfg.num_waveguides, 1))
-        check_finite("x0", x0)
+    check_array("x0", x0, (cfg.num_waveguides, 1), unit="m")
     return jnp.clip(x0.astype(dt)[:, 0], 0.0, jnp.asarray(cfg.length_x, dt))
 
 
-def pgd(cfg: PassConfig, users, snr_target, *, x0=None, iterations: int = 100, correlation=None,
-        noise_power=None) -> PowerMinResult:
-    """Projected gradient descent on the reduced objective (PB §III; global optimum for ``N = 1``).
+# ------------------------------------------------------------ batching
+def _flat(x, batch, core):
+    """``x`` broadcast to ``batch + core`` and flattened to ``(B,) + core`` (``None`` stays ``None``)."""
+    if x is None:
+        return None
+    x = jnp.asarray(x)
+    return jnp.broadcast_to(x, tuple(batch) + tuple(core)).reshape((-1,) + tuple(core))
+
+
+def _unflat(tree, batch):
+    """Undo :func:`_flat` on every leaf of a batched result."""
+    return jax.tree.map(lambda a: a.reshape(tuple(batch) + a.shape[1:]), tree)
+
+
+def _targets_flat(snr_target, batch, K):
+    s = jnp.asarray(snr_target)
+    return _flat(s[..., None] if s.ndim == 0 else s, batch, (K,))
+
+
+def _noise_flat(noise_power, batch):
+    if noise_power is None:
+        return None
+    check_nonnegative("noise_power [W]", noise_power)
+    return _flat(noise_power, batch, ())
+
+
+# ---------------------------------------------------------------------- PGD
+def pgd_drop(cfg: PassConfig, users, snr_target, options: PgdOptions | None = None, *, x0=None, correlation=None,
+             noise_power=None) -> PowerMinResult:
+    """Projected gradient descent on PB (18) for one drop (pure kernel; PB §III, global optimum for ``N = 1``).
 
     ``x <- clip(x - s grad P(x), 0, D)`` with ``s`` from an Armijo search along the
     projection arc (25 trial steps around ``0.1 D / max|grad|``, evaluated at once).
     ``lax.scan`` with a fixed count; the objective is normalised by its start value.
 
     Args:
-      cfg: scenario with ``num_pinches == 1`` (any N; PB uses it for N = 1).
+      cfg: scenario with ``num_pinches == 1`` (any N; PB uses it for N = 1); may be traced.
       users: ``(K, 2)`` [m]; snr_target: linear ``Gamma``, scalar or ``(K,)``.
-      x0: ``(N, 1)`` start (default 'Center').
-      iterations: number of PGD steps T.
+      options: :class:`PgdOptions` (default ``PgdOptions()``).
+      x0: ``(N, 1)`` start [m] (default 'Center').
       correlation: link correlation; noise_power: sigma^2 [W] (default ``cfg.noise_power``).
 
     Returns:
-      :class:`PowerMinResult` (history ``(T + 1,)``).
+      :class:`PowerMinResult` (history ``(T + 1,)`` [W]).
     """
+    options = PgdOptions.resolve(options)
     _check_inputs(cfg, users, snr_target, correlation, where="pgd")
-    _check_solver_args(iterations=iterations)
-    power, hi, dt = _problem(cfg, users, snr_target, correlation, noise_power)
+    drop = _problem(cfg, users, snr_target, correlation, noise_power)
+    hi, dt = drop.hi, drop.dtype
     x = _initial(cfg, x0, dt)
-    f, scale = _normalised(power, x)
+    f, scale = _normalised(drop.power, x)
     vg = jax.value_and_grad(f)
 
     def step(carry, _):
@@ -383,13 +474,45 @@ def pgd(cfg: PassConfig, users, snr_target, *, x0=None, iterations: int = 100, c
         _, g = vg(x)
         d = -g * _free_mask(x, g, hi)
         base = 0.1 * hi / jnp.maximum(jnp.max(jnp.abs(d)), jnp.finfo(dt).tiny)
-        x, fx, _ = _arc_search(f, x, fx, g, d, hi, base)
+        x, fx, _ = _arc_search(f, x, fx, g, d, hi=hi, base=base)
         return (x, fx), fx
 
     f0 = f(x)
-    (x, _), trace = jax.lax.scan(step, (x, f0), None, length=iterations)
+    (x, _), trace = jax.lax.scan(step, (x, f0), None, length=options.iterations)
     history = jnp.concatenate([f0[None], trace]) * scale
-    return _result(cfg, x, users, snr_target, correlation, noise_power, history)
+    return _result(drop, x, history)
+
+
+@functools.partial(jax.jit, static_argnames="options")
+def _pgd_batch(cfg, users, snr_target, *, x0, correlation, noise_power, options):
+    one = lambda u, s, x, p: pgd_drop(cfg, u, s, options, x0=x, correlation=correlation, noise_power=p)  # noqa: E731
+    return jax.vmap(one)(users, snr_target, x0, noise_power)
+
+
+def pgd(cfg: PassConfig, users, snr_target, options: PgdOptions | None = None, *, x0=None, correlation=None,
+        noise_power=None, **changes) -> PowerMinResult:
+    """Projected gradient descent (PB §III) on one drop or a batch of drops: the driver of :func:`pgd_drop`.
+
+    Args:
+      cfg: scenario with ``num_pinches == 1``.
+      users: ``(..., K, 2)`` [m], any leading drop dimensions (none for one drop).
+      snr_target: linear ``Gamma``, broadcastable to ``(..., K)``.
+      options: :class:`PgdOptions`; ``changes`` (e.g. ``iterations=40``) are applied to it.
+      x0: start ``(N, 1)`` or ``(..., N, 1)`` [m] (default 'Center').
+      correlation: link correlation shared by all drops; noise_power: sigma^2 [W] (scalar or per drop).
+
+    Returns:
+      :class:`PowerMinResult` with the drops' leading dimensions.
+    """
+    options = PgdOptions.resolve(options, **changes)
+    batch = _check_inputs(cfg, users, snr_target, correlation, where="pgd", batch=True)
+    if x0 is not None:
+        check_array("x0", x0, (cfg.num_waveguides, 1), batch=True, unit="m")
+    K, N = cfg.num_users, cfg.num_waveguides
+    out = _pgd_batch(cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
+                     x0=_flat(x0, batch, (N, 1)), correlation=correlation,
+                     noise_power=_noise_flat(noise_power, batch), options=options)
+    return _unflat(out, batch)
 
 
 # ------------------------------------------------------------ projected L-BFGS
@@ -413,10 +536,11 @@ def _two_loop(g, S, Y, valid, free, gamma0):
     return -r * fm
 
 
-def _lbfgs_single(f, x0, hi, iterations, memory):
+def _lbfgs_single(f, x0, hi, options: LbfgsOptions):
     """One projected L-BFGS run from ``x0 (N,)``; returns ``(x, f history (T+1,))``."""
     N = x0.shape[0]
     dt = x0.dtype
+    memory = options.memory
     vg = jax.value_and_grad(f)
     tiny = jnp.finfo(dt).tiny
     f0, g0 = vg(x0)
@@ -431,7 +555,7 @@ def _lbfgs_single(f, x0, hi, iterations, memory):
         fallback = -(st["gamma"] * g) * free.astype(dt)
         descent = gd < -1e-12 * jnp.linalg.norm(g) * jnp.linalg.norm(d)
         d = jnp.where(descent, d, fallback)
-        x_new, f_new, found = _arc_search(f, x, fx, g, d, hi, jnp.asarray(1.0, dt))
+        x_new, f_new, found = _arc_search(f, x, fx, g, d, hi=hi, base=jnp.asarray(1.0, dt))
         _, g_new = vg(x_new)
         s, y = x_new - x, g_new - g
         sy, yy = jnp.dot(s, y), jnp.dot(y, y)
@@ -446,53 +570,96 @@ def _lbfgs_single(f, x0, hi, iterations, memory):
         new = dict(x=x_new, f=f_new, g=g_new, S=S, Y=Y, valid=valid, gamma=gamma)
         return new, f_new
 
-    st, trace = jax.lax.scan(step, state, None, length=iterations)
+    st, trace = jax.lax.scan(step, state, None, length=options.iterations)
     return st["x"], jnp.concatenate([f0[None], trace])
 
 
-def projected_lbfgs(cfg: PassConfig, users, snr_target, *, key=None, starts: int = 4, iterations: int = 30,
-                    memory: int = 5, x0=None, correlation=None, noise_power=None) -> PowerMinResult:
-    """PB Algorithm 1: projected L-BFGS on the positions with the closed-form beamformers.
+def _check_lbfgs_key(key, options: LbfgsOptions):
+    if options.starts > 1 and key is None:
+        raise ValueError(f"projected_lbfgs: starts={options.starts} > 1 needs a jax.random key for the random starts "
+                         "(key=jax.random.key(0)), or starts=1")
+
+
+def projected_lbfgs_drop(key, cfg: PassConfig, users, snr_target, options: LbfgsOptions | None = None, *, x0=None,
+                         correlation=None, noise_power=None) -> PowerMinResult:
+    """PB Algorithm 1 on one drop (pure kernel): projected L-BFGS on the positions, closed-form beamformers.
 
     Box-constrained (``0 <= x_n <= D``) active-set L-BFGS with an Armijo search
     along the projection arc (module docstring explains why not ``optax.lbfgs``
-    plus a projection). Runs ``starts`` starts in one vmapped batch — start 0 is
-    ``x0`` (default 'Center', the paper's initial point), the others uniform in
-    the box from ``key`` — and keeps the lowest final power.
+    plus a projection). Runs ``options.starts`` starts in one vmapped batch —
+    start 0 is ``x0`` (default 'Center', the paper's initial point), the others
+    uniform in the box from ``key`` — and keeps the lowest final power.
 
     Args:
-      cfg: scenario with ``num_pinches == 1``.
+      key: ``jax.random`` key for the random starts (``None`` allowed when ``starts == 1``).
+      cfg: scenario with ``num_pinches == 1``; may be traced.
       users: ``(K, 2)`` [m]; snr_target: linear ``Gamma``, scalar or ``(K,)``.
-      key: ``jax.random`` key for the random starts (required when ``starts > 1``).
-      starts: number of starts S.
-      iterations: L-BFGS iterations T (``lax.scan``, fixed count).
-      memory: number of stored curvature pairs m.
-      x0: ``(N, 1)`` first start (default 'Center').
-      correlation: link correlation; noise_power: sigma^2 [W].
+      options: :class:`LbfgsOptions` (default ``LbfgsOptions()``).
+      x0: ``(N, 1)`` first start [m] (default 'Center').
+      correlation: link correlation; noise_power: sigma^2 [W] (default ``cfg.noise_power``).
 
     Returns:
       :class:`PowerMinResult`; ``history (T + 1,)`` is the kept start's power [W] per iteration.
     """
+    options = LbfgsOptions.resolve(options)
     _check_inputs(cfg, users, snr_target, correlation, where="projected_lbfgs")
-    _check_solver_args(iterations=iterations, starts=starts, memory=memory)
-    if starts > 1 and key is None:
-        raise ValueError(f"projected_lbfgs: starts={starts} > 1 needs a jax.random key for the random starts")
-    power, hi, dt = _problem(cfg, users, snr_target, correlation, noise_power)
-    first = _initial(cfg, x0, dt)
-    if starts > 1:
-        rand = jax.random.uniform(key, (starts - 1, cfg.num_waveguides), dt) * hi
+    _check_lbfgs_key(key, options)
+    drop = _problem(cfg, users, snr_target, correlation, noise_power)
+    first = _initial(cfg, x0, drop.dtype)
+    if options.starts > 1:
+        rand = jax.random.uniform(key, (options.starts - 1, cfg.num_waveguides), drop.dtype) * drop.hi
         init = jnp.concatenate([first[None], rand], axis=0)
     else:
         init = first[None]
-    f, scale = _normalised(power, first)
-    xs, hists = jax.vmap(lambda x: _lbfgs_single(f, x, hi, iterations, memory))(init)
+    f, scale = _normalised(drop.power, first)
+    xs, hists = jax.vmap(lambda x: _lbfgs_single(f, x, drop.hi, options))(init)
     best = jnp.argmin(hists[:, -1])
-    return _result(cfg, xs[best], users, snr_target, correlation, noise_power, hists[best] * scale)
+    return _result(drop, xs[best], hists[best] * scale)
+
+
+@functools.partial(jax.jit, static_argnames="options")
+def _lbfgs_batch(keys, cfg, users, snr_target, *, x0, correlation, noise_power, options):
+    def one(k, u, s, x, p):
+        return projected_lbfgs_drop(k, cfg, u, s, options, x0=x, correlation=correlation, noise_power=p)
+
+    return jax.vmap(one)(keys, users, snr_target, x0, noise_power)
+
+
+def projected_lbfgs(cfg: PassConfig, users, snr_target, options: LbfgsOptions | None = None, *, key=None, x0=None,
+                    correlation=None, noise_power=None, **changes) -> PowerMinResult:
+    """PB Algorithm 1 on one drop or a batch of drops: the driver of :func:`projected_lbfgs_drop`.
+
+    Args:
+      cfg: scenario with ``num_pinches == 1``.
+      users: ``(..., K, 2)`` [m], any leading drop dimensions (none for one drop).
+      snr_target: linear ``Gamma``, broadcastable to ``(..., K)``.
+      options: :class:`LbfgsOptions`; ``changes`` (e.g. ``starts=4, iterations=30``) are applied to it.
+      key: random starts (required when ``starts > 1``): one key per drop (shape ``(...)``) or a
+        single key, used as is for one drop and split into ``jax.random.split(key, B)`` for ``B``
+        drops (flattened in C order).
+      x0: first start ``(N, 1)`` or ``(..., N, 1)`` [m] (default 'Center').
+      correlation: link correlation shared by all drops; noise_power: sigma^2 [W] (scalar or per drop).
+
+    Returns:
+      :class:`PowerMinResult` with the drops' leading dimensions.
+    """
+    options = LbfgsOptions.resolve(options, **changes)
+    batch = _check_inputs(cfg, users, snr_target, correlation, where="projected_lbfgs", batch=True)
+    _check_lbfgs_key(key, options)
+    if x0 is not None:
+        check_array("x0", x0, (cfg.num_waveguides, 1), batch=True, unit="m")
+    K, N = cfg.num_users, cfg.num_waveguides
+    keys = None if key is None else _flat(drop_keys(key, batch), batch, ())
+    out = _lbfgs_batch(keys, cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
+                       x0=_flat(x0, batch, (N, 1)), correlation=correlation,
+                       noise_power=_noise_flat(noise_power, batch), options=options)
+    return _unflat(out, batch)
 
 
 # --------------------------------------------------------- exhaustive search
-def _grid_min(power, lo, step, points: int, N: int, chunk: int):
+def _grid_min(power, lo, step, points: int, chunk: int):
     """Minimum of ``power`` over the grid ``lo + step * i``, ``i in {0..points-1}^N``, in chunks."""
+    N = lo.shape[0]
     total = points**N
     chunk = int(min(chunk, total))
     n_chunks = -(-total // chunk)
@@ -515,10 +682,18 @@ def _grid_min(power, lo, step, points: int, N: int, chunk: int):
     return best_x, best_f
 
 
-def exhaustive_search(cfg: PassConfig, users, snr_target, *, grid: int = 201, refine: int = 2,
-                      refine_points: int = 21, correlation=None, noise_power=None,
-                      chunk: int = 8192) -> PowerMinResult:
-    """Global optimum by exhaustive grid search over ``[0, D]^N`` (small N), with local refinement.
+def _check_grid_size(cfg: PassConfig, options: ExhaustiveOptions):
+    N = cfg.num_waveguides
+    for name in ("grid", "refine_points"):
+        points = getattr(options, name)
+        if points**N > _MAX_GRID_POINTS:
+            raise ValueError(f"exhaustive_search: {name}**N = {points}**{N} points is too many (limit 2**31 - 1 "
+                             "points); use a coarser grid or projected_lbfgs for large N")
+
+
+def exhaustive_search_drop(cfg: PassConfig, users, snr_target, options: ExhaustiveOptions | None = None, *,
+                           correlation=None, noise_power=None) -> PowerMinResult:
+    """Global optimum of PB (18) on one drop (pure kernel) by grid search over ``[0, D]^N`` plus local refinement.
 
     Stage 0 evaluates the reduced objective on a full grid of ``grid`` points per
     axis (spacing ``h = D / (grid - 1)``); each of ``refine`` stages then searches
@@ -528,32 +703,92 @@ def exhaustive_search(cfg: PassConfig, users, snr_target, *, grid: int = 201, re
     lower the value found by the full grid. Work: ``grid^N + refine * refine_points^N``
     evaluations, evaluated ``chunk`` at a time (``lax.scan``) to bound memory.
 
+    Args:
+      cfg: scenario with ``num_pinches == 1`` (small N); may be traced.
+      users: ``(K, 2)`` [m]; snr_target: linear ``Gamma``, scalar or ``(K,)``.
+      options: :class:`ExhaustiveOptions`.
+      correlation: link correlation; noise_power: sigma^2 [W].
+
     Returns:
-      :class:`PowerMinResult`; ``history`` is the best power after the grid and each refinement.
+      :class:`PowerMinResult`; ``history`` is the best power [W] after the grid and each refinement.
     """
+    options = ExhaustiveOptions.resolve(options)
     _check_inputs(cfg, users, snr_target, correlation, where="exhaustive_search")
-    for name, v in (("grid", grid), ("refine_points", refine_points), ("chunk", chunk)):
-        check_positive_int(name, v)
-    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
-        raise ValueError(f"refine must be an int >= 0, got {refine!r}")
-    if grid < 2 or refine_points < 2:
-        raise ValueError(f"grid and refine_points must be >= 2, got grid={grid}, refine_points={refine_points}")
+    _check_grid_size(cfg, options)
     N = cfg.num_waveguides
-    if grid**N > 2**31 - 1 or refine_points**N > 2**31 - 1:
-        raise ValueError(f"exhaustive_search: grid**N = {grid}**{N} points is too many (limit 2**31 - 1); "
-                         "use a coarser grid or projected_lbfgs for large N")
-    power, hi, dt = _problem(cfg, users, snr_target, correlation, noise_power)
-    h = hi / (grid - 1)
-    x, fx = _grid_min(power, jnp.zeros((N,), dt), jnp.full((N,), h, dt), grid, N, chunk)
+    drop = _problem(cfg, users, snr_target, correlation, noise_power)
+    hi, dt = drop.hi, drop.dtype
+    h = hi / (options.grid - 1)
+    x, fx = _grid_min(drop.power, jnp.zeros((N,), dt), jnp.full((N,), h, dt), options.grid, options.chunk)
     hist = [fx]
-    for _ in range(refine):
+    for _ in range(options.refine):
         lo = jnp.clip(x - 2.0 * h, 0.0, hi)
         top = jnp.clip(x + 2.0 * h, 0.0, hi)
-        step = (top - lo) / (refine_points - 1)
-        xr, fr = _grid_min(power, lo, step, refine_points, N, chunk)
+        step = (top - lo) / (options.refine_points - 1)
+        xr, fr = _grid_min(drop.power, lo, step, options.refine_points, options.chunk)
         better = fr < fx
         x, fx = jnp.where(better, xr, x), jnp.where(better, fr, fx)
         hist.append(fx)
-        h = 4.0 * h / (refine_points - 1)
-    return _result(cfg, x, users, snr_target, correlation, noise_power, jnp.stack(hist))
+        h = 4.0 * h / (options.refine_points - 1)
+    return _result(drop, x, jnp.stack(hist))
 
+
+@functools.partial(jax.jit, static_argnames="options")
+def _exhaustive_batch(cfg, users, snr_target, *, correlation, noise_power, options):
+    one = lambda u, s, p: exhaustive_search_drop(cfg, u, s, options, correlation=correlation, noise_power=p)  # noqa: E731
+    return jax.vmap(one)(users, snr_target, noise_power)
+
+
+def exhaustive_search(cfg: PassConfig, users, snr_target, options: ExhaustiveOptions | None = None, *,
+                      correlation=None, noise_power=None, **changes) -> PowerMinResult:
+    """Exhaustive grid search on one drop or a batch of drops: the driver of :func:`exhaustive_search_drop`.
+
+    Args:
+      cfg: scenario with ``num_pinches == 1``.
+      users: ``(..., K, 2)`` [m]; snr_target: linear ``Gamma``, broadcastable to ``(..., K)``.
+      options: :class:`ExhaustiveOptions`; ``changes`` (e.g. ``grid=101``) are applied to it.
+      correlation: link correlation shared by all drops; noise_power: sigma^2 [W] (scalar or per drop).
+
+    Returns:
+      :class:`PowerMinResult` with the drops' leading dimensions.
+    """
+    options = ExhaustiveOptions.resolve(options, **changes)
+    batch = _check_inputs(cfg, users, snr_target, correlation, where="exhaustive_search", batch=True)
+    _check_grid_size(cfg, options)
+    K = cfg.num_users
+    out = _exhaustive_batch(cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
+                            correlation=correlation, noise_power=_noise_flat(noise_power, batch), options=options)
+    return _unflat(out, batch)
+
+
+# ------------------------------------------------------ closed-form driver
+@functools.partial(jax.jit, static_argnames="method")
+def _beamformer_batch(cfg, X, users, snr_target, *, correlation, noise_power, method):
+    def one(x, u, s, p):
+        return closed_form_beamformer_drop(cfg, x, u, s, correlation, noise_power=p, method=method)
+
+    return jax.vmap(one)(X, users, snr_target, noise_power)
+
+
+def closed_form_beamformer(cfg: PassConfig, X, users, snr_target, correlation=None, *, noise_power=None,
+                           method: str = "auto"):
+    """PB (17) closed-form beamformers for one drop or a batch: the driver of :func:`closed_form_beamformer_drop`.
+
+    Args:
+      cfg: scenario with ``num_pinches == 1``.
+      X: ``(N, 1)`` or ``(..., N, 1)`` positions in ``[0, D]`` [m].
+      users: ``(..., K, 2)`` [m]; snr_target: linear ``Gamma``, broadcastable to ``(..., K)``.
+      correlation: link correlation shared by all drops; noise_power: sigma^2 [W] (scalar or per drop).
+      method: :func:`jaxpass.channel.effective_channel`'s phase method (static).
+
+    Returns:
+      ``(..., N, K)`` complex beamformers (column k: user k's slot); ``||w_k||^2`` [W].
+    """
+    batch = _check_inputs(cfg, users, snr_target, correlation, X=None, where="closed_form_beamformer", batch=True)
+    xb = check_array("X (positions)", X, (cfg.num_waveguides, 1), batch=True, low=0.0, high=cfg.length_x, unit="m")
+    batch = tuple(np.broadcast_shapes(batch, xb))
+    K, N = cfg.num_users, cfg.num_waveguides
+    out = _beamformer_batch(cfg, _flat(X, batch, (N, 1)), _flat(users, batch, (K, 2)),
+                            _targets_flat(snr_target, batch, K), correlation=correlation,
+                            noise_power=_noise_flat(noise_power, batch), method=method)
+    return _unflat(out, batch)
