@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import assert_usage_error
 
 from jaxpass.cli import main
-from conftest import assert_usage_error
 
 
 def test_demo_writes_table_json_and_png(tmp_path, capsys):

@@ -40,10 +40,13 @@ def kkt_residual(cfg, x, w, p):
     L = len(x)
     rows, rhs = [], []
     e = np.eye(L)
-    rows.append(e[0]); rhs.append(0.0)
+    rows.append(e[0])
+    rhs.append(0.0)
     for l in range(1, L):
-        rows.append(e[l] - e[l - 1]); rhs.append(cfg.min_spacing)
-    rows.append(-e[L - 1]); rhs.append(-cfg.length_x)
+        rows.append(e[l] - e[l - 1])
+        rhs.append(cfg.min_spacing)
+    rows.append(-e[L - 1])
+    rhs.append(-cfg.length_x)
     A, b = np.array(rows), np.array(rhs)
     slack = A @ p - b
     active = slack <= 1e-9

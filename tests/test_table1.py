@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_usage_error
 
 from jaxpass.cli import main
 from jaxpass.experiments import table1
 from jaxpass.experiments.tune import load_users
-from conftest import assert_usage_error
 
 
 def _png(path):
