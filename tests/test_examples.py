@@ -14,14 +14,10 @@ def test_example_runs(script, tmp_path):
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip()
-
-
-def test_quickstart_prints_rates():
-    script = pathlib.Path(__file__).parent.parent / "examples" / "quickstart.py"
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
-    lines = res.stdout.splitlines()
-    assert lines[0].startswith("zf") and "bps/Hz" in lines[0]
-    assert "feasible after a step: True" in lines[-1]
+    if script.name == "quickstart.py":  # prints the rates, then the feasibility after a gradient step
+        lines = res.stdout.splitlines()
+        assert lines[0].startswith("zf") and "bps/Hz" in lines[0]
+        assert "feasible after a step: True" in lines[-1]
 
 
 def _readme_block(section: str) -> str:
