@@ -190,3 +190,14 @@ def drop_keys(key, batch_shape: tuple, name: str = "key"):
     if not batch_shape:
         return k
     return jax.random.split(k, int(np.prod(batch_shape))).reshape(batch_shape)
+
+
+def check_spacings(name: str, x) -> tuple:
+    """A non-empty sequence of finite pinch spacings >= 0 [m], returned as a tuple of floats."""
+    try:
+        spacings = tuple(float(s) for s in np.atleast_1d(np.asarray(x, dtype=float)))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers [m], got {x!r}") from None
+    if not spacings or not all(np.isfinite(s) and s >= 0 for s in spacings):
+        raise ValueError(f"{name} must be a non-empty sequence of finite numbers >= 0 [m], got {x!r}")
+    return spacings

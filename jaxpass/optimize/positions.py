@@ -103,6 +103,7 @@ from jaxpass._checks import (
     check_number,
     check_positive_int,
     check_shape,
+    check_spacings,
     is_tracer,
     shape_of,
 )
@@ -173,13 +174,7 @@ class TuneOptions(Options):
         for name in ("learning_rate", "final_learning_rate"):
             check_number(name, getattr(self, name), unit="m", low=0.0, low_open=True)
         check_number("dual_learning_rate", self.dual_learning_rate, low=0.0, low_open=True)
-        try:
-            spacings = tuple(float(s) for s in np.atleast_1d(np.asarray(self.spacings, dtype=float)))
-        except (TypeError, ValueError):
-            raise TypeError(f"spacings must be a sequence of numbers [m], got {self.spacings!r}") from None
-        if not spacings or not all(math.isfinite(s) and s >= 0 for s in spacings):
-            raise ValueError(f"spacings must be a non-empty sequence of finite numbers >= 0 [m], got {self.spacings!r}")
-        object.__setattr__(self, "spacings", spacings)
+        object.__setattr__(self, "spacings", check_spacings("spacings", self.spacings))
 
     def check_scenario(self, cfg: PassConfig) -> None:
         """Raise if these options cannot run on ``cfg`` (shapes are static, so this holds under ``jit``)."""

@@ -117,7 +117,6 @@ block axis and call the module-level :data:`ssca_batch` / :data:`evaluate_batch`
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import NamedTuple
 
 import jax
@@ -133,6 +132,7 @@ from jaxpass._checks import (
     check_nonnegative_int,
     check_number,
     check_shape,
+    check_spacings,
     drop_keys,
     is_tracer,
     shape_of,
@@ -190,13 +190,7 @@ class SscaOptions(Options):
         check_choice("slot_model", self.slot_model, SLOT_DISTRIBUTIONS)
         check_number("sigma_u", self.sigma_u, unit="m", low=0.0)
         check_nonnegative_int("assignments", self.assignments)
-        try:
-            spacings = tuple(float(s) for s in np.atleast_1d(np.asarray(self.spacings, dtype=float)))
-        except (TypeError, ValueError):
-            raise TypeError(f"spacings must be a sequence of numbers [m], got {self.spacings!r}") from None
-        if not spacings or not all(math.isfinite(s) and s >= 0 for s in spacings):
-            raise ValueError(f"spacings must be a non-empty sequence of finite numbers >= 0 [m], got {self.spacings!r}")
-        object.__setattr__(self, "spacings", spacings)
+        object.__setattr__(self, "spacings", check_spacings("spacings", self.spacings))
 
 
 class SscaState(NamedTuple):
