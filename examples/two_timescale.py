@@ -18,8 +18,8 @@ from jaxpass.optimize import ssca
 
 cfg = jp.PassConfig.two_timescale()
 homes = jax.vmap(lambda k: slots.sample_homes(k, cfg))(jax.random.split(jax.random.key(0), 2))  # 2 blocks
-opts = ssca.SscaOptions(iterations=80, slots_per_iteration=32, wmmse_iterations=5)
-held_out = dict(key=jax.random.key(99), num_slots=500)  # slots the optimisation never saw
+opts = ssca.SscaOptions(iterations=40, slots_per_iteration=32, wmmse_iterations=5)
+held_out = dict(key=jax.random.key(99), num_slots=300)  # slots the optimisation never saw
 
 for init in ("uniform", "aligned"):
     t0 = time.perf_counter()

@@ -1,4 +1,7 @@
-"""Smoke test of the benchmark suite: ``python -m benchmarks --quick`` runs and honours its JSON contract.
+"""The throughput benchmark: ``python -m benchmarks --quick --only throughput`` runs and honours its JSON contract.
+
+The other benchmarks' quick runs are smoke-tested in ``test_benchmark_suite.py``
+(table1's through ``jaxpass reproduce table1 --quick`` in ``test_table1.py``).
 
 No timing assertions: the numbers depend on the machine. What is checked is
 the contract documented in ``benchmarks/throughput.py`` (module docstring) and
@@ -33,7 +36,7 @@ def _finite_nonneg(v):
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "throughput", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     return out, proc
 
