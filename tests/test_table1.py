@@ -2,6 +2,8 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_usage_error
@@ -142,3 +144,20 @@ def test_tune_cli_bad_input_exits_2(tmp_path, capsys, content, extra, needle):
 )
 def test_bad_arguments_exit_2(argv, needle, capsys):
     assert_usage_error(argv, needle, capsys)
+
+
+def test_interference_free_rate_matches_a_permutation_search_in_float64():
+    """Independent NumPy reference: every waveguide -> user permutation, rate of the best one."""
+    import itertools
+
+    cfg = table1.table_config(8)
+    users = np.asarray(table1.table_drops(cfg, 5, 3), np.float64)
+    P, beta, s2, h = (float(v) for v in (cfg.power, cfg.beta, cfg.noise_power, cfg.height))
+    lanes = np.asarray(cfg.lane_y, np.float64)
+    got = np.asarray(jax.vmap(lambda u: table1.interference_free_rate(cfg, u))(jnp.asarray(users, jnp.float32)))
+    for d, u in enumerate(users):
+        best = max(sum(np.log2(1 + P / 4 * beta * 8 / (s2 * (h ** 2 + (u[k, 1] - lanes[n]) ** 2))) for n, k in enumerate(p))
+                   for p in itertools.permutations(range(4)))
+        np.testing.assert_allclose(got[d], best, rtol=2e-6)
+    with pytest.raises(ValueError, match="K == N"):
+        table1.interference_free_rate(cfg.replace(num_users=3), jnp.zeros((3, 2)))

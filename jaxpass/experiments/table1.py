@@ -13,7 +13,11 @@ the same drops for every row and both L). Rows:
   (its residual tolerance ``eps = 1e-6`` on ~1e4 rad phases is below float32
   resolution; docs/model.md §3.3), from uniform positions, its best feasible iterate;
 * ``hybrid MIMO`` (JB's conventional baseline) and ``digital MIMO`` (TT's):
-  :mod:`jaxpass.optimize.mimo`, same drops, same power budget.
+  :mod:`jaxpass.optimize.mimo`, same drops, same power budget;
+* ``interference-free reference``: :func:`interference_free_rate`, what one
+  dedicated, perfectly phase-aligned waveguide per user would give with equal
+  power and no interference (a reference, not a bound: ZF can place pinches
+  off the user's x and beat the equal-power split).
 
 Columns: mean +- std sum rate over the drops [bps/Hz], the fraction of drops
 whose returned positions are feasible (PASS rows only), seconds per drop (one
@@ -40,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpass import beamforming as bf
-from jaxpass.channel import effective_channel
+from jaxpass.channel import effective_channel, radiation_amplitudes
 from jaxpass.config import PassConfig
 from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text
 from jaxpass.geometry import is_feasible, sample_users, uniform_positions
@@ -59,6 +63,7 @@ ROWS = {
     "mm_pdd": "MM-PDD (JB Alg. 1)",
     "hybrid_mimo": "hybrid MIMO",
     "digital_mimo": "digital MIMO",
+    "interference_free": "interference-free reference (one waveguide per user, equal power)",
 }
 
 #: JB Table I (K = 4, P = 10 dBm) as quoted in docs/model.md §3.4, by (row, L) [bps/Hz]
@@ -220,6 +225,34 @@ def mimo_row(cfg: PassConfig, users, kind: str, *, hybrid_iterations: int = 200,
 
 
 
+def interference_free_rate(cfg: PassConfig, users):
+    """Interference-free reference sum rate of one drop [bps/Hz], scalar (K = N).
+
+    ``max_a sum_n log2(1 + (P/K) beta (sum_l a[n,l])^2 / (sigma^2 (h^2 + (y_{a(n)} - y_n)^2)))``
+    over the waveguide-to-user assignments ``a`` of
+    :func:`jaxpass.optimize.positions.assignment_table`: waveguide n serves
+    user ``a(n)`` alone with power P/K, its L pinches right at the user's x and
+    adding coherently (docs/model.md §3.1: the LoS channel with amplitudes
+    ``a[n,l]``, ``(sum_l a)^2 = L`` for equal radiation). ``users (K, 2)``
+    metres. Needs ``K == N`` (one user per waveguide).
+    """
+    if cfg.num_users != cfg.num_waveguides:
+        raise ValueError(f"the interference-free reference needs K == N, got K={cfg.num_users}, N={cfg.num_waveguides}")
+    dt = users.dtype
+    table = jnp.asarray(tuning.assignment_table(cfg.num_waveguides, cfg.num_users))  # (A, N)
+    coherent = jnp.sum(radiation_amplitudes(cfg, dtype=dt), axis=-1) ** 2  # (N,)
+    dy2 = (cfg.lane_y.astype(dt)[None, :] - users[table, 1]) ** 2  # (A, N)
+    snr = (cfg.power / cfg.num_users) * cfg.beta * coherent / (cfg.noise_power * (cfg.height ** 2 + dy2))
+    return jnp.max(jnp.sum(jnp.log2(1.0 + snr), axis=-1))
+
+
+def interference_free_row(cfg: PassConfig, users) -> RowResult:
+    """:func:`interference_free_rate` on every drop (no positions returned: feasibility not applicable)."""
+    rates, seconds, compile_s = compile_and_run(jax.vmap(lambda u: interference_free_rate(cfg, u)), users)
+    row = "interference_free"
+    return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, None)
+
+
 def run_row(row: str, cfg: PassConfig, users, settings: Settings) -> RowResult:
     """Dispatch one row id of :data:`ROWS`."""
     if row in ("uniform_zf", "uniform_wmmse"):
@@ -234,6 +267,8 @@ def run_row(row: str, cfg: PassConfig, users, settings: Settings) -> RowResult:
     if row in ("hybrid_mimo", "digital_mimo"):
         return mimo_row(cfg, users, row.split("_")[0], hybrid_iterations=settings.hybrid_iterations,
                         wmmse_iterations=settings.wmmse_iterations)
+    if row == "interference_free":
+        return interference_free_row(cfg, users)
     raise ValueError(f"unknown row {row!r}; choose from {list(ROWS)}")
 
 
