@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "jaxpass.experiments.powermin",
     "jaxpass.experiments.reproduce",
     "jaxpass.experiments.tune",
+    "jaxpass.experiments.two_timescale",
 )
 
 

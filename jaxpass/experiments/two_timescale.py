@@ -1,0 +1,439 @@
+"""Two-timescale experiments like TT Figs. 3-4 (``jaxpass ssca``; docs/model.md §4).
+
+Average sum rate vs the power budget P for K users on the TT preset
+(``PassConfig.two_timescale``: N = 4 waveguides, L = 8), over ``blocks``
+channel-statistics blocks (homes from ``seed``), every row scored on the SAME
+held-out slots (``held_out_slots`` per block, drawn from ``held_out_seed``,
+never seen by an optimiser). Rows (:data:`ROWS`):
+
+* ``tt_wmmse``: long-term X by SSCA (:func:`jaxpass.optimize.ssca.ssca`) with
+  the unrolled-WMMSE short-term beamformer, then WMMSE per held-out slot;
+* ``tt_start``: the SSCA run's own start (physics-guided layout screened on
+  one mini-batch, or uniform), scored the same way: what SSCA adds;
+* ``ssca_thp``: TT's SSCA-THP baseline: SSCA with the short-term precoder
+  fixed to RZF, scored with RZF (its precoder);
+* ``digital_mimo``: an N-antenna ULA at the origin with WMMSE per slot;
+* ``uniform_wmmse``: evenly spread pinches with WMMSE per slot;
+* ``single_timescale``: beyond the paper, the bound that the slow timescale
+  gives up: positions re-tuned for EVERY held-out slot by
+  :func:`jaxpass.optimize.tune_positions` (ZF when K <= N, unrolled WMMSE
+  otherwise), then scored with WMMSE like the others.
+
+Every WMMSE score uses ``eval_wmmse_iterations`` updates (default 20) for
+every row, so rows differ only in where the pinches are. The short-term
+KDL-network row (TT's proposed) plugs in through ``solver=kkt_solver(duals)``
+once a trained short-term network exists (:mod:`jaxpass.optimize.ssca`); it is
+not in this table yet.
+
+Also measured: SSCA convergence (the first iteration whose relative change of
+the averaged surrogate value is below ``1e-3``, and the time per block to get
+there), the time of one SSCA iteration at ``N_s = 100`` slots, and the
+``sigma_u`` study (how much of the single-timescale bound survives averaging
+over the users' motion, for each ``sigma_u`` in ``sigma_study``).
+
+Drivers only (timing, progress, files); the solvers are the pure kernels of
+:mod:`jaxpass.optimize.ssca`, :mod:`jaxpass.optimize.positions` and
+:mod:`jaxpass.optimize.mimo`, each compiled once per K and row (the power is a
+traced field of the config, so the P sweep reuses the compilation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+
+from jaxpass import beamforming as bf
+from jaxpass._checks import drop_keys
+from jaxpass.channel import effective_channel
+from jaxpass.config import PassConfig
+from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.geometry import is_feasible, uniform_positions
+from jaxpass.metrics import sum_rate
+from jaxpass.optimize import mimo, ssca
+from jaxpass.optimize.positions import tune_positions
+from jaxpass.slots import draw_slots, sample_homes
+
+#: row id -> label, in table order
+ROWS = {
+    "tt_wmmse": "two-timescale (SSCA, WMMSE short-term)",
+    "tt_start": "SSCA start, no SSCA (WMMSE short-term)",
+    "ssca_thp": "SSCA-THP (SSCA, RZF short-term)",
+    "digital_mimo": "digital MIMO (N-antenna ULA) + WMMSE",
+    "uniform_wmmse": "uniform positions + WMMSE",
+    "single_timescale": "single-timescale bound (positions re-tuned per slot)",
+}
+#: rows of the sigma_u study (run only when all of them are selected)
+SIGMA_ROWS = ("tt_start", "tt_wmmse", "uniform_wmmse", "single_timescale")
+#: relative change of the averaged surrogate value that counts as converged
+CONVERGED = 1e-3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run (defaults: the full experiment; :func:`quick_settings` for a smoke run)."""
+
+    users: tuple = (4, 6)
+    powers_dbm: tuple = (12.0, 16.0, 20.0, 24.0, 28.0)
+    blocks: int = 16
+    seed: int = 0
+    held_out_slots: int = 64
+    held_out_seed: int = 1000
+    ssca: ssca.SscaOptions = ssca.SscaOptions(iterations=60, slots_per_iteration=32, wmmse_iterations=5)
+    eval_wmmse_iterations: int = 20
+    rows: tuple = tuple(ROWS)
+    bound_tune: dict = field(default_factory=lambda: dict(steps=30, starts=2))
+    sigma_study: tuple = (0.05, 0.5, 2.0)
+    sigma_study_users: int = 4
+    sigma_study_power_dbm: float = 20.0
+    step_time_slots: int = 100
+
+
+def quick_settings() -> Settings:
+    """A smoke run (< 2 min on 2 CPU cores): K = 4, two powers, 2 blocks, a few iterations and slots."""
+    return Settings(users=(4,), powers_dbm=(12.0, 28.0), blocks=2, held_out_slots=6,
+                    ssca=ssca.SscaOptions(iterations=4, slots_per_iteration=4, wmmse_iterations=2, assignments=4),
+                    eval_wmmse_iterations=5, bound_tune=dict(steps=2, starts=1, assignments=4, random_starts=0),
+                    sigma_study=(0.5,), step_time_slots=8)
+
+
+def _log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def scenario(num_users: int, power_dbm: float = 20.0) -> PassConfig:
+    """The TT preset with K users (N = 4, L = 8) at ``power_dbm``."""
+    return PassConfig.two_timescale(num_users=num_users, power_dbm=power_dbm)
+
+
+def block_homes(cfg: PassConfig, blocks: int, seed: int):
+    """``(blocks, K, 2)`` home positions [m], one block per key of ``jax.random.split(key(seed), blocks)``."""
+    return jax.vmap(lambda k: sample_homes(k, cfg))(jax.random.split(jax.random.key(seed), blocks))
+
+
+def held_out_slots(cfg: PassConfig, homes, settings: Settings, options: ssca.SscaOptions):
+    """``(B, S, K, 2)``: the held-out slots every row is scored on (the slots :func:`ssca.held_out_rate` draws)."""
+    keys = drop_keys(jax.random.key(settings.held_out_seed), (homes.shape[0],))
+    S = settings.held_out_slots
+    return jax.vmap(lambda k, h: draw_slots(k, cfg, h, S, options.slot_model, options.sigma_u))(keys, homes)
+
+
+def _wmmse_rate(cfg, X, users, iterations: int):
+    H = effective_channel(cfg, X, users)
+    return sum_rate(H, bf.wmmse(H, cfg.power, cfg.noise_power, iterations=iterations), cfg.noise_power)
+
+
+@functools.partial(jax.jit, static_argnames="iterations")
+def _per_slot_wmmse_rates(cfg, X, slots, *, iterations: int):
+    """``(B, S)`` WMMSE sum rates of per-slot positions ``X (B, S, N, L)`` at the slots ``(B, S, K, 2)``."""
+    return jax.vmap(jax.vmap(lambda x, u: _wmmse_rate(cfg, x, u, iterations)))(X, slots)
+
+
+@functools.partial(jax.jit, static_argnames="iterations")
+def _digital_rates(cfg, slots, *, iterations: int):
+    """``(B, S)`` digital-MIMO (N-antenna ULA + WMMSE) sum rates at the slots ``(B, S, K, 2)``."""
+    opts = mimo.DigitalOptions(wmmse_iterations=iterations)
+    return jax.vmap(jax.vmap(lambda u: mimo.digital_drop(cfg, u, opts).sum_rate))(slots)
+
+
+def _timed(fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - t0
+
+
+def _summary(per_block, seconds: float, **extra) -> dict:
+    per_block = np.asarray(per_block, np.float64)
+    return {"mean": float(per_block.mean()), "std_over_blocks": float(per_block.std()),
+            "per_block": [float(v) for v in per_block], "seconds": seconds, **extra}
+
+
+def converged_iteration(avg_rate) -> np.ndarray:
+    """Per block, the first iteration t >= 1 with ``|a_t - a_{t-1}| < 1e-3 |a_t|`` (``-1`` if none).
+
+    ``avg_rate (B, T)``: minus the averaged surrogate value per iteration (:class:`ssca.SscaResult`).
+    """
+    a = np.asarray(avg_rate, np.float64)
+    rel = np.abs(np.diff(a, axis=-1)) / np.maximum(np.abs(a[..., 1:]), 1e-12)
+    ok = rel < CONVERGED
+    return np.where(ok.any(-1), ok.argmax(-1) + 1, -1)
+
+
+def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None) -> dict:
+    """Every row at one scenario (one K, one P, one ``sigma_u`` in ``settings.ssca``) -> ``{row: summary}``."""
+    rows = tuple(settings.rows if rows is None else rows)
+    opts = settings.ssca
+    eval_opts = opts.replace(short_term="wmmse", wmmse_iterations=settings.eval_wmmse_iterations)
+    ev = dict(key=jax.random.key(settings.held_out_seed), num_slots=settings.held_out_slots)
+    key = jax.random.key(settings.seed + 1) if key is None else key
+    it = settings.eval_wmmse_iterations
+    out = {}
+    if "tt_wmmse" in rows or "tt_start" in rows:
+        res, sec = _timed(ssca.ssca, cfg, homes, opts.replace(short_term="wmmse"), key=key)
+        conv = converged_iteration(res.avg_rate)
+        feasible = bool(np.asarray(is_feasible(cfg, res.positions)).all())
+        rate, sec_eval = _timed(ssca.held_out_rate, cfg, res.positions, homes, eval_opts, **ev)
+        out["tt_wmmse"] = _summary(rate, sec, eval_seconds=sec_eval, feasible=feasible,
+                                   converged_iteration=[int(c) for c in conv],
+                                   avg_rate_history_mean=[float(v) for v in np.asarray(res.avg_rate).mean(0)])
+        if "tt_start" in rows:
+            start, _ = _timed(ssca.held_out_rate, cfg, res.initial, homes, eval_opts, **ev)
+            out["tt_start"] = _summary(start, 0.0)
+        if "tt_wmmse" not in rows:
+            del out["tt_wmmse"]
+    if "ssca_thp" in rows:
+        thp_opts = opts.replace(short_term="rzf")
+        res, sec = _timed(ssca.ssca, cfg, homes, thp_opts, key=key)
+        rate, _ = _timed(ssca.held_out_rate, cfg, res.positions, homes, thp_opts, **ev)
+        out["ssca_thp"] = _summary(rate, sec, feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()))
+    slots = None
+    if {"digital_mimo", "single_timescale"} & set(rows):
+        slots = held_out_slots(cfg, homes, settings, opts)
+    if "digital_mimo" in rows:
+        rates, sec = _timed(_digital_rates, cfg, slots, iterations=it)
+        out["digital_mimo"] = _summary(np.asarray(rates).mean(-1), sec)
+    if "uniform_wmmse" in rows:
+        rate, sec = _timed(ssca.held_out_rate, cfg, uniform_positions(cfg, homes.dtype), homes, eval_opts, **ev)
+        out["uniform_wmmse"] = _summary(rate, sec)
+    if "single_timescale" in rows:
+        B, S = slots.shape[:2]
+        beam = "zf" if cfg.num_users <= cfg.num_waveguides else "wmmse"
+        flat = slots.reshape((B * S,) + slots.shape[2:])
+        tuned, sec = _timed(tune_positions, cfg, flat, key=jax.random.fold_in(key, 7), beamformer=beam,
+                            **settings.bound_tune)
+        X = tuned.positions.reshape((B, S) + tuned.positions.shape[1:])
+        rates = _per_slot_wmmse_rates(cfg, X, slots, iterations=it)
+        out["single_timescale"] = _summary(np.asarray(rates).mean(-1), sec, beamformer=beam,
+                                           feasible=bool(np.asarray(is_feasible(cfg, tuned.positions)).all()))
+    return out
+
+
+def step_time(cfg: PassConfig, homes, settings: Settings) -> dict:
+    """Wall time of one jit-compiled :func:`ssca.ssca_step` (one block, ``step_time_slots`` slots, WMMSE)."""
+    opts = settings.ssca.replace(slots_per_iteration=settings.step_time_slots, short_term="wmmse")
+    state = ssca.ssca_init(cfg, uniform_positions(cfg, homes.dtype), opts)
+    step = jax.jit(lambda k, c, h, s: ssca.ssca_step(k, c, h, s, opts))
+    t0 = time.perf_counter()
+    compiled = step.lower(jax.random.key(0), cfg, homes[0], state).compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(5):
+        t0 = time.perf_counter()
+        state, _ = compiled(jax.random.key(i), cfg, homes[0], state)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t0)
+    return {"slots": settings.step_time_slots, "median_s": float(np.median(times)), "compile_s": compile_s}
+
+
+def run_two_timescale(settings: Settings | None = None) -> dict:
+    """The whole experiment; progress on stderr. Returns the JSON-ready results (:func:`payload`)."""
+    s = settings or Settings()
+    unknown = [r for r in s.rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
+    t_start = time.perf_counter()
+    sweep = {}
+    for K in s.users:
+        cfg = scenario(K)
+        homes = block_homes(cfg, s.blocks, s.seed)
+        sweep[K] = {}
+        for P in s.powers_dbm:
+            t0 = time.perf_counter()
+            sweep[K][P] = run_point(cfg.replace(power_dbm=P), homes, s)
+            _log(f"[two-timescale] K={K} P={P:g} dBm: " + ", ".join(
+                f"{r} {v['mean']:.2f}" for r, v in sweep[K][P].items()) + f" ({time.perf_counter() - t0:.1f} s)")
+    cfg = scenario(s.sigma_study_users, s.sigma_study_power_dbm)
+    homes = block_homes(cfg, s.blocks, s.seed)
+    sigma = {}
+    sigma_rows = [r for r in SIGMA_ROWS if r in s.rows]
+    for sig in s.sigma_study if len(sigma_rows) == len(SIGMA_ROWS) else ():
+        t0 = time.perf_counter()
+        study = dataclasses.replace(s, ssca=s.ssca.replace(sigma_u=sig))
+        sigma[sig] = run_point(cfg, homes, study, rows=SIGMA_ROWS)
+        _log(f"[two-timescale] sigma_u={sig:g} m: " + ", ".join(f"{r} {v['mean']:.2f}" for r, v in sigma[sig].items())
+             + f" ({time.perf_counter() - t0:.1f} s)")
+    timing = step_time(cfg, homes, s) if "tt_wmmse" in s.rows else None
+    return {"settings": s, "sweep": sweep, "sigma": sigma, "step_time": timing,
+            "checks": checks(sweep), "wall_s": time.perf_counter() - t_start}
+
+
+def checks(sweep: dict) -> list:
+    """The issue's orderings, per K and P (informational ``holds`` flags; never raised)."""
+    pairs = [("tt_wmmse", "ssca_thp", ">="), ("tt_wmmse", "digital_mimo", ">="), ("ssca_thp", "digital_mimo", ">="),
+             ("tt_wmmse", "uniform_wmmse", ">="), ("tt_wmmse", "single_timescale", "<=")]
+    out = []
+    for K, by_p in sweep.items():
+        for P, rows in by_p.items():
+            for a, b, op in pairs:
+                if a in rows and b in rows:
+                    va, vb = rows[a]["mean"], rows[b]["mean"]
+                    out.append({"K": K, "P_dbm": P, "check": f"{a} {op} {b}", "a": va, "b": vb,
+                                "holds": bool(va >= vb if op == ">=" else va <= vb)})
+        for row in ROWS:
+            means = [rows[row]["mean"] for rows in by_p.values() if row in rows]
+            if len(means) > 1:
+                out.append({"K": K, "check": f"{row} rises with P", "values": means,
+                            "holds": bool(np.all(np.diff(means) > 0))})
+    return out
+
+
+# ------------------------------------------------------------------ output
+def payload(results: dict) -> dict:
+    """The JSON of a run (``two_timescale.json``)."""
+    s = results["settings"]
+    settings = dataclasses.asdict(s) | {"ssca": s.ssca.asdict()}
+    return {"experiment": "two_timescale", "schema_version": 1, "settings": settings,
+            "sweep": {f"K={K}": {f"P={P:g}": rows for P, rows in by_p.items()} for K, by_p in results["sweep"].items()},
+            "sigma_study": {f"sigma_u={k:g}": v for k, v in results["sigma"].items()},
+            "step_time": results["step_time"], "checks": results["checks"], "wall_s": results["wall_s"],
+            "env": environment()}
+
+
+def markdown(results: dict) -> str:
+    """Tables: rate vs P per K (rows x powers), the sigma_u study, convergence and timing, the checks."""
+    s = results["settings"]
+    lines = [f"Two-timescale design (TT preset, N = 4, L = 8): held-out mean sum rate [bps/Hz] over {s.blocks} blocks "
+             f"x {s.held_out_slots} slots; SSCA {s.ssca.iterations} iterations x {s.ssca.slots_per_iteration} slots, "
+             f"sigma_u = {s.ssca.sigma_u:g} m", ""]
+    for K, by_p in results["sweep"].items():
+        powers = list(by_p)
+        lines += [f"### K = {K}", "", "| row | " + " | ".join(f"{P:g} dBm" for P in powers) + " |",
+                  "|---|" + "---|" * len(powers)]
+        for row in ROWS:
+            if all(row in by_p[P] for P in powers):
+                lines.append(f"| {ROWS[row]} | " + " | ".join(f"{by_p[P][row]['mean']:.2f}" for P in powers) + " |")
+        conv = [c for P in powers if "tt_wmmse" in by_p[P] for c in by_p[P]["tt_wmmse"]["converged_iteration"]]
+        if conv:
+            ok = [c for c in conv if c >= 0]
+            secs = [by_p[P]["tt_wmmse"]["seconds"] for P in powers]
+            lines += ["", f"SSCA (WMMSE) converged (relative surrogate change < {CONVERGED:g}) in "
+                      f"{len(ok)}/{len(conv)} block runs, after {np.mean(ok) if ok else float('nan'):.1f} iterations "
+                      f"on average; {np.mean(secs) / s.blocks:.2f} s per block for {s.ssca.iterations} iterations "
+                      "(batched over blocks, compilation included at the first power)."]
+        lines.append("")
+    if results["sigma"]:
+        lines += [f"### sigma_u study (K = {s.sigma_study_users}, P = {s.sigma_study_power_dbm:g} dBm)", "",
+                  "| sigma_u [m] | " + " | ".join(ROWS[r] for r in SIGMA_ROWS) + " | bound - SSCA |",
+                  "|---|---|---|---|---|---|"]
+        for sig, rows in results["sigma"].items():
+            lines.append(f"| {sig:g} | " + " | ".join(f"{rows[r]['mean']:.2f}" for r in SIGMA_ROWS)
+                + f" | {rows['single_timescale']['mean'] - rows['tt_wmmse']['mean']:.2f} |")
+        lines.append("")
+    st = results["step_time"]
+    if st:
+        lines += [f"One SSCA iteration at N_s = {st['slots']} slots (WMMSE short-term, one block): "
+                  f"{st['median_s'] * 1e3:.1f} ms (compile {st['compile_s']:.1f} s).", ""]
+    fails = [c for c in results["checks"] if not c["holds"]]
+    lines.append(f"Checks: {len(results['checks']) - len(fails)} of {len(results['checks'])} hold"
+                 + ("" if not fails else "; not holding: " + "; ".join(
+                     f"K={c['K']}" + (f" P={c['P_dbm']:g}" if "P_dbm" in c else "") + f" {c['check']}" for c in fails)))
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> str:
+    """Rate vs P per K (one panel per K), every row; the sigma_u study as a last panel."""
+    from jaxpass.plotting import plt, save_figure
+
+    Ks = list(results["sweep"])
+    panels = len(Ks) + bool(results["sigma"])
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2), squeeze=False)
+    for ax, K in zip(axes[0], Ks):
+        by_p = results["sweep"][K]
+        powers = list(by_p)
+        for row, label in ROWS.items():
+            if all(row in by_p[P] for P in powers):
+                ax.plot(powers, [by_p[P][row]["mean"] for P in powers], marker="o", label=label)
+        ax.set_xlabel("P [dBm]")
+        ax.set_ylabel("held-out mean sum rate [bps/Hz]")
+        ax.set_title(f"K = {K}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    if not results["sigma"]:
+        return save_figure(fig, path)
+    ax = axes[0][-1]
+    sig = list(results["sigma"])
+    for row in SIGMA_ROWS:
+        ax.plot(sig, [results["sigma"][v][row]["mean"] for v in sig], marker="o", label=ROWS[row])
+    ax.set_xscale("log")
+    ax.set_xlabel("sigma_u [m]")
+    ax.set_title("motion within a block")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def write_outputs(results: dict, out_dir) -> dict:
+    """``two_timescale.json``, ``.md`` and ``.png`` in ``out_dir`` (atomically)."""
+    os.makedirs(out_dir, exist_ok=True)
+    return {"json": write_json(os.path.join(out_dir, "two_timescale.json"), payload(results)),
+            "markdown": write_text(os.path.join(out_dir, "two_timescale.md"), markdown(results) + "\n"),
+            "figure": plot(results, os.path.join(out_dir, "two_timescale.png"))}
+
+
+# ------------------------------------------------------------------ command line
+#: SSCA options the ``ssca`` command exposes (defaults and help from :class:`ssca.SscaOptions`)
+CLI_OPTIONS = ("iterations", "slots_per_iteration", "tau", "wmmse_iterations", "init", "mode", "sigma_u")
+
+
+def _cmd_ssca(args) -> int:
+    from jaxpass.experiments.cli_args import UserError
+
+    base = quick_settings() if args.quick else Settings()
+    given = {name: getattr(args, name) for name in CLI_OPTIONS if getattr(args, name) is not None}
+    try:
+        opts = base.ssca.replace(**given)  # flags change the run's options on top of its preset sizes
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in (
+        ("users", args.num_users), ("powers_dbm", args.powers_dbm), ("blocks", args.blocks), ("rows", args.rows),
+        ("held_out_slots", args.held_out_slots), ("sigma_study", args.sigma_study)) if v is not None}
+    s = dataclasses.replace(base, seed=args.seed, ssca=opts, **changes)
+    try:
+        for K in s.users:
+            scenario(K)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+    print(f"jaxpass ssca: K in {list(s.users)}, P in {list(s.powers_dbm)} dBm, {s.blocks} blocks (seed {s.seed}), "
+          f"rows {list(s.rows)}{' [quick]' if args.quick else ''}", flush=True)
+    results = run_two_timescale(s)
+    print(markdown(results))
+    for kind, path in write_outputs(results, args.out).items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+def add_command(subparsers) -> None:
+    """``jaxpass ssca``: the two-timescale experiments (rate vs P per K, sigma_u study, timing)."""
+    from jaxpass.experiments.cli_args import add_options, positive_float, positive_int
+
+    p = subparsers.add_parser(
+        "ssca",
+        help="two-timescale design: SSCA long-term positions vs baselines on held-out slots (TT Figs. 3-4)",
+        description="Run jaxpass.experiments.two_timescale: held-out mean sum rate vs P for each K (SSCA with "
+        "WMMSE or RZF short-term, digital MIMO, uniform positions, the single-timescale bound), the sigma_u "
+        "study and SSCA timing; writes two_timescale.{json,md,png} to --out.",
+    )
+    p.add_argument("--quick", action="store_true", help="a smoke run: K = 4, two powers, 2 blocks, few iterations")
+    p.add_argument("--num-users", type=positive_int, nargs="+", default=None, help="K values (default: 4 6)")
+    p.add_argument("--powers-dbm", type=float, nargs="+", default=None, help="power budgets [dBm] (default: 12..28)")
+    p.add_argument("--blocks", type=positive_int, default=None, help="channel-statistics blocks (default: 16)")
+    p.add_argument("--held-out-slots", type=positive_int, default=None, help="held-out slots per block (default: 64)")
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=None, help="rows to run (default: all)")
+    p.add_argument("--sigma-study", type=positive_float, nargs="*", default=None,
+                   help="sigma_u values [m] of the motion study (default: 0.05 0.5 2; none to skip)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the homes and SSCA (default: %(default)s)")
+    add_options(p, ssca.SscaOptions, CLI_OPTIONS)
+    full, quick = Settings().ssca, quick_settings().ssca
+    for action in p._actions:  # the run's own defaults (not SscaOptions'): None = take the preset's value
+        if action.dest in CLI_OPTIONS:
+            action.default = None
+            action.help = action.help.replace("(default: %(default)s)", f"(default: {getattr(full, action.dest)}; "
+                                              f"--quick: {getattr(quick, action.dest)})")
+    p.add_argument("--out", default="ssca_out", help="output folder (default: %(default)s)")
+    p.set_defaults(func=_cmd_ssca)
