@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "jaxpass.experiments.reproduce",
     "jaxpass.experiments.tune",
     "jaxpass.experiments.two_timescale",
+    "jaxpass.experiments.train",
 )
 
 
