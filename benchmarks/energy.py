@@ -62,6 +62,9 @@ FULL = dict(
     outer_iterations=3,
     coupling_steps=3,
     grid_points=None,  # spacing <= lambda/10 (docs/model.md §5)
+    held_out_drops=64,
+    held_out_seed=1000,
+    train_counts=(16, 64, 256),
 )
 QUICK = dict(
     num_drops=2,
@@ -75,6 +78,9 @@ QUICK = dict(
     outer_iterations=2,
     coupling_steps=1,
     grid_points=257,  # a coarse grid: smoke test only
+    held_out_drops=2,
+    held_out_seed=1000,
+    train_counts=(2,),
 )
 
 
@@ -86,7 +92,9 @@ def _records(results: dict) -> list:
         records.append({"id": f"{section}/{scheme}/{pid}" if pid else f"{section}/{scheme}", "section": section,
                         "impl": scheme, "params": params,
                         "metrics": {"mean_ee": s["mean_ee"], "mean_se": s["mean_se"],
-                                    "ms_per_drop": s["ms_per_drop"], "compile_s": s["compile_seconds"]}})
+                                    "ms_per_drop": s["ms_per_drop"], "compile_s": s["compile_seconds"],
+                                    **({"held_out_ee": s["held_out"]["mean_ee"], "gap": s["gap"]}
+                                       if "held_out" in s else {})}})
 
     for N, by_scheme in results.get("convergence", {}).items():
         for scheme, s in by_scheme.items():
@@ -136,7 +144,9 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     results = ee.run_all(cfg, num_drops=s["num_drops"], seed=s["seed"], powers_dbm=s["powers_dbm"],
                          element_counts=s["element_counts"], lengths=s["lengths"],
                          convergence_counts=s["convergence_counts"],
-                         convergence_iterations=s["convergence_iterations"], options=options)
+                         convergence_iterations=s["convergence_iterations"], options=options,
+                         held_out_drops=s["held_out_drops"], held_out_seed=s["held_out_seed"],
+                         train_counts=s["train_counts"])
     wall = time.perf_counter() - t0
     accept = acceptance(results)
     ratios = {f"ee_{r['a']}_over_{r['b']}@P={r['p_max_dbm']:g}": r["ratio"] for r in results.get("orderings", [])}

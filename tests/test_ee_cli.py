@@ -11,7 +11,7 @@ from jaxpass.cli import main
 from jaxpass.experiments import ee
 
 TINY = ["--drops", "2", "--users", "2", "--num-elements", "3", "--outer-iterations", "2", "--coupling-steps", "1",
-        "--grid-spacing", "0.05"]
+        "--grid-spacing", "0.05", "--held-out-drops", "2"]
 
 
 def test_ee_power_and_convergence_write_tables_json_and_png(tmp_path, capsys):
@@ -31,6 +31,12 @@ def test_ee_power_and_convergence_write_tables_json_and_png(tmp_path, capsys):
     hist = payload["convergence"]["3"]["dynamic_ee_tunable"]["history"]
     assert len(hist) == 3 and np.all(np.diff(hist) >= -1e-5 * hist[-1])
     assert len(payload["orderings"]) == 2 * len(ee.ORDERINGS)
+    for sums in payload["power"]["schemes"].values():  # held-out beside in-sample, orderings on held-out
+        assert all(s["held_out"]["scored_on"] == "held-out" and s["held_out"]["drops"] == 2 for s in sums)
+        assert all(np.isfinite(s["gap"]) for s in sums)
+    o = payload["orderings"][0]
+    a = payload["power"]["schemes"][o["a"]][0]
+    assert o["ee_a"] == a["held_out"]["mean_ee"] != a["mean_ee"]
     # at 30 dBm the EE-oriented design beats the SE-oriented one (which spends the full budget)
     r = {(o["name"], o["p_max_dbm"]): o for o in payload["orderings"]}
     assert r[("EE-oriented >= SE-oriented (dynamic)", 30.0)]["ratio"] > 1.5
@@ -80,6 +86,8 @@ def test_bad_arguments_exit_2(argv, needle, capsys):
         (["ee", "--num-elements", "5000"], "exceeds length_x"),
         (["ee", "--elements", "4000"], "exceeds length_x"),
         (["ee", "--lengths", "0.01"], "exceeds length_x"),
+        (["ee", "--held-out-drops", "-1"], "--held-out-drops must be >= 0"),
+        (["ee", "--held-out-seed", "0"], "--held-out-seed must differ from --seed"),
     ],
 )
 def test_invalid_scenarios_are_user_errors(argv, needle, tmp_path, capsys):

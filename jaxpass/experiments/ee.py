@@ -105,6 +105,30 @@ def _progress(label: str, total: int):
     return callback
 
 
+def scheme_summary(cfg: PassConfig, users, scheme: str, options: E.DesignOptions = E.DesignOptions(), p_max=None,
+                   *, held_out_users=None, progress: bool = False, **kw) -> dict:
+    """:func:`run_scheme` fitted on ``users``; its summary with the held-out score beside the in-sample one.
+
+    With ``held_out_users`` (drops from another seed), ``"held_out"`` holds
+    :func:`jaxpass.optimize.energy.held_out`'s summary (shared parts frozen,
+    per-drop parts redone) and ``"gap"`` the relative generalisation gap
+    ``1 - held-out EE / in-sample EE``.
+    """
+    r = run_scheme(cfg, users, scheme, options, p_max, progress=progress, **kw)
+    out = r.summary()
+    if held_out_users is not None:
+        h = E.held_out(cfg, r, held_out_users, options.replace(**({"outer_iterations": kw["outer_iterations"]}
+                                                                   if kw.get("outer_iterations") else {})))
+        out["held_out"] = h.summary()
+        out["gap"] = 1.0 - h.mean_ee / r.mean_ee if r.mean_ee > 0 else 0.0
+    return out
+
+
+def headline(summary: dict) -> dict:
+    """The summary a table reports: the held-out one when measured, else the in-sample one."""
+    return summary.get("held_out", summary)
+
+
 def run_scheme(cfg: PassConfig, users, scheme: str, options: E.DesignOptions = E.DesignOptions(), p_max=None, *,
                outer_iterations: int | None = None, progress: bool = False) -> E.DesignResult:
     """One design (a ``SCHEMES`` entry) on ``users (D, K, 2)``, timed.
@@ -158,7 +182,8 @@ def convergence(cfg: PassConfig, users, element_counts=(4, 8, 16), options: E.De
 
 
 def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30),
-                options: E.DesignOptions = E.DesignOptions(), schemes=tuple(SCHEMES), progress: bool = False) -> dict:
+                options: E.DesignOptions = E.DesignOptions(), schemes=tuple(SCHEMES), progress: bool = False,
+                held_out_users=None) -> dict:
     """EE Fig. 2: every scheme at every ``P_max`` [dBm] (one compilation per scheme).
 
     Returns:
@@ -168,24 +193,24 @@ def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30),
     for p_dbm in powers_dbm:
         p_max = float(dbm_to_watt(float(p_dbm)))
         for scheme in schemes:
-            r = run_scheme(cfg, users, scheme, options, p_max, progress=progress)
-            out["schemes"][scheme].append(r.summary())
-            _log(f"[ee] P_max={p_dbm:g} dBm {scheme}: EE {r.mean_ee:.4g}, SE {r.mean_se:.3g} "
-                 f"({1e3 * r.seconds / users.shape[0]:.1f} ms/drop)")
+            s = scheme_summary(cfg, users, scheme, options, p_max, held_out_users=held_out_users, progress=progress)
+            out["schemes"][scheme].append(s)
+            _log(f"[ee] P_max={p_dbm:g} dBm {scheme}: EE {s['mean_ee']:.4g} in-sample, "
+                 f"{headline(s)['mean_ee']:.4g} reported ({s['ms_per_drop']:.1f} ms/drop)")
     return out
 
 
 def ee_vs_elements(cfg: PassConfig, users, element_counts=(2, 4, 8, 16),
                    options: E.DesignOptions = E.DesignOptions(), schemes=("dynamic_ee_tunable", "dynamic_ee_fixed", "static_ee_tunable", "static_ee_fixed",
-                            "fixed_antenna"), progress: bool = False) -> dict:
+                            "fixed_antenna"), progress: bool = False, held_out_users=None) -> dict:
     """EE Fig. 3: EE against the number of elements N (tunable vs fixed coupling)."""
     out = {"element_counts": [int(n) for n in element_counts], "schemes": {s: [] for s in schemes}}
     for N in element_counts:
         cfgN = cfg.replace(num_pinches=int(N))
         for scheme in schemes:
-            r = run_scheme(cfgN, users, scheme, options, progress=progress)
-            out["schemes"][scheme].append(r.summary())
-            _log(f"[ee] N={N} {scheme}: EE {r.mean_ee:.4g}")
+            s = scheme_summary(cfgN, users, scheme, options, held_out_users=held_out_users, progress=progress)
+            out["schemes"][scheme].append(s)
+            _log(f"[ee] N={N} {scheme}: EE {s['mean_ee']:.4g} in-sample, {headline(s)['mean_ee']:.4g} reported")
     return out
 
 
@@ -221,7 +246,7 @@ ORDERINGS = (
 
 
 def orderings(power_sweep: dict, rtol: float = 1e-5) -> list:
-    """The EE Fig. 2 comparisons at every ``P_max`` on mean EE.
+    """The EE Fig. 2 comparisons at every ``P_max`` on mean EE (held-out when measured: :func:`headline`).
 
     ``a >= b`` holds when ``mean_ee(a) >= mean_ee(b) (1 - rtol)``: ties (e.g. EE- and
     SE-oriented designs coincide at low power, where Dinkelbach keeps ``P_max``)
@@ -236,10 +261,39 @@ def orderings(power_sweep: dict, rtol: float = 1e-5) -> list:
         for name, a, b in ORDERINGS:
             if a not in schemes or b not in schemes:
                 continue
-            ea, eb = schemes[a][i]["mean_ee"], schemes[b][i]["mean_ee"]
+            ea, eb = headline(schemes[a][i])["mean_ee"], headline(schemes[b][i])["mean_ee"]
             rows.append({"name": name, "p_max_dbm": p, "a": a, "b": b, "ee_a": ea, "ee_b": eb,
                          "ratio": ea / eb if eb > 0 else float("inf"), "holds": bool(ea >= eb * (1 - rtol))})
     return rows
+
+
+def generalisation(cfg: PassConfig, train_counts=(16, 64, 256), options: E.DesignOptions = E.DesignOptions(), *,
+                   seed: int = 0, held_out_users=None, progress: bool = False) -> dict:
+    """The static design's held-out EE against the number of fitting drops, by fitted gain.
+
+    For each count D, the static (EE, tunable) design is fitted on the first D
+    drops of ``seed`` with ``static_gain="random_phase"`` (the default: the
+    expected EE over the users' phases) and ``"coherent"`` (the paper's sample
+    average), then scored on ``held_out_users``; the fixed antenna on the same
+    held-out drops is the reference.
+
+    Returns:
+      ``{"train_drops": [...], "fixed_antenna": EE, "schemes": {gain: [{"in_sample", "held_out"}, ...]}}``.
+    """
+    users = drops(cfg, max(train_counts), seed)
+    fixed = E.fixed_antenna(cfg, held_out_users, options=options).mean_ee
+    out = {"train_drops": [int(d) for d in train_counts], "fixed_antenna": fixed, "schemes": {}}
+    for gain in ("random_phase", "coherent"):
+        rows = []
+        for D in train_counts:
+            r = run_scheme(cfg, users[:D], "static_ee_tunable", options.replace(static_gain=gain), progress=progress)
+            h = E.held_out(cfg, r, held_out_users, options)
+            rows.append({"in_sample": r.mean_ee, "held_out": h.mean_ee, "seconds": r.seconds,
+                         "split": [float(v) for v in r.split], "positions": [float(v) for v in r.positions[0]]})
+            _log(f"[ee] static ({gain}) on {D} drops: EE {r.mean_ee:.4g} in-sample, {h.mean_ee:.4g} held-out "
+                 f"(fixed antenna {fixed:.4g})")
+        out["schemes"][gain] = rows
+    return out
 
 
 def monotone_histories(convergence_result: dict, rtol: float = 1e-5) -> list:
@@ -261,19 +315,29 @@ def _table(headers, rows) -> str:
     return "\n".join(lines)
 
 
+def _cell(s: dict) -> str:
+    """``held-out (in-sample)`` when held out, else the in-sample value."""
+    if "held_out" in s:
+        return f"{s['held_out']['mean_ee']:.2f} ({s['mean_ee']:.2f})"
+    return f"{s['mean_ee']:.2f}"
+
+
 def power_table(power_sweep: dict) -> str:
-    """Markdown: mean EE [bit/s/Hz per W] per scheme (rows) and ``P_max`` (columns), + ms/drop."""
+    """Markdown: mean EE [bit/s/Hz per W] per scheme (rows) and ``P_max`` (columns), + ms/drop.
+
+    Cells are ``held-out (in-sample)`` when the designs were scored on held-out drops.
+    """
     ps = power_sweep["powers_dbm"]
     rows = []
     for scheme, sums in power_sweep["schemes"].items():
         ms = np.mean([s["ms_per_drop"] for s in sums])
-        rows.append([scheme] + [f"{s['mean_ee']:.2f}" for s in sums] + [f"{ms:.1f}"])
+        rows.append([scheme] + [_cell(s) for s in sums] + [f"{ms:.1f}"])
     return _table(["scheme \\ P_max [dBm]"] + [f"{p:g}" for p in ps] + ["ms/drop"], rows)
 
 
 def sweep_table(sweep: dict, key: str, unit: str) -> str:
     xs = sweep[key]
-    rows = [[scheme] + [f"{s['mean_ee']:.2f}" for s in sums] for scheme, sums in sweep["schemes"].items()]
+    rows = [[scheme] + [_cell(s) for s in sums] for scheme, sums in sweep["schemes"].items()]
     return _table([f"scheme \\ {unit}"] + [f"{x:g}" for x in xs], rows)
 
 
@@ -302,7 +366,7 @@ def plot_figures(results: dict, title: str = ""):
 
     def draw_scheme(ax, xs, scheme, sums):
         kind, objective, coupling = SCHEMES[scheme]
-        ax.plot(xs, [s["mean_ee"] for s in sums], styles[kind], marker=markers[objective],
+        ax.plot(xs, [headline(s)["mean_ee"] for s in sums], styles[kind], marker=markers[objective],
                 mfc="none" if coupling == "fixed" else None, label=LABELS[scheme])
 
     ax = axes[0, 0]
@@ -336,12 +400,22 @@ FIGURES = ("convergence", "power", "elements", "length")
 
 def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_dbm=(0, 10, 20, 30),
             element_counts=(2, 4, 8, 16), lengths=(10.0, 20.0, 30.0), convergence_counts=(4, 8, 16),
-            convergence_iterations=5, options: E.DesignOptions = E.DesignOptions(), progress: bool = False) -> dict:
-    """Run the requested figures; returns ``{figure: result}`` plus ``"orderings"``/``"monotone"``."""
+            convergence_iterations=5, options: E.DesignOptions = E.DesignOptions(), progress: bool = False,
+            held_out_drops: int = 0, held_out_seed: int = 1000, train_counts=()) -> dict:
+    """Run the requested figures; returns ``{figure: result}`` plus ``"orderings"``/``"monotone"``.
+
+    With ``held_out_drops > 0``, the power and element sweeps also score every
+    design on ``held_out_drops`` drops from ``held_out_seed`` (which must differ
+    from ``seed``); tables and orderings then report the held-out numbers, the
+    in-sample ones beside them, and ``train_counts`` adds :func:`generalisation`.
+    """
     for f in figures:
         if f not in FIGURES:
             raise ValueError(f"unknown figure {f!r}; choose from {FIGURES}")
+    if held_out_drops and held_out_seed == seed:
+        raise ValueError(f"the held-out seed must differ from the fitting seed, both are {seed}")
     users = drops(cfg, num_drops, seed)
+    held = drops(cfg, held_out_drops, held_out_seed) if held_out_drops else None
     results: dict = {}
     t0 = time.perf_counter()
     if "convergence" in figures:
@@ -349,12 +423,16 @@ def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_db
                                              progress=progress)
         results["monotone"] = monotone_histories(results["convergence"])
     if "power" in figures:
-        results["power"] = ee_vs_power(cfg, users, powers_dbm, options, progress=progress)
+        results["power"] = ee_vs_power(cfg, users, powers_dbm, options, progress=progress, held_out_users=held)
         results["orderings"] = orderings(results["power"])
     if "elements" in figures:
-        results["elements"] = ee_vs_elements(cfg, users, element_counts, options, progress=progress)
+        results["elements"] = ee_vs_elements(cfg, users, element_counts, options, progress=progress,
+                                             held_out_users=held)
     if "length" in figures:
         results["length"] = ee_vs_length(cfg, lengths, num_drops, seed, options, progress=progress)
+    if train_counts and held is not None:
+        results["generalisation"] = generalisation(cfg, train_counts, options, seed=seed, held_out_users=held,
+                                                   progress=progress)
     results["wall_s"] = time.perf_counter() - t0
     return results
 
@@ -389,10 +467,15 @@ def _cmd_ee(args) -> int:
     figures = args.figures
     print(f"jaxpass ee: EE preset (K={cfg.num_users}, N={cfg.num_pinches}, S_x={float(cfg.length_x):g} m), "
           f"{args.drops} drops, seed {args.seed}, figures {', '.join(figures)}", flush=True)
+    if args.held_out_drops < 0:
+        raise UserError(f"--held-out-drops must be >= 0, got {args.held_out_drops}")
+    if args.held_out_drops and args.held_out_seed == args.seed:
+        raise UserError(f"--held-out-seed must differ from --seed (both {args.seed}): held-out drops are fresh drops")
     results = run_all(cfg, figures=figures, num_drops=args.drops, seed=args.seed, powers_dbm=args.powers_dbm,
                       element_counts=args.elements, lengths=args.lengths,
                       convergence_counts=args.convergence_elements,
-                      convergence_iterations=args.outer_iterations, options=options, progress=args.progress)
+                      convergence_iterations=args.outer_iterations, options=options, progress=args.progress,
+                      held_out_drops=args.held_out_drops, held_out_seed=args.held_out_seed)
     text = report(results)
     print(text)
     os.makedirs(args.out, exist_ok=True)
@@ -434,7 +517,12 @@ def add_command(subparsers) -> None:
     p.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES),
                    help="which experiments to run (default: all)")
     p.add_argument("--drops", type=positive_int, default=16, help="user drops (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the fitting drops (default: %(default)s)")
+    p.add_argument("--held-out-drops", type=int, default=64,
+                   help="fresh drops every design is scored on besides its fitting drops; 0 reports in-sample only "
+                        "(default: %(default)s)")
+    p.add_argument("--held-out-seed", type=int, default=1000,
+                   help="PRNG seed of the held-out drops, not --seed (default: %(default)s)")
     p.add_argument("--users", type=positive_int, default=4, help="K, TDMA users per drop (default: %(default)s)")
     p.add_argument("--num-elements", type=positive_int, default=8,
                    help="N, elements on the waveguide for the power and length sweeps (default: %(default)s)")

@@ -106,4 +106,4 @@ def coupling_step(cfg, X, split, users, p_max=None, options: DesignOptions | Non
     X, split, users = _inputs.design_inputs(cfg, X, split, users)
     dt = _inputs.float_dtype(X, users)
     return _ascend_batch(cfg, X.astype(dt), split.astype(dt), users.astype(dt), _inputs.budget(cfg, p_max, dt),
-                         options.restricted("objective", "dinkelbach_iterations", "coupling_steps", "line_search"))
+                         options.restricted("objective", "dinkelbach_iterations", "coupling_steps", "line_search", "gain", "phase_samples"))

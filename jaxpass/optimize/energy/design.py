@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -33,10 +34,10 @@ from jaxpass.optimize.energy.coupling import ascend
 from jaxpass.optimize.energy.location import locate
 from jaxpass.optimize.energy.model import centre_antenna_point, fixed_split, initial_point
 from jaxpass.optimize.energy.objective import METRIC_FIELDS, drops_value, evaluate_batch, evaluate_drop, record_batch
-from jaxpass.optimize.energy.options import DesignOptions, with_grid
+from jaxpass.optimize.energy.options import DesignOptions, default_grid_points, with_grid
 
 _STEP_FIELDS = ("objective", "coupling", "gs_sweeps", "coupling_steps", "grid_points", "grid_spacing",
-                "grid_batch", "dinkelbach_iterations", "line_search")
+                "grid_batch", "dinkelbach_iterations", "line_search", "gain", "phase_samples")
 
 
 @dataclasses.dataclass
@@ -52,9 +53,12 @@ class DesignResult:
       power: ``(D, K)`` powers [W] (Dinkelbach for ``"ee"``, ``P_max`` for ``"se"``).
       ee: ``(D,)`` energy efficiency per drop [bit/s/Hz per W].
       se: ``(D,)`` spectral efficiency per drop [bps/Hz].
-      history: ``(outer_iterations + 1,)`` ergodic objective after each outer iteration
-        (entry 0: the initial point); non-decreasing.
-      ee_history: ``(outer_iterations + 1,)`` mean EE after each outer iteration.
+      history: ``(outer_iterations + 1,)`` the ergodic objective the design fits, after each
+        outer iteration (entry 0: the initial point); non-decreasing. For the static
+        design with ``static_gain="phase_averaged"`` (default) it is the objective with
+        phase-averaged gains (the expected value over the users' phases).
+      ee_history: ``(outer_iterations + 1,)`` mean EE with the physical (coherent) gains
+        on the fitting drops after each outer iteration (in-sample).
       p_max: power budget [W].
       initial: which initial point the design started from.
       seconds, compile_seconds: wall time of the design after compilation and of the
@@ -75,6 +79,10 @@ class DesignResult:
     initial: str = "paper"
     seconds: float | None = None
     compile_seconds: float | None = None
+    #: fingerprint of the drops the design was fitted on (``held_out`` refuses to score on them)
+    fitted_on: str | None = None
+    #: ``"in-sample"`` (scored on the fitting drops) or ``"held-out"`` (:func:`held_out`)
+    scored_on: str = "in-sample"
 
     @property
     def mean_ee(self) -> float:
@@ -94,7 +102,7 @@ class DesignResult:
             "mean_se": self.mean_se, "mean_power_w": float(np.mean(self.power)),
             "history": [float(v) for v in self.history],
             "ee_history": [float(v) for v in self.ee_history],
-            "split": [float(v) for v in self.split],
+            "split": [float(v) for v in self.split], "scored_on": self.scored_on,
             "seconds": self.seconds, "compile_seconds": self.compile_seconds,
             "ms_per_drop": None if self.seconds is None else 1e3 * self.seconds / max(D, 1),
         }
@@ -182,20 +190,40 @@ def _start(cfg, start, options, dtype):
     return x0, split0
 
 
+def fingerprint(users) -> str:
+    """A short digest of a drop array (values and shape): which drops a design was fitted on."""
+    arr = np.ascontiguousarray(np.asarray(users, np.float64))
+    return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
+
+
 def _run_from(kind, start, cfg, users, pm, *, options, callback):
     D = users.shape[0]
     x0, split = _start(cfg, start, options, users.dtype)
     X = _broadcast(x0, D) if kind == "dynamic" else x0
-    metric = options.restricted(*METRIC_FIELDS)
-    step = options.restricted(*_STEP_FIELDS)
-    v, e = record_batch(cfg, _broadcast(X, D), split, users, pm, metric)
-    history, ee_history = [float(v)], [float(e)]
+    fit = options  # what the blocks fit
+    if kind == "static" and options.static_gain == "random_phase":  # smooth in x: a coarse grid is enough
+        fit = options.replace(gain="random_phase", grid_spacing=None,
+                              grid_points=default_grid_points(cfg, options.static_grid_spacing))
+    elif kind == "static":
+        fit = options.replace(gain=options.static_gain)
+    metric = options.replace(gain="coherent").restricted(*METRIC_FIELDS)  # what is reported: the physics
+    fit_metric = fit.restricted(*METRIC_FIELDS)
+    step = fit.restricted(*_STEP_FIELDS)
+
+    def record(X, split):
+        Xd = _broadcast(X, D)
+        v = record_batch(cfg, Xd, split, users, pm, fit_metric)[0]
+        return float(v), float(record_batch(cfg, Xd, split, users, pm, metric)[1])
+
+    v, e = record(X, split)
+    history, ee_history = [v], [e]
     if callback is not None:
         callback(0, history[0])
     for t in range(1, options.outer_iterations + 1):
-        X, split, v, e = _outer_step(cfg, X, split, users, pm, step)
-        history.append(float(v))
-        ee_history.append(float(e))
+        X, split, _, _ = _outer_step(cfg, X, split, users, pm, step)
+        v, e = record(X, split)
+        history.append(v)
+        ee_history.append(e)
         if callback is not None:
             callback(t, history[-1])
     X = _broadcast(X, D)
@@ -203,7 +231,7 @@ def _run_from(kind, start, cfg, users, pm, *, options, callback):
     return DesignResult(kind=kind, objective=options.objective, coupling=options.coupling, positions=np.asarray(X),
                         split=np.asarray(split), power=np.asarray(p), ee=np.asarray(ee), se=np.asarray(se),
                         history=np.asarray(history), ee_history=np.asarray(ee_history), p_max=float(pm),
-                        initial=start)
+                        initial=start, fitted_on=fingerprint(users))
 
 
 def _design(kind, cfg, users, p_max, options, callback):
@@ -293,3 +321,66 @@ def fixed_antenna(cfg, users, p_max=None, options: DesignOptions | None = None, 
     return DesignResult(kind="fixed_antenna", objective="ee", coupling="fixed", positions=np.asarray(x),
                         split=np.ones((1,)), power=p, ee=ee, se=se, history=np.asarray([ee.mean()]),
                         ee_history=np.asarray([ee.mean()]), p_max=float(pm), initial="centre")
+
+
+@functools.partial(jax.jit, static_argnames="options")
+def _dynamic_batch(cfg, users, split, p_max, options):
+    return jax.vmap(lambda u: dynamic_drop(cfg, u, split, options, p_max=p_max))(users)
+
+
+def held_out(cfg, design: DesignResult, users, options: DesignOptions | None = None, **changes) -> DesignResult:
+    """Score a fitted design on drops it was NOT fitted on (held-out evaluation; docs/model.md §5).
+
+    What is shared across drops is frozen; what is per drop is redone on the new drops:
+
+    * ``"static"`` (and ``"fixed_antenna"``): the one layout and the split
+      coefficients are kept; powers per drop by the design's policy
+      (Dinkelbach for ``"ee"``, ``P_max`` for ``"se"``);
+    * ``"dynamic"``: the split coefficients are kept; every held-out drop gets its
+      own layout and powers by :func:`dynamic_drop` (``options.outer_iterations``
+      Gauss-Seidel sweeps from the paper's uniform layout), as the design would be
+      run on a new drop.
+
+    All scores use the physical (coherent) gains.
+
+    Args:
+      cfg: the scenario the design was fitted for.
+      design: a :class:`DesignResult` of :func:`static_design`, :func:`dynamic_design`
+        or :func:`fixed_antenna`.
+      users: ``(D, K, 2)`` held-out drops [m], e.g. from another seed.
+      options: :class:`DesignOptions` of the per-drop work (grid, iterations);
+        ``changes`` override fields.
+
+    Raises:
+      ValueError: ``users`` are the drops the design was fitted on (that score is
+        in-sample: it is ``design.ee`` already).
+
+    Returns:
+      :class:`DesignResult` with ``scored_on="held-out"`` (``history`` /
+      ``ee_history``: the held-out mean value / EE; for the dynamic design after
+      each outer iteration of the per-drop re-optimisation).
+    """
+    options = DesignOptions.resolve(options, **changes).replace(objective=design.objective, gain="coherent")
+    _inputs.check_cfg(cfg)
+    users = _inputs.check_users(cfg, users, batched=True)
+    if design.fitted_on is not None and fingerprint(users) == design.fitted_on:
+        raise ValueError("held_out needs drops the design was not fitted on; these are its fitting drops "
+                         "(their score is the design's own, in-sample ee)")
+    dt = _inputs.float_dtype(users)
+    users = users.astype(dt)
+    pm = jnp.asarray(design.p_max, dt)
+    split = jnp.asarray(design.split, dt)
+    c = cfg.replace(num_pinches=1) if design.kind == "fixed_antenna" else cfg
+    metric = options.restricted(*METRIC_FIELDS)
+    D = users.shape[0]
+    if design.kind == "dynamic":
+        out = _dynamic_batch(c, users, split, pm, with_grid(c, options).restricted(*_STEP_FIELDS, "outer_iterations"))
+        X, p, ee, se = (np.asarray(a) for a in (out.positions, out.power, out.ee, out.se))
+        history = np.asarray(out.history).mean(0)
+    else:
+        X = np.broadcast_to(np.asarray(design.positions)[0], (D,) + np.asarray(design.positions).shape[1:])
+        ee, se, p = (np.asarray(a) for a in evaluate_batch(c, jnp.asarray(X, dt), split, users, pm, metric))
+        history = np.asarray([np.mean(record_batch(c, jnp.asarray(X, dt), split, users, pm, metric)[0])])
+    return dataclasses.replace(design, positions=np.asarray(X), power=p, ee=ee, se=se, history=history,
+                               ee_history=np.asarray([float(np.mean(ee))]), scored_on="held-out",
+                               seconds=None, compile_seconds=None)

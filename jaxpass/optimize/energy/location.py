@@ -18,11 +18,11 @@ import jax.numpy as jnp
 
 from jaxpass.channel import coupled_amplitudes
 from jaxpass.optimize.energy import _inputs
-from jaxpass.optimize.energy.dinkelbach import drop_metrics
-from jaxpass.optimize.energy.model import element_coefficients, single_coefficient
+from jaxpass.optimize.energy.model import element_coefficients, random_phases, single_coefficient
+from jaxpass.optimize.energy.objective import gains_metrics
 from jaxpass.optimize.energy.options import DesignOptions, grid_size, with_grid
 
-_SWEEP_FIELDS = ("objective", "grid_points", "grid_batch", "dinkelbach_iterations")
+_SWEEP_FIELDS = ("objective", "grid_points", "grid_batch", "dinkelbach_iterations", "gain", "phase_samples")
 
 
 def _interval(cfg, x, n):
@@ -42,14 +42,26 @@ def _element(cfg, x, amp, users, p_max, n, *, options, grid_points):
     C = jax.vmap(lambda u: element_coefficients(cfg, x, u))(users)  # (D, K, N)
     own = jnp.take(C, n, axis=-1)
     an = amp[n].astype(C.dtype)
-    base = C @ amp.astype(C.dtype) - an * own  # (D, K): the other elements
+    if options.gain == "random_phase":  # channel_gains: |c| with the fixed phase draws instead of the phases
+        U = random_phases(x.shape[0], options.phase_samples, x.dtype)  # (S, N)
+        mag = jnp.sqrt(C.real**2 + C.imag**2).astype(C.dtype) * amp.astype(C.dtype)  # (D, K, N)
+        base = jnp.einsum("dkn,sn->dsk", mag, U) - mag[..., n][:, None, :] * U[None, :, n, None]  # (D, S, K)
+
+        def gain_at(c):
+            h = base + (an * jnp.abs(c)).astype(C.dtype)[:, None, :] * U[None, :, n, None]
+            return (h.real**2 + h.imag**2) / noise  # (D, S, K)
+    else:
+        base = C @ amp.astype(C.dtype) - an * own  # (D, K): the other elements
+
+        def gain_at(c):
+            h = base + an * c
+            return (h.real**2 + h.imag**2) / noise  # (D, K)
     lo, hi = _interval(cfg, x, n)
 
     def value_at(xn):
         c = jax.vmap(lambda u: single_coefficient(cfg1, xn, u))(users)  # (D, K)
-        h = base + an * c
-        g = (h.real**2 + h.imag**2) / noise
-        return jnp.mean(jax.vmap(lambda gd: drop_metrics(gd, p_max, pc, options)[0])(g))
+        g = gain_at(c)
+        return jnp.mean(jax.vmap(lambda gd: gains_metrics(gd, p_max, pc, options)[0])(g))
 
     t = jnp.linspace(0.0, 1.0, grid_points, dtype=x.dtype)
     grid = lo + (hi - lo) * t

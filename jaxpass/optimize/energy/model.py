@@ -8,6 +8,7 @@ functions are pure and take ``cfg`` as an argument (traced under ``jax.jit``).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxpass.channel import coupled_amplitudes, equal_split, free_space_links, pinch_response
@@ -43,17 +44,53 @@ def single_coefficient(cfg1, xn, users):
     return links * guide
 
 
-def channel_gains(cfg, x, split, users):
-    """SNR per watt of input power ``g_k = |h_k|^2 / sigma^2`` [1/W], shape ``(K,)`` (docs/model.md §5).
+def random_phases(num_elements: int, num_samples: int, dtype=None):
+    """``(S, N)`` unit phasors ``e^{j phi}``, ``phi ~ U[0, 2 pi)`` i.i.d., from a FIXED key.
+
+    The common random numbers of the ``"random_phase"`` gain: the same draws in
+    every evaluation, so the smoothed objective is a deterministic function of
+    the design (a Gauss-Seidel grid and a line search can compare values).
+    """
+    dtype = dtype or jnp.result_type(float)
+    phi = jax.random.uniform(jax.random.key(20250531), (num_samples, num_elements), dtype) * (2 * jnp.pi)
+    return jax.lax.complex(jnp.cos(phi), jnp.sin(phi))
+
+
+def channel_gains(cfg, x, split, users, gain: str = "coherent", phase_samples: int = 16):
+    """SNR per watt of input power [1/W] (docs/model.md §5): ``(K,)`` coherent, ``(S, K)`` random-phase.
+
+    ``gain="coherent"``: the physics, ``g_k = |h_k|^2 / sigma^2`` with
+    ``h_k = sum_n a_n c[k, n]``.
+
+    ``gain="random_phase"``: ``g[s, k] = |sum_n a_n |c[k, n]| e^{j phi[s, n]}|^2 / sigma^2``
+    for ``S = phase_samples`` fixed draws ``phi[s] ~ U[0, 2 pi)^N``
+    (:func:`random_phases`): the channel of the same geometry with the element
+    phases replaced by independent uniform ones. A user who is not known at
+    design time sits at a random position, and the phase difference of two
+    elements at the user, ``kappa (r_kn - r_km + n_eff (x_n - x_m))``, turns
+    once every few millimetres of user motion, so over the user distribution it
+    is close to uniform, while the magnitudes ``|c[k, n]|`` vary on a metre
+    scale. Averaging a design value over these draws estimates its EXPECTED
+    value over the users (the per-slot fading of a spread array included: the
+    EE is concave in ``g``, so the phase-averaged mean gain would overrate
+    spread arrays), which is what a design shared by unseen drops should fit.
 
     Args:
       x: ``(N,)`` element positions [m]; split: ``(N,)`` coefficients in ``[0, 1]``;
-      users: ``(K, 2)``.
+      users: ``(K, 2)``; gain: ``"coherent"`` or ``"random_phase"``;
+      phase_samples: S, draws of the random-phase gain.
     """
     C = element_coefficients(cfg, x, users)
     a = coupled_amplitudes(split).astype(C.real.dtype)
+    noise = jnp.asarray(cfg.noise_power, C.real.dtype)
+    if gain == "random_phase":
+        mag = jnp.sqrt(C.real**2 + C.imag**2)  # (K, N)
+        h = jnp.einsum("kn,sn->sk", (mag * a).astype(C.dtype), random_phases(C.shape[-1], phase_samples, C.real.dtype))
+        return (h.real**2 + h.imag**2) / noise
+    if gain != "coherent":
+        raise ValueError(f"gain must be 'coherent' or 'random_phase', got {gain!r}")
     h = C @ a.astype(C.dtype)
-    return (h.real**2 + h.imag**2) / jnp.asarray(cfg.noise_power, h.real.dtype)
+    return (h.real**2 + h.imag**2) / noise
 
 
 def energy_efficiency_of(gains, power, circuit_power):

@@ -14,7 +14,15 @@ from jaxpass.optimize.energy.model import channel_gains
 from jaxpass.optimize.energy.options import DesignOptions
 
 #: the option fields a per-drop evaluation reads (compiled evaluations key on these alone)
-METRIC_FIELDS = ("objective", "dinkelbach_iterations")
+METRIC_FIELDS = ("objective", "dinkelbach_iterations", "gain", "phase_samples")
+
+
+def gains_metrics(gains, p_max, circuit_power, options: DesignOptions):
+    """``drop_metrics`` of ``(K,)`` gains, or the mean over the phase draws of ``(S, K)`` random-phase gains."""
+    if gains.ndim == 1:
+        return drop_metrics(gains, p_max, circuit_power, options)
+    out = jax.vmap(lambda g: drop_metrics(g, p_max, circuit_power, options))(gains)
+    return tuple(jnp.mean(o, axis=0) for o in out)
 
 
 def drops_value(cfg, X, split, users, p_max, options: DesignOptions):
@@ -22,7 +30,7 @@ def drops_value(cfg, X, split, users, p_max, options: DesignOptions):
     pc = cfg.circuit_power
 
     def one(x, u):
-        return drop_metrics(channel_gains(cfg, x, split, u), p_max, pc, options)
+        return gains_metrics(channel_gains(cfg, x, split, u, options.gain, options.phase_samples), p_max, pc, options)
 
     return jax.vmap(one)(X, users)
 
@@ -69,7 +77,8 @@ def evaluate_drop(cfg, x, split, users, options: DesignOptions | None = None, *,
     """
     options = DesignOptions.resolve(options)
     p_max = cfg.power if p_max is None else p_max
-    _, ee, se, p = drop_metrics(channel_gains(cfg, x, split, users), p_max, cfg.circuit_power, options)
+    gains = channel_gains(cfg, x, split, users, options.gain, options.phase_samples)
+    _, ee, se, p = gains_metrics(gains, p_max, cfg.circuit_power, options)
     return ee, se, p
 
 

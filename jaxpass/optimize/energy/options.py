@@ -25,6 +25,7 @@ from jaxpass._options import Options, option
 OBJECTIVES = ("ee", "se")
 COUPLINGS = ("tunable", "fixed")
 INITIALS = ("paper", "centre", "multistart")
+GAINS = ("coherent", "random_phase")
 
 
 def _optional(check, name, value, **kwargs):
@@ -77,6 +78,19 @@ class DesignOptions(Options):
     grid_batch: int = option(2048, help="grid points per vectorised evaluation (bounds memory)")
     dinkelbach_iterations: int = option(12, help="Dinkelbach steps per evaluation (EE Alg. 1)")
     line_search: int = option(10, help="coupling line-search candidates (step lengths 2^-j, j < line_search)")
+    gain: str = option("coherent", help="channel gain the blocks compute: 'coherent' |sum_n a_n c_n|^2 / sigma^2 "
+                                        "(the physics) or 'random_phase' (each element's phase replaced by "
+                                        "phase_samples fixed uniform draws, the values averaged)", choices=GAINS)
+    static_gain: str = option("random_phase", help="gain the STATIC design fits its layout and couplings to: "
+                                                   "'random_phase' (the expected value over the users' random "
+                                                   "phases; generalises to unseen drops) or 'coherent' (the "
+                                                   "paper's sample average: fits the sample's phases)",
+                              choices=GAINS)
+    phase_samples: int = option(16, help="phase draws per drop of the 'random_phase' gain (fixed, common to "
+                                         "every evaluation, so the objective is deterministic)")
+    static_grid_spacing: float = option(0.05, help="Gauss-Seidel grid spacing of the random-phase static fit [m]: "
+                                                   "its objective varies on the metre scale of the path loss, "
+                                                   "not the millimetre scale of the phase")
     initial: str = option("paper", help="initial point: 'paper' (uniform x, delta_n = 1/(N-n)), 'centre' "
                                         "(the fixed antenna as a PASS point) or 'multistart' (both, keep the better)",
                           choices=INITIALS)
@@ -85,6 +99,10 @@ class DesignOptions(Options):
         check_choice("objective", self.objective, OBJECTIVES)
         check_choice("coupling", self.coupling, COUPLINGS)
         check_choice("initial", self.initial, INITIALS)
+        check_choice("gain", self.gain, GAINS)
+        check_choice("static_gain", self.static_gain, GAINS)
+        check_positive_int("phase_samples", self.phase_samples)
+        check_number("static_grid_spacing", self.static_grid_spacing, unit="m", low=0.0, low_open=True)
         check_positive_int("outer_iterations", self.outer_iterations)
         check_positive_int("gs_sweeps", self.gs_sweeps)
         check_nonnegative_int("coupling_steps", self.coupling_steps)
