@@ -21,6 +21,7 @@ SUITE = {
     "power_min": "benchmarks.power_min",
     "table1": "benchmarks.table1",
     "throughput": "benchmarks.throughput",
+    "two_timescale": "benchmarks.two_timescale",
 }
 
 

@@ -351,6 +351,52 @@ def render_throughput(results: Path) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------ two-timescale
+def render_two_timescale(results: Path) -> str:
+    d = load(results, "two_timescale")
+    s, o = d["settings"], d["settings"]["ssca"]
+    from jaxpass.experiments.two_timescale import ROWS, SIGMA_ROWS
+
+    out = [f"`python -m benchmarks --only two_timescale` (or `jaxpass ssca`; TT preset N = 4, L = 8; {s['blocks']} "
+           f"blocks (seed {s['seed']}) x {s['held_out_slots']} held-out slots each, the same slots for every row; "
+           f"SSCA {o['iterations']} iterations x {o['slots_per_iteration']} slots, {o['wmmse_iterations']} unrolled "
+           f"WMMSE updates, sigma_u = {o['sigma_u']:g} m, {o['init']} start; every WMMSE score with "
+           f"{s['eval_wmmse_iterations']} updates; {env_line(d)}; `benchmarks/results/two_timescale-cpu-2core."
+           "{json,png}`), held-out mean sum rate [bps/Hz]:", ""]
+    for K, by_p in d["sweep"].items():
+        powers = list(by_p)
+        rows = [[ROWS[r]] + [rate(by_p[P][r]["mean"]) for P in powers] for r in ROWS if all(r in by_p[P] for P in powers)]
+        out += [table([f"{K.replace('=', ' = ')} \\ P [dBm]"] + [P.split("=")[1] for P in powers], rows), ""]
+    notes = []
+    checks = d["checks"]
+    fails = [c for c in checks if not c["holds"]]
+    notes.append(f"Orderings (TT Figs. 3-4 and the bound): {len(checks) - len(fails)} of {len(checks)} hold"
+                 + ("." if not fails else "; not holding: " + "; ".join(
+                     f"{c['check']} at K = {c['K']}" + (f", P = {c['P_dbm']:g} dBm" if "P_dbm" in c else "")
+                     for c in fails) + "."))
+    conv = [(K, c) for K, by_p in d["sweep"].items() for P in by_p if "tt_wmmse" in by_p[P]
+            for c in by_p[P]["tt_wmmse"]["converged_iteration"]]
+    if conv:
+        ok = [c for _, c in conv if c >= 0]
+        notes.append(f"SSCA (WMMSE short-term) reached a relative surrogate change below 1e-3 in {len(ok)} of "
+                     f"{len(conv)} block runs" + (f", after {sum(ok) / len(ok):.0f} iterations on average" if ok else "")
+                     + ".")
+    st = d.get("step_time")
+    if st:
+        notes.append(f"One SSCA iteration at N_s = {st['slots']} slots (one block, WMMSE short-term) takes "
+                     f"{ms(st['median_s'])}.")
+    out.append(" ".join(notes))
+    if d["sigma_study"]:
+        out += ["", table(["sigma_u [m]"] + [ROWS[r] for r in SIGMA_ROWS] + ["bound - SSCA"],
+                          [[k.split("=")[1]] + [rate(v[r]["mean"]) for r in SIGMA_ROWS]
+                           + [rate(v["single_timescale"]["mean"] - v["tt_wmmse"]["mean"])]
+                           for k, v in d["sigma_study"].items()])]
+        out.append("")
+        out.append(f"(sigma_u study at K = {s['sigma_study_users']}, P = {s['sigma_study_power_dbm']:g} dBm; the run "
+                   f"took {d['wall_s'] / 60:.1f} minutes.)")
+    return "\n".join(out)
+
+
 #: block name -> renderer(results folder) -> markdown
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "table1": render_table1,
@@ -359,6 +405,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "energy": render_energy,
     "power_min": render_power_min,
     "throughput": render_throughput,
+    "two_timescale": render_two_timescale,
 }
 
 

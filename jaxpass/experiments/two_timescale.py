@@ -85,7 +85,7 @@ class Settings:
     seed: int = 0
     held_out_slots: int = 64
     held_out_seed: int = 1000
-    ssca: ssca.SscaOptions = ssca.SscaOptions(iterations=60, slots_per_iteration=32, wmmse_iterations=5)
+    ssca: ssca.SscaOptions = ssca.SscaOptions(iterations=100, slots_per_iteration=50, wmmse_iterations=5)
     eval_wmmse_iterations: int = 20
     rows: tuple = tuple(ROWS)
     bound_tune: dict = field(default_factory=lambda: dict(steps=30, starts=2))
