@@ -226,30 +226,58 @@ def _ordering_summary(orderings: list) -> str:
             + "; ".join(parts) + ".")
 
 
+def _ee_cell(r: dict) -> str:
+    """``held-out (in-sample)`` when the design was scored on held-out drops."""
+    return f"{rate(r['held_out']['mean_ee'])} ({rate(r['mean_ee'])})" if "held_out" in r else rate(r["mean_ee"])
+
+
+def _headline(r: dict) -> dict:
+    return r.get("held_out", r)
+
+
 def render_energy(results: Path) -> str:
     d = load(results, "energy")
     c, R = d["config"], d["results"]
     powers = R["power"]["powers_dbm"]
-    rows = [[ENERGY_LABELS.get(k, k)] + [rate(r["mean_ee"]) for r in v] + [f"{sig(sum(r['ms_per_drop'] for r in v) / len(v), 2)}"]
+    held = any("held_out" in r for v in R["power"]["schemes"].values() for r in v)
+    rows = [[ENERGY_LABELS.get(k, k)] + [_ee_cell(r) for r in v] + [f"{sig(sum(r['ms_per_drop'] for r in v) / len(v), 2)}"]
             for k, v in R["power"]["schemes"].items()]
-    out = [f"`python -m benchmarks --only energy` (N = {c['num_elements']}, K = {c['K']}, {c['num_drops']} drops, "
-           f"seed {c['seed']}, {c['outer_iterations']} outer iterations with {c['coupling_steps']} coupling steps each; "
-           f"{env_line(d)}; `benchmarks/results/energy-cpu-2core.{{json,png}}`), mean EE [bit/s/Hz/W] on the drops "
-           "the designs were fitted on:", "",
-           table(["scheme \\ P_max [dBm]"] + [f"{p:g}" for p in powers] + ["ms/drop"], rows), ""]
-    notes = [_ordering_summary(R["orderings"])]
+    scored = (f"held-out EE on {c['held_out_drops']} fresh drops (seed {c['held_out_seed']}), in-sample EE on the "
+              f"{c['num_drops']} fitting drops in brackets" if held else "EE on the drops the designs were fitted on")
+    out = [f"`python -m benchmarks --only energy` (N = {c['num_elements']}, K = {c['K']}, fitted on {c['num_drops']} drops "
+           f"(seed {c['seed']}), {c['outer_iterations']} outer iterations with {c['coupling_steps']} coupling steps each; "
+           f"{env_line(d)}; `benchmarks/results/energy-cpu-2core.{{json,png}}`), mean EE [bit/s/Hz/W]: {scored}:", "",
+           table(["scheme \\ P_max [dBm]"] + [f"{p:g}" for p in powers] + ["ms/drop (fit)"], rows), ""]
+    notes = [_ordering_summary(R["orderings"]).replace("Orderings:", "Orderings (held-out):" if held else "Orderings:")]
+    gaps = [r["gap"] for v in R["power"]["schemes"].values() for r in v if "gap" in r and r["kind"] == "static"]
+    if gaps:
+        notes.append(f"Generalisation gap of the static designs (1 - held-out / in-sample): {min(gaps) * 100:.1f}% to "
+                     f"{max(gaps) * 100:.1f}%.")
     for m in R["monotone"]:
         if m["N"] == c["num_elements"]:
-            notes.append(f"Ergodic EE over outer iterations ({m['scheme']}, N = {m['N']}): "
+            notes.append(f"Fitted objective over outer iterations ({m['scheme']}, N = {m['N']}, in-sample): "
                          + " -> ".join(rate(v) for v in m["history"])
                          + (" (non-decreasing)." if m["non_decreasing"] else f" (DROPS by {m['worst_drop']:.3g})."))
     for key, axis, unit in (("elements", "element_counts", "N"), ("length", "lengths_m", "S_x [m]")):
         xs = R[key][axis]
-        notes.append(f"EE vs {unit} = {' / '.join(f'{x:g}' for x in xs)}: " + "; ".join(
-            f"{ENERGY_LABELS.get(k, k).split(',')[0] if k in ('fixed_antenna',) else ENERGY_LABELS.get(k, k)} "
-            + " / ".join(rate(r["mean_ee"]) for r in v) for k, v in R[key]["schemes"].items()) + ".")
-    notes.append(f"The run took {d['wall_s'] / 60:.1f} minutes.")
-    return "\n".join(out + [" ".join(notes)])
+        notes.append(f"EE vs {unit} = {' / '.join(f'{x:g}' for x in xs)}"
+                     + (" (held-out where measured)" if key == "elements" and held else " (in-sample)") + ": "
+                     + "; ".join(f"{ENERGY_LABELS.get(k, k)} " + " / ".join(rate(_headline(r)["mean_ee"]) for r in v)
+                                 for k, v in R[key]["schemes"].items()) + ".")
+    out.append(" ".join(notes))
+    g = R.get("generalisation")
+    if g:
+        out += ["", f"Static design (EE, tunable coupling, N = {c['num_elements']}, P_max = cfg default) against the "
+                f"number of fitting drops, held-out EE on the same {c['held_out_drops']} fresh drops (in-sample in "
+                f"brackets); the fixed antenna scores {rate(g['fixed_antenna'])} on them:", "",
+                table(["fitted gain \\ fitting drops"] + [str(n) for n in g["train_drops"]],
+                      [[{"random_phase": "random phase (expected EE, default)",
+                         "coherent": "coherent (the paper's sample average)"}.get(k, k)]
+                       + [f"{rate(r['held_out'])} ({rate(r['in_sample'])})" for r in v]
+                       for k, v in g["schemes"].items()])]
+    out.append("")
+    out.append(f"The run took {d['wall_s'] / 60:.1f} minutes.")
+    return "\n".join(out)
 
 
 # ------------------------------------------------------------------ power minimisation
