@@ -16,6 +16,7 @@ from jaxpass import (
     blockage,
     channel,
     geometry,
+    learn,  # noqa: E402  (after the core it builds on)
     linalg,
     metrics,
     optimize,  # noqa: E402  (after the core it builds on)
@@ -77,6 +78,7 @@ __all__ = [
     "linalg",
     "los_probability",
     "metrics",
+    "learn",
     "optimize",
     "phase",
     "pinch_response",
