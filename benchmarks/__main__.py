@@ -17,6 +17,7 @@ from pathlib import Path
 #: name -> module (imported lazily so ``--only`` skips the others' imports)
 SUITE = {
     "energy": "benchmarks.energy",
+    "learn_aligned": "benchmarks.learn_aligned",
     "mm_pdd": "benchmarks.mm_pdd",
     "power_min": "benchmarks.power_min",
     "table1": "benchmarks.table1",
