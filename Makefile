@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench readme install clean
+.PHONY: demo test lint bench readme install clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ readme: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# plants classic bugs in the core (a copy of it), one at a time; fails if a test suite misses one
+mutate: $(STAMP)
+	$(PY) tools/mutate.py

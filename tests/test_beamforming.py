@@ -19,6 +19,35 @@ def power_of(W):
     return float(jnp.sum(jnp.abs(W) ** 2))
 
 
+def test_mrt_is_the_matched_filter(jb_cfg):
+    """MRT: ``W[:, k] = sqrt(P/K) h_k^H / ||h_k||``, so user k receives ``sqrt(P/K) ||h_k||`` (real, positive)."""
+    H = channel(jb_cfg, 1)
+    P = float(jb_cfg.power)
+    W = bf.mrt(H, P)
+    norms = jnp.linalg.norm(H, axis=1)
+    np.testing.assert_allclose(W, jnp.conj(H).T / norms[None, :] * np.sqrt(P / 4), rtol=1e-5, atol=1e-7 * np.sqrt(P))
+    np.testing.assert_allclose(jnp.diagonal(H @ W), norms * np.sqrt(P / 4), rtol=1e-5)
+
+
+@pytest.mark.parametrize("power_dbm", [-10.0, 10.0])
+def test_wmmse_limit_is_a_stationary_point_of_the_sum_rate(x64, power_dbm):
+    """docs/model.md §3.1: a WMMSE fixed point is a KKT point of max R(W) s.t. ||W||_F^2 = P: grad R = lam W.
+
+    Measured residual ||grad R - lam W|| / ||grad R|| after 3000 updates: 1.0e-4 at -10 dBm,
+    4.0e-5 at 10 dBm (WMMSE converges slowly: 1.6e-5 at -10 dBm after 10 000). A receiver
+    without the noise term moves the fixed point (caught by tools/mutate.py).
+    """
+    cfg = jp.PassConfig.joint_beamforming(num_users=3, num_waveguides=4, num_pinches=2, power_dbm=power_dbm)
+    X, users = random_drop(7, cfg, jnp.float64)
+    H = jp.effective_channel(cfg, X, users)
+    W = bf.wmmse(H, cfg.power, cfg.noise_power, iterations=3000, tol=1e-14)
+    g = jax.grad(lambda Wr, Wi: jp.sum_rate(H, Wr + 1j * Wi, cfg.noise_power), argnums=(0, 1))(W.real, W.imag)
+    g = np.asarray(g[0] + 1j * g[1])
+    lam = np.real(np.vdot(np.asarray(W), g)) / float(cfg.power)
+    assert lam > 0
+    assert np.linalg.norm(g - lam * np.asarray(W)) < 1e-3 * np.linalg.norm(g)
+
+
 def test_every_beamformer_meets_the_budget_with_equality(jb_cfg):
     H = channel(jb_cfg, 0)
     P = float(jb_cfg.power)
@@ -115,9 +144,14 @@ def test_kkt_with_wmmse_duals_reproduces_wmmse(x64):
                 float(jp.sum_rate(H, res.W, cfg.noise_power)), rel=1e-9)
 
 
+# (sum-rate relative, channel entry relative to the largest |H|) per preset, float32 vs float64
+FLOAT32_TOLERANCES = {"energy_efficiency": (1e-4, 5e-5), "joint_beamforming": (1e-5, 1e-6),
+                      "two_timescale": (1e-5, 1e-6), "power_min_blockage": (1e-5, 1e-6)}
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_float32_matches_float64_on_1000_drops(name):
-    """Sum rate of ZF and WMMSE, float32 vs float64 on the same inputs, every drop within 1e-3.
+    """Sum rate of ZF and WMMSE, float32 vs float64 on the same inputs, every drop within 1e-5 (EE: 1e-4).
 
     Presets with K > N (EE: 1 waveguide, PB: 2) are TDMA problems; ZF needs K <= N and
     for K > N WMMSE's choice of which users to switch off is a bifurcation (a 5e-8
@@ -144,9 +178,14 @@ def test_float32_matches_float64_on_1000_drops(name):
         r64 = np.asarray(f(jnp.asarray(X, jnp.float64), jnp.asarray(U, jnp.float64)))
     assert np.all(np.isfinite(r32)) and np.all(r64[:, :2] > 0)
     rel = np.abs(r32[:, :2] - r64[:, :2]) / r64[:, :2]
-    assert rel.max() < 1e-3, f"worst drop {rel.max(axis=0)} at {rel.argmax(axis=0)}"
+    # measured worst drop (ZF, WMMSE): EE 1.9e-5; JB, TT, PB <= 2.4e-6. The naive exp(-1j*kappa*r)
+    # float32 channel gives 1.9e-3 (PB) to 8.7e-3 (JB), so it fails both tolerances.
+    rate_tol, chan_tol = FLOAT32_TOLERANCES[name]
+    assert rel.max() < rate_tol, f"worst drop {rel.max(axis=0)} at {rel.argmax(axis=0)}"
     chan_scale = np.abs(r64[:, 2:]).max()
-    assert np.abs(r32[:, 2:] - r64[:, 2:]).max() < 1e-4 * chan_scale  # double-float phases (plain float32: ~1e-3)
+    # double-float phases, measured: EE 1.4e-5, JB/TT/PB 2.2e-7 of the largest |H| entry;
+    # the naive float32 channel: 4.2e-4 (EE) to 9.2e-4 (JB, TT)
+    assert np.abs(r32[:, 2:] - r64[:, 2:]).max() < chan_tol * chan_scale
 
 
 def _rate_fn(cfg, users, beamformer):

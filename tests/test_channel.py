@@ -225,7 +225,9 @@ def test_channel_gradient_float32_matches_float64(jb_cfg):
     g32 = np.asarray(jax.grad(f)(X, users), np.float64)
     with jax.enable_x64(True):
         g64 = np.asarray(jax.grad(f)(jnp.asarray(X, jnp.float64), jnp.asarray(users, jnp.float64)))
-    assert np.abs(g32 - g64).max() < 1e-3 * np.abs(g64).max()
+    # measured 1.9e-7 of the largest entry (drops 13, 1, 2: 1.9e-7, 1.6e-7, 1.6e-7); float32 phases
+    # of ~3000 cycles without the double-float value are off by ~1e-3 rad, i.e. ~1e-4 or more here
+    assert np.abs(g32 - g64).max() < 2e-6 * np.abs(g64).max()
     assert np.abs(g64).max() > 0
 
 
@@ -254,6 +256,8 @@ def test_float32_link_derivatives_match_float64_for_every_input(jb_cfg, mode):
         d64 = [np.asarray(g) for g in derivatives(jnp.float64)]
     for name, a, b in zip(["X", "users", "height", "lanes", "carrier_freq"], d32, d64):
         assert np.abs(b).max() > 0, name
+        # measured 5.1e-4 (users, fwd) to 9.2e-4 (lanes, rev): traced height, lanes and carrier
+        # are float32 values, so these phases lose the double-float precision
         assert np.abs(a - b).max() < 2e-3 * np.abs(b).max(), name
 
 

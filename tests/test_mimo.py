@@ -84,8 +84,13 @@ def test_hybrid_with_one_element_per_chain_is_the_digital_array(drops):
     np.testing.assert_allclose(h.H_array, d.H, rtol=1e-6)
     as_digital = h.analog[:, 0, None] * h.digital
     np.testing.assert_allclose(jp.sum_rate(d.H, as_digital, CFG.noise_power), h.sum_rate, rtol=1e-5)
-    # both run WMMSE on equivalent channels (local optima may differ by a few percent)
-    np.testing.assert_allclose(float(h.sum_rate), float(d.sum_rate), rtol=0.05)
+    # both run WMMSE on equivalent channels: with the phases frozen (learning rate 1e-30) and the
+    # same 200 WMMSE updates (50 + 1 x 50 + 100), the hybrid reaches the digital rate exactly
+    # (measured on drops 0-2: float32 <= 1.7e-6 relative, float64 <= 2.2e-14); with free phases
+    # they reach different local optima (measured 3 %, 24 %, 19 % apart)
+    same = mimo.hybrid(cfg1, drops[0], iterations=1, learning_rate=1e-30, initial_wmmse_iterations=50,
+                       wmmse_iterations=50, final_wmmse_iterations=100)
+    np.testing.assert_allclose(float(same.sum_rate), float(d.sum_rate), rtol=1e-5)
 
 
 def test_hybrid_default_start_is_deterministic(drops):

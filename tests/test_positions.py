@@ -84,13 +84,16 @@ def test_one_compile_per_configuration_and_single_drop_shapes(small, monkeypatch
         a = tune_positions(cfg, users[0], key=jax.random.key(0), **FAST)
         # other users, power, noise and length: traced config fields, so no new trace
         b = tune_positions(cfg.replace(power_dbm=20.0, length_x=15.0), users[1] * 0.5, key=jax.random.key(5), **FAST)
+        b0 = tune_positions(cfg.replace(length_x=15.0), users[1] * 0.5, key=jax.random.key(5), **FAST)
         tune_positions(cfg.replace(noise_dbm=-80.0, height=3.0), users[2], key=jax.random.key(6), **FAST)
     finally:
         chex.clear_trace_counter()
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
     assert a.positions.shape == (N, L) and a.W.shape == (N, K) and a.sum_rate.shape == ()
     assert a.history.shape == (FAST["steps"] + 1,)
-    assert float(b.sum_rate) > float(a.sum_rate) - 5.0  # 10 dB more power
+    # 10 dB more power on the same drop: at high SNR each of the K ZF streams gains log2(10);
+    # measured 6.643852 vs K log2(10) = 6.643856 (same positions), on 3 drops
+    np.testing.assert_allclose(float(b.sum_rate - b0.sum_rate), K * np.log2(10.0), atol=0.01)
     assert bool(jp.is_feasible(cfg.replace(length_x=15.0), b.positions))
     assert float(jnp.max(b.positions)) <= 15.0 + 1e-5
 

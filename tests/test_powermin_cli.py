@@ -5,6 +5,7 @@ import os
 
 import pytest
 from conftest import assert_usage_error
+from scipy.stats import norm
 
 from jaxpass.cli import main
 
@@ -35,7 +36,11 @@ def test_powermin_check_mc_writes_z_scores(tmp_path, capsys):
     mc = json.loads((out / "powermin_mc.json").read_text())
     assert mc["samples"] == 4000 and mc["correlation"] == 0.3
     assert len(mc["z"]) == 2 and len(mc["z"][0]) == 4
-    assert mc["max_abs_z"] < 5  # formula and Monte Carlo agree (3 s.e. holds for ~99.7% of pairs)
+    # formula and Monte Carlo agree: Bonferroni over the 2 x 4 (drop, user) z-scores, family-wise
+    # false alarm 1e-3, so |z| < 3.84; measured over 2000 keys (4000 samples, 8 z-scores): 0.05 %
+    # of keys exceed it (|z| < 3 for all 8 would fail on 2 %)
+    assert mc["max_abs_z"] == max(abs(z) for row in mc["z"] for z in row)
+    assert mc["max_abs_z"] < norm.isf(1e-3 / (2 * 8))
     for row in mc["formula"]:
         assert all(abs(v - 10.0) < 1e-3 for v in row)  # closed-form beamformer meets Gamma = 10 dB
 

@@ -126,10 +126,9 @@ from jaxpass._checks import (
 from jaxpass._options import Options, option
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
-from jaxpass.geometry import project_positions, sample_users
+from jaxpass.geometry import sample_users
 from jaxpass.metrics import sum_rate
-from jaxpass.optimize.positions import _next_coherent, _phase_cycles, assignment_table
-from jaxpass.units import SPEED_OF_LIGHT
+from jaxpass.optimize.positions import aligned_positions, assignment_table
 
 DEFAULT_SPACINGS = (0.0, 0.03, 0.1)
 
@@ -150,59 +149,8 @@ def candidate_table(cfg: PassConfig, spacings=DEFAULT_SPACINGS):
     return np.repeat(table, S, axis=0), np.tile(np.asarray(spacings, np.float64), table.shape[0])
 
 
-def aligned_layout(cfg: PassConfig, users, assignment, spacing, shift=None):
-    """Phase-aligned pinch layout with a per-waveguide centre shift, ``(N, L)`` feasible positions [m].
-
-    As :func:`jaxpass.optimize.positions.aligned_positions` (equal to it for
-    ``shift = 0``, except that pinch 0 is put exactly on its grid point: there
-    ``aligned_positions``' Newton step can wrap one phase cycle, ~7 mm, when the
-    rounded residual lands just below one cycle): waveguide ``n`` serves user ``k = assignment[n]``; its pinch
-    grid ``t_l = c_n + (l - (L-1)/2) s`` is centred at ``c_n = x_k + shift[n]``
-    (clipped so the grid fits in ``[0, S_x]``) and pinch ``l`` is placed at the
-    first point ``>= max(t_l, x_{l-1} + delta_min)`` whose phase at *user k*
-    equals pinch 0's modulo one cycle (coherent at the user, not at the
-    shifted centre). Differentiable in ``shift`` and ``spacing`` almost
-    everywhere (the whole coherent array slides with pinch 0's target).
-
-    Args:
-      cfg: the scenario.
-      users: ``(K, 2)`` user coordinates [m].
-      assignment: ``(N,)`` int user index per waveguide.
-      spacing: nominal pinch spacing [m], scalar or ``(N,)`` (0 = guided wavelength).
-      shift: ``(N,)`` centre shift [m] or ``None`` (zero).
-    """
-    users = jnp.asarray(users)
-    dt = users.dtype if jnp.issubdtype(users.dtype, jnp.floating) else jnp.result_type(float)
-    users = users.astype(dt)
-    N, L = cfg.num_waveguides, cfg.num_pinches
-    lam = jnp.asarray(SPEED_OF_LIGHT, dt) / jnp.asarray(cfg.carrier_freq, dt)
-    n_eff = jnp.asarray(cfg.n_eff, dt)
-    delta = jnp.asarray(cfg.min_spacing, dt)
-    length = jnp.asarray(cfg.length_x, dt)
-    assigned = users[jnp.asarray(assignment)]  # (N, 2)
-    ux = assigned[:, 0]
-    dy2 = (cfg.lane_y.astype(dt) - assigned[:, 1]) ** 2
-    spacing = jnp.broadcast_to(jnp.asarray(spacing, dt), (N,))
-    step = jnp.maximum(jnp.maximum(spacing, lam / n_eff), delta)  # (N,)
-    half = 0.5 * (L - 1) * step
-    margin = jnp.minimum(L * (delta + lam / n_eff), 0.25 * length)
-    lo = jnp.minimum(half, 0.5 * length)
-    hi = jnp.maximum(length - half - margin, lo)
-    target = ux if shift is None else ux + jnp.broadcast_to(jnp.asarray(shift, dt), (N,))
-    center = jnp.clip(target, lo, hi)
-    targets = center[:, None] + (jnp.arange(L, dtype=dt) - 0.5 * (L - 1)) * step[:, None]  # (N, L)
-    targets = jnp.maximum(targets, 0.0)
-    phase0, _ = _phase_cycles(cfg, targets[:, 0], ux, dy2)
-
-    def place(prev, t):
-        x = _next_coherent(cfg, jnp.maximum(t, prev + delta), ux, dy2, phase0)
-        return x, x
-
-    # pinch 0 sits on its target (its phase defines phase0); a Newton solve there could
-    # wrap a whole cycle (~7 mm) when the rounded residual lands just below 1
-    x0 = targets[:, 0]
-    _, xs = jax.lax.scan(place, x0, targets[:, 1:].T)
-    return project_positions(cfg, jnp.concatenate([x0[:, None], xs.T], axis=1))
+#: the phase-aligned layout with a per-waveguide centre shift (one implementation: the search's own)
+aligned_layout = aligned_positions
 
 
 def _zf_rate(cfg: PassConfig, X, users):

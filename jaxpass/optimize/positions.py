@@ -241,23 +241,28 @@ def _next_coherent(cfg: PassConfig, x, ux, dy2, phase0, newton_steps: int = 3):
     return x
 
 
-def aligned_positions(cfg: PassConfig, users, assignment, spacing):
+def aligned_positions(cfg: PassConfig, users, assignment, spacing, shift=None):
     """Phase-coherent, user-aligned pinch layout (the physics-guided start; module docstring).
 
     Waveguide ``n`` serves user ``k = assignment[n]``: its pinches are placed in
-    order around ``x_k`` on the nominal grid ``t_l = c + (l - (L-1)/2) s``
-    (``s = max(spacing, lambda / n_eff)``, ``c = x_k`` clipped so the grid fits in
-    ``[0, S_x]``), pinch ``l`` at the first point ``>= max(t_l, x_{l-1} + delta_min)``
-    where ``(r[k,n,l] + n_eff x[n,l]) / lambda`` equals pinch 0's phase modulo one
-    (coherent combining at user k: ``|Heff[k, n]| ~ sqrt(beta L) / r``). The
-    result is passed through the exact projection (a no-op unless the layout
-    ran past ``S_x``).
+    order on the nominal grid ``t_l = c_n + (l - (L-1)/2) s_n``
+    (``s_n = max(spacing_n, lambda / n_eff, delta_min)``, ``c_n = x_k + shift_n``
+    clipped so the grid fits in ``[0, S_x]``): pinch 0 exactly at ``t_0``, pinch
+    ``l >= 1`` at the first point ``>= max(t_l, x_{l-1} + delta_min)`` where
+    ``(r[k,n,l] + n_eff x[n,l]) / lambda`` equals pinch 0's phase modulo one
+    (coherent combining at user k, not at the shifted centre:
+    ``|Heff[k, n]| ~ sqrt(beta L) / r``). Pinch 0 is not Newton-solved: a solve
+    onto its own phase can wrap one whole cycle (~7 mm) when the rounded residual
+    lands just below one, and differently under ``jit`` and eagerly. The result
+    is passed through the exact projection (a no-op unless the layout ran past
+    ``S_x``). Differentiable in ``shift`` and ``spacing`` almost everywhere.
 
     Args:
       cfg: the scenario.
       users: ``(K, 2)`` user coordinates [m].
       assignment: ``(N,)`` int user index per waveguide (see :func:`assignment_table`).
-      spacing: nominal pinch spacing [m] (scalar ``>= 0``; 0 = guided wavelength).
+      spacing: nominal pinch spacing [m], scalar or ``(N,)``, ``>= 0`` (0 = guided wavelength).
+      shift: ``(N,)`` centre shift [m] or ``None`` (the grid centred on the user).
 
     Returns:
       ``(N, L)`` feasible positions [m].
@@ -265,7 +270,7 @@ def aligned_positions(cfg: PassConfig, users, assignment, spacing):
     users = jnp.asarray(users)
     dt = users.dtype if jnp.issubdtype(users.dtype, jnp.floating) else jnp.result_type(float)
     users = users.astype(dt)
-    L = cfg.num_pinches
+    N, L = cfg.num_waveguides, cfg.num_pinches
     lam = jnp.asarray(SPEED_OF_LIGHT, dt) / jnp.asarray(cfg.carrier_freq, dt)
     n_eff = jnp.asarray(cfg.n_eff, dt)
     delta = jnp.asarray(cfg.min_spacing, dt)
@@ -273,14 +278,15 @@ def aligned_positions(cfg: PassConfig, users, assignment, spacing):
     assigned = users[jnp.asarray(assignment)]  # (N, 2)
     ux = assigned[:, 0]
     dy2 = (cfg.lane_y.astype(dt) - assigned[:, 1]) ** 2
-    step = jnp.maximum(jnp.maximum(jnp.asarray(spacing, dt), lam / n_eff), delta)
+    step = jnp.maximum(jnp.maximum(jnp.broadcast_to(jnp.asarray(spacing, dt), (N,)), lam / n_eff), delta)  # (N,)
     # one phase cycle can add up to lambda / (n_eff - 1) per pinch near the ends; keep a margin
     half = 0.5 * (L - 1) * step
     margin = jnp.minimum(L * (delta + lam / n_eff), 0.25 * length)
     lo = jnp.minimum(half, 0.5 * length)
     hi = jnp.maximum(length - half - margin, lo)
-    center = jnp.clip(ux, lo, hi)
-    targets = center[:, None] + (jnp.arange(L, dtype=dt) - 0.5 * (L - 1)) * step  # (N, L)
+    target = ux if shift is None else ux + jnp.broadcast_to(jnp.asarray(shift, dt), (N,))
+    center = jnp.clip(target, lo, hi)
+    targets = center[:, None] + (jnp.arange(L, dtype=dt) - 0.5 * (L - 1)) * step[:, None]  # (N, L)
     targets = jnp.maximum(targets, 0.0)
     phase0, _ = _phase_cycles(cfg, targets[:, 0], ux, dy2)
 
@@ -288,8 +294,9 @@ def aligned_positions(cfg: PassConfig, users, assignment, spacing):
         x = _next_coherent(cfg, jnp.maximum(t, prev + delta), ux, dy2, phase0)
         return x, x
 
-    _, xs = jax.lax.scan(place, targets[:, 0] - delta, targets.T)
-    return project_positions(cfg, xs.T)
+    x0 = targets[:, 0]
+    _, xs = jax.lax.scan(place, x0, targets[:, 1:].T)
+    return project_positions(cfg, jnp.concatenate([x0[:, None], xs.T], axis=1))
 
 
 def random_positions(key, cfg: PassConfig, dtype=None):
