@@ -425,6 +425,28 @@ def render_two_timescale(results: Path) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------ learned layouts
+def render_learn_aligned(results: Path) -> str:
+    d = load(results, "learn_aligned")
+    rows = [[r["row"], f"{rate(r['test']['mean'])} ± {rate(r['test']['std'])}",
+             f"{rate(r['fresh']['mean'])} ± {rate(r['fresh']['std'])}",
+             "—" if r.get("ms_per_64") is None else f"{r['ms_per_64']:.2f}"] for r in d["rows"]]
+    acc = {a["row"]: a["status"] for a in d.get("acceptance", [])}
+    passing = [r for r, st in acc.items() if st == "PASS"]
+    tr = d.get("training", {})
+    out = [f"`python -m benchmarks --only learn_aligned` (the table1 drops: K = N = 4, L = 8, P = 10 dBm, 64 test drops "
+           f"of seed 0 and fresh drops of another seed; float32; {env_line(d)}; "
+           "`benchmarks/results/learn_aligned-cpu-2core.json`), mean ± std sum rate [bps/Hz] and ms per 64 drops "
+           "(jit-compiled, after warm-up, decode and beamformer included):", "",
+           table(["row", "test drops", "fresh drops", "ms / 64 drops"], rows), "",
+           "Acceptance (>= 83.0 bps/Hz on both drop sets, <= 5 ms per 64 drops, no point of the tuning curve both "
+           f"faster and better): {', '.join(passing) if passing else 'no learned row'} "
+           f"{'passes' if len(passing) == 1 else 'pass'}"
+           + (f"; the ranker trained on {tr['options']['train_drops']} drops labelled by the search "
+              f"({tr['label_s']:.0f} s to label, {tr['train_s']:.0f} s to train)." if "train_s" in tr else ".")]
+    return "\n".join(out)
+
+
 #: block name -> renderer(results folder) -> markdown
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "table1": render_table1,
@@ -434,6 +456,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "power_min": render_power_min,
     "throughput": render_throughput,
     "two_timescale": render_two_timescale,
+    "learn_aligned": render_learn_aligned,
 }
 
 
