@@ -2,7 +2,20 @@
 
 float64 references use ``jax.enable_x64(True)`` as a scoped context, so modules
 can share a worker process without leaking the setting.
+
+Compilation cache: the session shares one fresh JAX persistent compilation
+cache (a temporary folder, removed at the end) between the xdist workers and
+every subprocess the tests start (examples, README blocks, the CLI), so a
+kernel compiled by one of them is loaded, not recompiled, by the others. It is
+set through the environment in ``pytest_configure`` (before the workers
+start) and in this process's ``jax.config``; a ``JAX_COMPILATION_CACHE_DIR``
+the user set is respected. Cache keys include the program, the compile
+options and the jax version, so a hit is the same executable.
 """
+
+import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +23,27 @@ import numpy as np
 import pytest
 
 import jaxpass as jp
+
+_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller
+        config._jaxpass_cache = tempfile.mkdtemp(prefix="jaxpass-test-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jaxpass_cache
+    for name, value in _CACHE_ENV.items():
+        os.environ.setdefault(name, value)
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_jaxpass_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 PRESETS = {
     "joint_beamforming": jp.PassConfig.joint_beamforming,

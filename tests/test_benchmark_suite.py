@@ -1,11 +1,12 @@
-"""Smoke test of the other benchmarks' quick runs (energy, MM-PDD, power-min).
+"""Smoke test of the other benchmarks' quick runs (MM-PDD, power-min).
 
-``python -m benchmarks --quick --only energy mm_pdd power_min`` exits 0 and
+``python -m benchmarks --quick --only mm_pdd power_min`` exits 0 and
 writes, per benchmark, ``<name>-<device>.json`` (the common envelope:
 ``benchmark``, ``schema_version``, ``quick``, ``env``, ``config``, ``records``
 with finite metrics, ``ratios``, ``wall_s``) and its PNG. The throughput
 benchmark's contract is checked in ``test_benchmarks.py``; the table1
-benchmark wraps ``jaxpass reproduce table1``, checked in ``test_table1.py``.
+benchmark wraps ``jaxpass reproduce table1``, checked in ``test_table1.py``, and
+the energy benchmark ``jaxpass.experiments.ee.run_all``, checked in ``test_ee_cli.py``.
 No timing assertions.
 """
 
@@ -23,7 +24,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import common  # noqa: E402
 
-NAMES = ("energy", "mm_pdd", "power_min")
+NAMES = ("mm_pdd", "power_min")
 
 
 @pytest.mark.slow

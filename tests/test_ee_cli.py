@@ -117,12 +117,12 @@ def test_run_scheme_times_the_design_and_reports_progress(capsys):
     from jaxpass.config import PassConfig
     from jaxpass.optimize.energy import DesignOptions
 
-    cfg = PassConfig.energy_efficiency(num_pinches=3, num_users=2)
+    cfg = PassConfig.energy_efficiency(num_pinches=4, num_users=3)  # shapes no other test here compiles
     users = ee.drops(cfg, 2, 0)
     opts = DesignOptions(outer_iterations=2, coupling_steps=1, grid_points=65)
     r = ee.run_scheme(cfg, users, "static_ee_tunable", opts, progress=True)
     assert r.seconds >= 0 and r.compile_seconds > 0 and r.summary()["ms_per_drop"] >= 0
     err = capsys.readouterr().err
-    assert "static_ee_tunable N=3: outer 2/2" in err
+    assert "static_ee_tunable N=4: outer 2/2" in err
     again = ee.run_scheme(cfg, users, "static_ee_tunable", opts, p_max=0.5)  # a new budget: no new compilation
     assert again.compile_seconds < 0.5 * r.compile_seconds
