@@ -240,7 +240,8 @@ def _design(kind, cfg, users, p_max, options, callback):
     users = users.astype(_inputs.float_dtype(users))
     pm = _inputs.budget(cfg, p_max, users.dtype)
     options = with_grid(cfg, options)
-    starts = ("paper", "centre") if options.initial == "multistart" else (options.initial,)
+    initial = options.initial if options.initial != "auto" else ("multistart" if kind == "static" else "paper")
+    starts = ("paper", "centre") if initial == "multistart" else (initial,)
     runs = [_run_from(kind, s, cfg, users, pm, options=options, callback=callback) for s in starts]
     return max(runs, key=lambda r: r.history[-1])  # first wins ties ("paper")
 
@@ -281,14 +282,17 @@ def static_design(cfg, users, p_max=None, options: DesignOptions | None = None, 
     the ergodic objective (mean over the drops, Dinkelbach powers per drop), then
     ``coupling_steps`` coupling steps (skipped for ``coupling="fixed"``).
 
-    ``options.initial``: ``"paper"`` (uniform x, ``delta_n = 1/(N-n)``; default),
+    ``options.initial``: ``"paper"`` (uniform x, ``delta_n = 1/(N-n)``),
     ``"centre"`` (the fixed-antenna point, :func:`centre_antenna_point`; with
     ``coupling="fixed"`` the centre layout with the fixed split) or
     ``"multistart"`` (run from both and keep the design with the better final
-    objective; twice the cost; makes "static >= fixed antenna" hold on the design
-    drops). From ``"centre"`` the design cannot leave the single-antenna family
-    (the other elements get no power and hence no gradient), so it only moves that
-    antenna.
+    fitted objective; twice the cost; ``"auto"``, the default, is multistart here).
+    With the default random-phase fit (``static_gain``) the choice between the
+    two is made on the EXPECTED EE over the users, not on one sample's phases, so
+    it is a model selection that carries to new drops: a spread layout is kept
+    only when its expected EE beats one concentrated antenna. From ``"centre"``
+    the design cannot leave the single-antenna family (the other elements get no
+    power and hence no gradient), so it only moves that antenna.
 
     Arguments as :func:`dynamic_design`.
 

@@ -24,7 +24,7 @@ from jaxpass._options import Options, option
 
 OBJECTIVES = ("ee", "se")
 COUPLINGS = ("tunable", "fixed")
-INITIALS = ("paper", "centre", "multistart")
+INITIALS = ("auto", "paper", "centre", "multistart")
 GAINS = ("coherent", "random_phase")
 
 
@@ -91,9 +91,10 @@ class DesignOptions(Options):
     static_grid_spacing: float = option(0.05, help="Gauss-Seidel grid spacing of the random-phase static fit [m]: "
                                                    "its objective varies on the metre scale of the path loss, "
                                                    "not the millimetre scale of the phase")
-    initial: str = option("paper", help="initial point: 'paper' (uniform x, delta_n = 1/(N-n)), 'centre' "
-                                        "(the fixed antenna as a PASS point) or 'multistart' (both, keep the better)",
-                          choices=INITIALS)
+    initial: str = option("auto", help="initial point: 'paper' (uniform x, delta_n = 1/(N-n)), 'centre' "
+                                       "(the fixed antenna as a PASS point), 'multistart' (both, keep the better "
+                                       "fitted objective) or 'auto' (multistart for the static design, paper for "
+                                       "the dynamic one)", choices=INITIALS)
 
     def validate(self) -> None:
         check_choice("objective", self.objective, OBJECTIVES)
