@@ -73,7 +73,9 @@ def channel_gains(cfg, x, split, users, gain: str = "coherent", phase_samples: i
     scale. Averaging a design value over these draws estimates its EXPECTED
     value over the users (the per-slot fading of a spread array included: the
     EE is concave in ``g``, so the phase-averaged mean gain would overrate
-    spread arrays), which is what a design shared by unseen drops should fit.
+    spread arrays). It ignores the phase relation that closely spaced elements
+    keep over a region of users, so it underrates compact sub-arrays: the
+    static design fits the coherent gain by default (package docstring).
 
     Args:
       x: ``(N,)`` element positions [m]; split: ``(N,)`` coefficients in ``[0, 1]``;

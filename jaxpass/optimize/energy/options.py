@@ -81,11 +81,11 @@ class DesignOptions(Options):
     gain: str = option("coherent", help="channel gain the blocks compute: 'coherent' |sum_n a_n c_n|^2 / sigma^2 "
                                         "(the physics) or 'random_phase' (each element's phase replaced by "
                                         "phase_samples fixed uniform draws, the values averaged)", choices=GAINS)
-    static_gain: str = option("random_phase", help="gain the STATIC design fits its layout and couplings to: "
-                                                   "'random_phase' (the expected value over the users' random "
-                                                   "phases; generalises to unseen drops) or 'coherent' (the "
-                                                   "paper's sample average: fits the sample's phases)",
-                              choices=GAINS)
+    static_gain: str = option("coherent", help="gain the STATIC design fits its layout and couplings to: "
+                                               "'coherent' (the paper's sample average; generalises once fitted on "
+                                               "enough drops, a few hundred) or 'random_phase' (element phases "
+                                               "replaced by uniform draws: generalises from few drops but loses the "
+                                               "gain of compact coherent sub-arrays)", choices=GAINS)
     phase_samples: int = option(16, help="phase draws per drop of the 'random_phase' gain (fixed, common to "
                                          "every evaluation, so the objective is deterministic)")
     static_grid_spacing: float = option(0.05, help="Gauss-Seidel grid spacing of the random-phase static fit [m]: "
