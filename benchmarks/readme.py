@@ -284,13 +284,14 @@ def render_energy(results: Path) -> str:
 def render_power_min(results: Path) -> str:
     d = load(results, "power_min")
     R, c = d["results"], d["config"]
+    lb = c.get("lbfgs") or {"starts": c.get("starts"), "iterations": c.get("iterations")}  # schema of 11-24 kept readable
     rows = [[f"{r['blockage_rate']:g}", f"{r['proposed']['mean_dbm']:.2f}", f"{r['center']['mean_dbm']:.2f}",
              f"{r['random']['mean_dbm']:.2f}", f"{r['exhaustive']['mean_dbm']:.2f}",
              f"{r['proposed_vs_exhaustive']['within_1pct'] * 100:.1f}%"] for r in R["blockage"]["rows"]]
     out = [f"`python -m benchmarks --only power_min` ({c['drops']} drops per point, the same drops for every method, "
-           f"Gamma = {c['snr_db']:g} dB, L-BFGS {c['starts']} starts x {c['iterations']} iterations; {env_line(d)}; "
+           f"Gamma = {c['snr_db']:g} dB, L-BFGS {lb['starts']} starts x {lb['iterations']} iterations; {env_line(d)}; "
            "`benchmarks/results/power_min-cpu-2core.{json,png}`), mean power [dBm]:", "",
-           table(["beta_b [1/m]", f"proposed (L-BFGS, {c['starts']} starts)", "Center", "Random", "exhaustive",
+           table(["beta_b [1/m]", f"proposed (L-BFGS, {lb['starts']} starts)", "Center", "Random", "exhaustive",
                   "drops with L-BFGS within 1% of exhaustive"], rows), ""]
     snr_rows = []
     for series in R["snr"]["series"]:
