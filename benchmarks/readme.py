@@ -271,8 +271,8 @@ def render_energy(results: Path) -> str:
                 f"number of fitting drops, held-out EE on the same {c['held_out_drops']} fresh drops (in-sample in "
                 f"brackets); the fixed antenna scores {rate(g['fixed_antenna'])} on them:", "",
                 table(["fitted gain \\ fitting drops"] + [str(n) for n in g["train_drops"]],
-                      [[{"random_phase": "random phase (expected EE, default)",
-                         "coherent": "coherent (the paper's sample average)"}.get(k, k)]
+                      [[{"random_phase": "random phase (expected EE)",
+                         "coherent": "coherent (the paper's sample average, default)"}.get(k, k)]
                        + [f"{rate(r['held_out'])} ({rate(r['in_sample'])})" for r in v]
                        for k, v in g["schemes"].items()])]
     out.append("")
