@@ -55,8 +55,9 @@ are ``p_k = P_max`` (SE increases in every ``p_k``), and its EE is then
   coarse grid): it generalises from few drops but is not better, because
   compact sub-arrays keep a coherent gain over a region of users that
   independent phases deny them. ``initial="auto"`` (default) runs the static
-  design from the paper's point and from the centre antenna and keeps the
-  better fitted objective.
+  design from the paper's point, from the centre antenna and (tunable
+  coupling) from the compact centre layout with the fixed split, and keeps the
+  best fitted objective.
 * *Fixed coupling* baseline: every element has the same split coefficient
   (``fixed_split``, default 0.5: most power leaves through the first few
   elements, as EE Fig. 3 describes); locations are still optimised.
@@ -68,8 +69,11 @@ are ``p_k = P_max`` (SE increases in every ``p_k``), and its EE is then
   improving steps, so their ergodic objective is non-decreasing over outer
   iterations. ``initial="multistart"`` also runs from the centre-antenna point
   (element 0 at ``S_x/2`` with ``delta_0 = 1``: the fixed-antenna baseline as a
-  PASS point) and keeps the better design, which makes "static >= fixed
-  antenna" hold by construction on the design drops.
+  PASS point) and, with tunable coupling, from the centre layout with every
+  ``delta_n = fixed_split`` (``initial="split"``), and keeps the best design,
+  which makes "static >= fixed antenna" hold by construction on the design
+  drops and puts tunable coupling ahead of fixed coupling after the first
+  outer iteration.
 
 Shapes: ``x (N,)`` positions [m] on the waveguide, ``split (N,)``, ``users (K, 2)``
 for one drop or ``(D, K, 2)`` for D drops.

@@ -185,7 +185,7 @@ def _outer_step(cfg, X, split, users, p_max, options):
 # ---------------------------------------------------------------------- drivers
 def _start(cfg, start, options, dtype):
     x0, split0 = (initial_point if start == "paper" else centre_antenna_point)(cfg, dtype)
-    if options.coupling == "fixed":
+    if options.coupling == "fixed" or start == "split":
         split0 = fixed_split(cfg, options.fixed_split, dtype)
     return x0, split0
 
@@ -241,7 +241,10 @@ def _design(kind, cfg, users, p_max, options, callback):
     pm = _inputs.budget(cfg, p_max, users.dtype)
     options = with_grid(cfg, options)
     initial = options.initial if options.initial != "auto" else ("multistart" if kind == "static" else "paper")
-    starts = ("paper", "centre") if initial == "multistart" else (initial,)
+    if initial == "multistart":  # with fixed coupling the "split" start is the "paper" start
+        starts = ("paper", "centre") + (("split",) if options.coupling == "tunable" else ())
+    else:
+        starts = (initial,)
     runs = [_run_from(kind, s, cfg, users, pm, options=options, callback=callback) for s in starts]
     return max(runs, key=lambda r: r.history[-1])  # first wins ties ("paper")
 
@@ -284,15 +287,20 @@ def static_design(cfg, users, p_max=None, options: DesignOptions | None = None, 
 
     ``options.initial``: ``"paper"`` (uniform x, ``delta_n = 1/(N-n)``),
     ``"centre"`` (the fixed-antenna point, :func:`centre_antenna_point`; with
-    ``coupling="fixed"`` the centre layout with the fixed split) or
-    ``"multistart"`` (run from both and keep the design with the better final
-    fitted objective; twice the cost; ``"auto"``, the default, is multistart here).
-    With the default random-phase fit (``static_gain``) the choice between the
-    two is made on the EXPECTED EE over the users, not on one sample's phases, so
-    it is a model selection that carries to new drops: a spread layout is kept
-    only when its expected EE beats one concentrated antenna. From ``"centre"``
-    the design cannot leave the single-antenna family (the other elements get no
-    power and hence no gradient), so it only moves that antenna.
+    ``coupling="fixed"`` the centre layout with the fixed split), ``"split"``
+    (the centre layout with every ``delta_n = fixed_split``: a compact array
+    whose power decays along the elements, the start from which the
+    fixed-coupling baseline does best) or ``"multistart"`` (run from all of
+    them and keep the design with the best final fitted objective; ``"split"``
+    only with tunable coupling, where it differs from ``"centre"``; three times
+    the cost; ``"auto"``, the default, is multistart here). The first outer
+    iteration from ``"split"`` is the fixed-coupling baseline's first
+    Gauss-Seidel sweep from the same point followed by improving coupling
+    steps, so tunable coupling starts ahead of fixed coupling. From
+    ``"centre"`` the design cannot leave the single-antenna family (the other
+    elements get no power and hence no gradient), so it only moves that antenna.
+    With ``static_gain="random_phase"`` the choice between the starts is made
+    on the expected EE over the users, not on one sample's phases.
 
     Arguments as :func:`dynamic_design`.
 

@@ -24,7 +24,7 @@ from jaxpass._options import Options, option
 
 OBJECTIVES = ("ee", "se")
 COUPLINGS = ("tunable", "fixed")
-INITIALS = ("auto", "paper", "centre", "multistart")
+INITIALS = ("auto", "paper", "centre", "split", "multistart")
 GAINS = ("coherent", "random_phase")
 
 
@@ -92,9 +92,10 @@ class DesignOptions(Options):
                                                    "its objective varies on the metre scale of the path loss, "
                                                    "not the millimetre scale of the phase")
     initial: str = option("auto", help="initial point: 'paper' (uniform x, delta_n = 1/(N-n)), 'centre' "
-                                       "(the fixed antenna as a PASS point), 'multistart' (both, keep the better "
-                                       "fitted objective) or 'auto' (multistart for the static design, paper for "
-                                       "the dynamic one)", choices=INITIALS)
+                                       "(the fixed antenna as a PASS point), 'split' (the centre layout with every "
+                                       "delta_n = fixed_split: a compact array, the fixed-coupling baseline's "
+                                       "best start), 'multistart' (all of them, keep the best fitted objective) "
+                                       "or 'auto' (multistart for the static design, paper for the dynamic one)", choices=INITIALS)
 
     def validate(self) -> None:
         check_choice("objective", self.objective, OBJECTIVES)
