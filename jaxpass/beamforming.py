@@ -199,8 +199,10 @@ def regularized_pinv(M, reg, svd=None):
 
     Forward value from the SVD ``M = U diag(s) V^H`` as ``V diag(s / (s^2 + reg)) U^H``
     (accurate to ``eps * cond(M)``); the derivative with respect to ``M`` and
-    ``reg`` is that of the Gram system, obtained by ``lax.custom_linear_solve``
-    with the same SVD as solver. So no singular-value gaps ``1/(s_i^2 - s_j^2)``
+    ``reg`` is that of the Gram system of the smaller side (``K x K`` for
+    ``K <= N``; for ``K > N`` the equal ``(M^H M + reg I_N)^{-1} M^H``, see
+    ``_primal_pinv``), obtained by ``lax.custom_linear_solve`` with the same SVD
+    as solver. So no singular-value gaps ``1/(s_i^2 - s_j^2)``
     ever enter a gradient (finite for repeated or zero singular values); the
     gradient's solver is regularised at ``eps s_max^2``, which changes it only
     along numerically null directions (``s < sqrt(eps) s_max``).
@@ -221,6 +223,8 @@ def regularized_pinv(M, reg, svd=None):
     # (numerically null: coincident users), where the exact sensitivity ~1/reg
     # would overflow after a few unrolled WMMSE iterations.
     inv_grad = 1.0 / (s**2 + reg_c + jnp.finfo(s.dtype).eps * jnp.max(s) ** 2)
+    if K > N:
+        return _primal_pinv(M, reg, value, s, Vt, inv_grad)
 
     def matvec(y):
         return M @ (jnp.conj(M).T @ y) + reg * y
@@ -236,6 +240,37 @@ def regularized_pinv(M, reg, svd=None):
     return W + jax.lax.stop_gradient(value - W)
 
 
+def _primal_pinv(M, reg, value, s, Vt, inv_grad):
+    """``(M^H M + reg I_N)^{-1} M^H`` for ``K > N``: the same matrix, differentiated in its ``N x N`` form.
+
+    With more rows than columns the ``K x K`` Gram ``M M^H`` has ``K - N`` null
+    directions, where its solve is ``1 / reg``; the derivative of
+    ``M^H (M M^H + reg)^{-1}`` then sums terms of size ``1 / reg`` that cancel
+    exactly in exact arithmetic but not in float32 (gradients through a few
+    unrolled WMMSE updates reached 1e14 for K = 6 > N = 4). ``M^H M`` is full
+    rank for a generic ``M``, so its implicit derivative has no such terms.
+    ``Vt (N, K)`` holds the right singular vectors for the singular values
+    ``s (K,)`` and ``inv_grad (K,)`` the regularised inverse eigenvalues; the
+    solve acts on the span of the columns with ``s > sqrt(eps) s_max`` (all of
+    ``C^N`` unless ``M`` is numerically column-rank deficient, where the missing
+    directions get no derivative, as a pseudo-inverse would; the Jacobi SVD
+    leaves rounding noise, not zeros, in the columns of the null ``s``).
+    """
+    Vt = jnp.where(s > jnp.sqrt(jnp.finfo(s.dtype).eps) * jnp.max(s), Vt, 0.0)
+
+    def matvec(y):
+        return jnp.conj(M).T @ (M @ y) + reg * y
+
+    def solve(_, b):
+        return Vt @ (inv_grad[:, None] * (jnp.conj(Vt).T @ b))
+
+    def transpose_solve(_, b):  # (M^H M + reg)^T = conj(M^H M) + reg
+        return jnp.conj(Vt) @ (inv_grad[:, None] * (Vt.T @ b))
+
+    W = jax.lax.custom_linear_solve(matvec, jnp.conj(M).T, solve, transpose_solve)
+    return W + jax.lax.stop_gradient(value - W)
+
+
 def _power_multiplier(d, c2, floor, steps: int = 20):
     """Smallest ``mu >= 0`` with ``p(mu) = sum_n c2_n / (d_n + floor + mu)^2 <= 1``.
 
@@ -247,11 +282,17 @@ def _power_multiplier(d, c2, floor, steps: int = 20):
     ~log2(d_max / mu) steps and stalls in float32).
     """
     e = d + floor
-    live = c2 > 0  # directions that carry power; others would give 0/0 after underflow
+    # directions that carry power. A numerically null one (d <= floor: the K - N zero singular values
+    # when K > N, which the Jacobi SVD leaves as rounding noise ~1e-16) has a meaningless c2 and its
+    # 1/q^3 would dominate the Newton derivative (mu then crept up from 0 in float32, budget violated)
+    live = (c2 > 0) & (d > floor)
 
     def ratio(power_of_q, mu):
         q = jnp.where(live, e + mu, 1.0)
-        return jnp.where(live, c2 / q**power_of_q, 0.0)
+        r = c2
+        for _ in range(power_of_q):  # c2 / q^p one division at a time: q^3 underflows in float32 for a
+            r = r / q                # numerically null direction (q ~ floor ~ 1e-13) and gave c2 / 0 = inf
+        return jnp.where(live, r, 0.0)
 
     def power(mu):
         return jnp.sum(ratio(2, mu))

@@ -283,3 +283,43 @@ def test_beamforming_bad_input(jb_cfg):
         bf.wmmse(H, 1.0, 1e-12, tol=0.0)
     with pytest.raises(ValueError, match="H must have shape"):
         bf.mrt(jnp.ones(4), 1.0)
+
+
+def test_power_multiplier_ignores_numerically_null_directions_in_float32(x64):
+    """K = 6 > N = 4: the Jacobi SVD leaves two "zero" singular values as rounding noise (here 7e-16), with a
+    meaningless c2. Their 1/q^3 once swamped the Newton derivative: mu stayed ~0 in float32 although the budget
+    binds (mu = 1.381 in float64), and WMMSE gradients through that step reached 1e15 (measured)."""
+    sv = np.array([7.3302327e-16, 2.4975374, 0.0, 0.67151946, 2.2267375, 1.4067372])
+    c2 = np.array([9.6300306e-31, 11.524453, 0.0, 0.82474166, 9.1120033, 3.7161167])
+    mus = {}
+    for dt in (jnp.float32, jnp.float64):
+        d = jnp.asarray(sv, dt) ** 2
+        mus[dt] = float(bf._power_multiplier(d, jnp.asarray(c2, dt), bf._regularized_floor(jnp.asarray(sv, dt))))
+    live = sv > 1e-6
+    p = np.sum(c2[live] / (sv[live] ** 2 + mus[jnp.float64]) ** 2)
+    assert p == pytest.approx(1.0, rel=1e-6)  # the float64 root is the budget's
+    assert mus[jnp.float32] == pytest.approx(mus[jnp.float64], rel=1e-5) and mus[jnp.float64] > 1.0
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (4, 4)])
+def test_regularized_pinv_derivative_float32_matches_float64(x64, shape):
+    """The derivative of M^H (M M^H + reg)^{-1} by central differences of a float64 reference; for K > N it is
+    taken in the N x N form (the K x K Gram's null directions cost float32 all its digits: rel. error 0.41)."""
+    K, N = shape
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    D = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+    def ref(t, reg):
+        A = M + t * D
+        return np.linalg.pinv(A) if reg == 0 else np.linalg.solve(np.conj(A).T @ A + reg * np.eye(N), np.conj(A).T)
+
+    for reg in (0.0, 0.3):
+        h = 1e-6
+        fd = (ref(h, reg) - ref(-h, reg)) / (2 * h)
+        for cdt, rdt, tol in ((jnp.complex64, jnp.float32, 1e-4), (jnp.complex128, jnp.float64, 1e-7)):
+            def f(t):
+                return bf.regularized_pinv(jnp.asarray(M, cdt) + t * jnp.asarray(D, cdt), jnp.asarray(reg, rdt))
+            value, tangent = jax.jvp(f, (jnp.asarray(0.0, rdt),), (jnp.asarray(1.0, rdt),))
+            assert rel_err(value, ref(0.0, reg)) < 10 * tol, (shape, reg, rdt)
+            assert rel_err(tangent, fd) < tol, (shape, reg, rdt)
