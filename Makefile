@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench readme install clean mutate
+.PHONY: demo test lint bench readme install clean mutate multihost scaling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,11 @@ clean:
 # plants classic bugs in the core (a copy of it), one at a time; fails if a test suite misses one
 mutate: $(STAMP)
 	$(PY) tools/mutate.py
+
+# two local processes x two CPU devices with jax.distributed (gloo): the multi-host launch recipe, checked
+multihost: $(STAMP)
+	$(PY) examples/multihost_local.py
+
+# drops/s on 1, 2, 4, 8 simulated CPU devices (overhead on a 2-core machine; all GPUs of a GPU host)
+scaling: $(STAMP)
+	$(PY) -m benchmarks.scaling

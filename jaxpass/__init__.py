@@ -20,6 +20,7 @@ from jaxpass import (
     linalg,
     metrics,
     optimize,  # noqa: E402  (after the core it builds on)
+    parallel,
     phase,
     units,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "metrics",
     "learn",
     "optimize",
+    "parallel",
     "phase",
     "pinch_response",
     "positions_from_spacings",

@@ -7,6 +7,8 @@ expected, instead of a NaN or a shape error deep inside XLA.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import numpy as np
 
@@ -201,3 +203,104 @@ def check_spacings(name: str, x) -> tuple:
     if not spacings or not all(np.isfinite(s) and s >= 0 for s in spacings):
         raise ValueError(f"{name} must be a non-empty sequence of finite numbers >= 0 [m], got {x!r}")
     return spacings
+
+
+# ------------------------------------------------------- physical ranges (one table)
+class Range(NamedTuple):
+    """The allowed values of one physical quantity: ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+
+    low: float
+    high: float
+    unit: str
+    low_open: bool = False
+    why: str = ""
+
+    def describe(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]{unit}"
+
+    def holds(self, arr):
+        """Elementwise: ``arr`` lies in the range (NaN fails)."""
+        arr = np.asarray(arr)
+        lower = arr > self.low if self.low_open else arr >= self.low
+        return lower & (arr <= self.high)
+
+
+RANGES = {
+    # config fields (jaxpass.config.PassConfig); each number must stay finite in float32 and give a usable SNR
+    "power_dbm": Range(-100.0, 60.0, "dBm", why="1e-13 W .. 1 kW; 300 dBm overflows float32 (|W|^2 ~ 1e54)"),
+    "circuit_power_dbm": Range(-100.0, 60.0, "dBm", why="as power_dbm"),
+    "noise_dbm": Range(-200.0, 0.0, "dBm", why="thermal noise is -174 dBm/Hz; 0 dBm = 1 mW of noise"),
+    "carrier_freq": Range(1e8, 1e12, "Hz", why="100 MHz .. 1 THz (lambda 3 m .. 0.3 mm)"),
+    "n_eff": Range(1.0, 10.0, "", why="a dielectric waveguide: 1 <= n_eff (silicon is ~3.5)"),
+    "height": Range(0.0, 1e4, "m", low_open=True, why="h > 0 keeps every distance > 0"),
+    "length_x": Range(0.0, 1e4, "m", low_open=True, why="up to 10 km: the phase of a 10 km path stays exact"),
+    "width_y": Range(0.0, 1e4, "m", low_open=True, why="as length_x"),
+    "min_spacing": Range(0.0, 1e4, "m", low_open=True, why="as length_x"),
+    "beta": Range(0.0, 1.0, "", low_open=True, why="a gain at 1 m: c/(4 pi f) <= 0.24 for f >= 100 MHz"),
+    "loss_db_per_m": Range(0.0, 100.0, "dB/m", why="dielectric waveguides lose ~0.01-1 dB/m"),
+    "blockage_rate": Range(0.0, 100.0, "1/m", why="0 = always LoS; 100/m blocks every link beyond ~5 cm"),
+    # driver and CLI arguments
+    "power_w": Range(0.0, 1e3, "W", why="a power budget in watts: 0 .. 1 kW (= 60 dBm, as power_dbm)"),
+    "snr_db": Range(-50.0, 100.0, "dB", why="an SNR target; beyond 100 dB the required power and the "
+                    "Monte-Carlo spread overflow float32"),
+    "snr_target": Range(0.0, 1e10, "(linear)", why="a linear SNR target Gamma_k: 0 .. 100 dB (as snr_db)"),
+}
+"""The physical range of every checked quantity (name -> :class:`Range`); docs/execution_model.md lists them.
+
+Each bound keeps the quantity finite in float32 and its SNR non-degenerate:
+e.g. 60 dBm (1 kW) over -200 dBm of noise is at most 260 dB before path loss,
+whose square still fits float32 (3e38). Configs check their fields
+(``PassConfig.validate``), the CLI its dB/W arguments (:func:`check_range`).
+"""
+
+
+def check_range(name: str, x, key: str | None = None):
+    """A concrete finite number (or array) within ``RANGES[key or name]``; tracers pass through.
+
+    Raises ``TypeError`` for a non-number and ``ValueError`` naming ``name``,
+    the value, the range and its unit otherwise. Returns ``x``.
+    """
+    if is_tracer(x):
+        return x
+    rng = RANGES[key or name]
+    if isinstance(x, (str, bytes)) or isinstance(x, bool):
+        raise TypeError(f"{name} must be a number [{rng.unit or 'dimensionless'}], got {x!r}")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real number [{rng.unit or 'dimensionless'}], got {x!r}")
+    good = rng.holds(arr)
+    if not np.all(good):
+        bad = float(arr.reshape(-1)[np.argmin(good.reshape(-1))])
+        raise ValueError(f"{name} must be a finite number in {rng.describe()}, got {bad:g}")
+    return x
+
+
+def check_users_in_area(cfg, users, name: str = "users", *, rtol: float = 1e-6):
+    """Raise ``ValueError`` if concrete ``users (..., K, 2)`` [m] leave the area ``[0, S_x] x [0, S_y]``.
+
+    The message names the first offending drop and user, its coordinates and
+    the area. Skipped for tracers and for traced or stacked (non-scalar)
+    ``cfg.length_x`` / ``cfg.width_y``; ``rtol`` of the extent absorbs float32
+    rounding. Returns ``users``.
+    """
+    if is_tracer(users) or is_tracer(cfg.length_x) or is_tracer(cfg.width_y):
+        return users
+    sx, sy = np.asarray(cfg.length_x), np.asarray(cfg.width_y)
+    if sx.ndim or sy.ndim:
+        return users
+    arr = np.asarray(users)
+    if arr.dtype.kind not in "iuf" or arr.ndim < 2 or arr.shape[-1] != 2 or not arr.size:
+        return users
+    sx, sy = float(sx), float(sy)
+    x, y = arr[..., 0], arr[..., 1]
+    out = (x < -rtol * sx) | (x > sx * (1 + rtol)) | (y < -rtol * sy) | (y > sy * (1 + rtol))
+    if np.any(out):
+        idx = np.unravel_index(int(np.argmax(out.reshape(-1))), out.shape)
+        where = (f"drop {idx[0]}, user {idx[-1]}" if len(idx) == 2
+                 else f"drop {tuple(int(i) for i in idx[:-1])}, user {idx[-1]}" if len(idx) > 2
+                 else f"user {idx[-1]}")
+        ux, uy = arr[idx]
+        raise ValueError(f"{name}: {where} at ({float(ux):g}, {float(uy):g}) m lies outside the area "
+                         f"[0, {sx:g}] x [0, {sy:g}] m (length_x x width_y); {int(out.sum())} user(s) outside")
+    return users

@@ -1,14 +1,41 @@
 """The ``jaxpass`` command (also ``python -m jaxpass``).
 
-User errors print one line to stderr and exit with status 2; result files are
-written atomically, so a failed run never leaves half a file behind.
+User errors print one line to stderr and exit with status 2.
+
+Output folder (``--out``): checked before any computation (a file, or a
+folder that cannot be created or written, is a user error). A run's files
+form one result set (:func:`jaxpass.experiments.io.result_set`): they are
+staged in ``<out>/.jaxpass.tmp-<pid>-<random>/`` and moved into ``<out>``
+together when the command succeeds, with the manifest ``<out>/run.json``
+(command line, versions, device, seed, SHA-256 of each file) last. A failed
+or interrupted run leaves the previous set as it was; temporaries of a
+killed run (SIGKILL) are removed by the next run into the same folder.
+
+Interrupts: SIGINT (Ctrl-C) and SIGTERM end any command, at any phase, with
+one line on stderr, ``jaxpass <command>: interrupted; nothing written`` (or
+``...; previous results kept`` when ``--out`` already held files; ``...;
+results written`` if the signal came while the set was being moved in, which
+finishes first), and exit status 130 (SIGINT) or 143 (SIGTERM): no
+traceback. The handler removes the run's temporaries and leaves with
+``os._exit``, skipping interpreter teardown (with XLA's threads still running
+it could crash). Python runs signal handlers only in the main thread,
+between bytecodes, so a long native call there (an XLA compilation, a device
+computation) can delay the exit until it returns; on CPU it came within
+0.2 s, also mid-compilation. ``main`` installs the handlers when it starts
+(a Ctrl-C during ``import jaxpass``, before ``main``, is still Python's
+``KeyboardInterrupt``), only in the main thread, and restores the previous
+ones when it returns.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from jaxpass.experiments.cli_args import UserError
 from jaxpass.experiments.cli_args import positive_int as _positive_int
@@ -34,12 +61,20 @@ def _cmd_demo(args) -> int:
         cfg = demo.preset(args.preset, **({"power_dbm": args.power_dbm} if args.power_dbm is not None else {}))
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
+    from jaxpass.experiments import memory, progress
+
+    progress.set_quiet(args.quiet)
+    K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
+    need = memory.check_fits(lambda d: memory.demo_bytes(K, N, L, d, tune_steps=args.tune_steps), args.drops,
+                             flag="--drops")
     print(f"jaxpass demo: preset {args.preset} (K={cfg.num_users}, N={cfg.num_waveguides}, "
           f"L={cfg.num_pinches}, P={float(cfg.power_dbm):g} dBm), {args.drops} drops, seed {args.seed}, "
           f"uniform pinch positions"
-          + (", then tuned ones" if args.tune_steps and cfg.num_users <= cfg.num_waveguides else ""), flush=True)
+          + (", then tuned ones" if args.tune_steps and cfg.num_users <= cfg.num_waveguides else "")
+          + memory.header_note(need), flush=True)
     results, users, X, tuned = demo.run_demo(cfg, drops=args.drops, seed=args.seed,
-                                             wmmse_iterations=args.wmmse_iterations, tune_steps=args.tune_steps)
+                                             wmmse_iterations=args.wmmse_iterations, tune_steps=args.tune_steps,
+                                             progress=True)
     print(demo.results_table(results))
     paths = demo.write_demo(cfg, results, users, X, args.out, preset_name=args.preset, seed=args.seed, tuned=tuned)
     for kind, path in paths.items():
@@ -72,17 +107,92 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tune-steps", type=int, default=300,
                       help="gradient steps of the tuned-positions row (0 skips it; default: %(default)s)")
     demo.add_argument("--out", default="demo_out", help="output directory (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     demo.set_defaults(func=_cmd_demo)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_command(sub)
     return parser
 
 
+#: exit status of a command that ran to the end but whose check failed (``powermin --check-mc``): its
+#: result set is still written; any other non-zero status discards it
+CHECK_FAILED = 1
+
+#: the one stderr line of an interrupted command, by what became of its results (io.abandon_open_sets)
+INTERRUPTED = {"nothing": "interrupted; nothing written", "kept": "interrupted; previous results kept",
+               "written": "interrupted; results written"}
+
+
+@contextlib.contextmanager
+def _interrupts_end_the_run(label: list):
+    """SIGINT/SIGTERM -> remove the run's temporaries, one line on stderr, ``os._exit(128 + signum)``.
+
+    ``label[0]`` names the command in the line. Only in the main thread (where
+    Python runs signal handlers); the previous handlers are restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        io = sys.modules.get("jaxpass.experiments.io")
+        if io is not None and getattr(io, "after_commit", None) and io.after_commit(lambda: handler(signum, None)):
+            return  # a result set is being moved in: finish it first
+        state = io.abandon_open_sets() if io is not None and getattr(io, "abandon_open_sets", None) else "nothing"
+        line = f"{label[0]}: {INTERRUPTED[state]}\n"
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        try:
+            tty = sys.stderr.isatty()
+            sys.stderr.write(("\r\x1b[K" if tty else "") + line)  # on a terminal: over "^C" / a progress bar
+            sys.stderr.flush()
+        except Exception:  # e.g. a reentrant call while the main thread was writing to stderr
+            with contextlib.suppress(OSError):
+                os.write(2, line.encode())
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run(args, argv) -> int:
+    """Check ``--out`` (before any computation), then run the command inside one result set of it."""
+    resolve = getattr(args, "resolve_out", None)  # a command whose default folder depends on other flags
+    if resolve is not None:
+        args.out = resolve(args)
+    out = getattr(args, "out", None)
+    if out is None:
+        return args.func(args)
+    from jaxpass.experiments import io
+
+    try:
+        io.check_out_dir(out)
+    except ValueError as err:
+        raise UserError(f"--out {err}") from None
+    with io.result_set(out, args.command, argv=["jaxpass", *argv], seed=getattr(args, "seed", None)) as rs:
+        code = args.func(args)
+        if code not in (0, CHECK_FAILED):  # a completed run whose check failed keeps its results (the evidence)
+            rs.cancel()
+        return code
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    label = ["jaxpass"]
+    with _interrupts_end_the_run(label):
+        return _main(argv, label)
+
+
+def _main(argv, label) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    label[0] = f"jaxpass {args.command}"
     try:
-        return args.func(args)
+        return _run(args, argv)
     except UserError as err:
         print(f"jaxpass {args.command}: error: {err}", file=sys.stderr)
         return 2

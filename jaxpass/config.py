@@ -21,7 +21,13 @@ leaves (``docs/execution_model.md``):
 Validation runs on construction whenever the values are concrete (not
 tracers) and raises ``ValueError``/``TypeError`` naming the field, the value
 and the allowed range. Traced fields may carry leading scenario dimensions
-(a stacked config); each entry is checked.
+(a stacked config); each entry is checked. Text (``"10"``) or complex values
+for a number are a ``TypeError``. Every numeric field must lie in its physical
+range, :data:`RANGES` (defined in ``jaxpass._checks``, listed in
+docs/execution_model.md "Physical ranges"): e.g. powers in [-100, 60] dBm,
+noise in [-200, 0] dBm, carrier in [1e8, 1e12] Hz, heights and lengths in
+(0, 1e4] m, so that every power is a finite float32 in watts and every SNR is
+usable (a 300 dBm budget would overflow ``|W|^2`` and silently give zero rates).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import numpy as np
 from flax import struct
 
 from jaxpass import units
+from jaxpass._checks import RANGES
 
 RADIATION_CHOICES = ("equal", "coupled")
 
@@ -58,6 +65,33 @@ def _first_violation(arr, ok):
     if np.all(good):
         return None
     return float(arr.reshape(-1)[np.argmin(good.reshape(-1))])
+
+
+#: numeric fields of :class:`PassConfig` (everything but the shapes, ``radiation`` and ``waveguide_y``)
+NUMERIC_FIELDS = ("carrier_freq", "n_eff", "height", "length_x", "width_y", "power_dbm", "noise_dbm", "beta",
+                  "min_spacing", "loss_db_per_m", "blockage_rate", "circuit_power_dbm")
+
+
+def _check_types(cfg) -> None:
+    """``TypeError`` naming the field for text or complex values given for a number.
+
+    (Booleans and other non-numeric leaves pass: JAX builds configs with sentinel leaves.)"""
+    for name in NUMERIC_FIELDS + ("waveguide_y",):
+        value = getattr(cfg, name)
+        items = value if name == "waveguide_y" and isinstance(value, (list, tuple)) else (value,)
+        for v in items:
+            if v is None or isinstance(v, jax.core.Tracer):
+                continue
+            if isinstance(v, (str, bytes)):
+                raise TypeError(f"PassConfig.{name} must be a real number, got {type(v).__name__} {v!r}")
+            if isinstance(v, (list, tuple)):  # a stacked field given as a sequence
+                try:
+                    v = np.asarray(v)
+                except Exception:  # ragged or exotic: left to the value checks
+                    continue
+            kind = getattr(getattr(v, "dtype", None), "kind", None)
+            if isinstance(v, complex) or kind in ("c", "U", "S"):
+                raise TypeError(f"PassConfig.{name} must be a real number, got {v!r}")
 
 
 @struct.dataclass
@@ -84,6 +118,9 @@ class PassConfig:
       loss_db_per_m: in-waveguide loss alpha [dB/m].
       blockage_rate: LoS blockage rate beta_b [1/m]; 0 = always LoS (docs/model.md §6).
       circuit_power_dbm: circuit power P_c for energy efficiency [dBm] (docs/model.md §5).
+
+    Numeric fields must lie in :data:`RANGES` (module docstring), checked on
+    construction for concrete values and skipped for tracers.
     """
 
     num_users: int = struct.field(pytree_node=False, default=4)
@@ -105,6 +142,7 @@ class PassConfig:
     circuit_power_dbm: Any = 20.0
 
     def __post_init__(self):
+        _check_types(self)
         for name in ("carrier_freq", "n_eff"):  # static fields must be hashable host numbers
             value = getattr(self, name)
             arr = _concrete(value)
@@ -170,9 +208,13 @@ class PassConfig:
                 raise ValueError(f"PassConfig.{name} must be > 0, got {bad}")
             if name in nonnegative and (bad := _first_violation(arr, lambda a: a >= 0)) is not None:
                 raise ValueError(f"PassConfig.{name} must be >= 0, got {bad}")
+            if name == "n_eff" and arr < 1.0:
+                raise ValueError(f"PassConfig.n_eff must be >= 1 (a dielectric waveguide), got {float(arr)}")
+            rng = RANGES[name]
+            if (bad := _first_violation(arr, rng.holds)) is not None:
+                raise ValueError(f"PassConfig.{name} must lie in {rng.describe()}, got {bad:g} "
+                                 "(physical ranges: jaxpass.config.RANGES)")
             values[name] = arr
-        if "n_eff" in values and values["n_eff"] < 1.0:
-            raise ValueError(f"PassConfig.n_eff must be >= 1 (a dielectric waveguide), got {float(values['n_eff'])}")
         if "min_spacing" in values and "length_x" in values:
             spacing, length = (a.reshape(-1) for a in np.broadcast_arrays(values["min_spacing"], values["length_x"]))
             i = int(np.argmax(self.num_pinches * spacing - length))
@@ -296,6 +338,8 @@ def _preset(base: dict, overrides: dict) -> PassConfig:
     if convention not in ("seed", "friis"):
         raise ValueError(f"beta_convention must be 'seed' or 'friis', got {convention!r}")
     freq = params["carrier_freq"]
+    if isinstance(freq, (str, bytes)):
+        raise TypeError(f"PassConfig.carrier_freq must be a real number, got {type(freq).__name__} {freq!r}")
     freq_c = _concrete(freq)
     if freq_c is None or freq_c.ndim != 0 or not np.isfinite(freq_c) or freq_c <= 0:
         raise ValueError(f"PassConfig.carrier_freq must be a finite number > 0, got {freq!r}")

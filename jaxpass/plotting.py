@@ -51,28 +51,50 @@ def plot_layout(cfg: PassConfig, X, users, ax=None, title: str | None = None):
 
 
 def plot_method_rates(rates: dict, ax=None, ylabel: str = "sum rate [bps/Hz]", title: str | None = None):
-    """Per-method distribution over drops: box plot with the mean marked.
+    """Per-method distribution over drops: horizontal box plots, the mean marked (triangle) and in the label.
+
+    Method names (with the mean) go on the y axis, one per row, so long names
+    never overlap (horizontal text, any number of methods); the first method is on top.
+    A long ``title`` is wrapped to the panel.
 
     Args:
       rates: ``{method name: 1-D array of per-drop values}``.
+      ylabel: the quantity (drawn on the x axis, the value axis).
     """
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+        _, ax = plt.subplots(figsize=(5, 0.5 * len(rates) + 1.5))
     names = list(rates)
     data = [np.asarray(rates[n], dtype=float) for n in names]
-    ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names)
-    for i, d in enumerate(data, start=1):
-        ax.annotate(f"{d.mean():.1f}", (i, d.mean()), textcoords="offset points", xytext=(9, -3), fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
+    pos = np.arange(len(names), 0, -1)  # first method on top
+    ax.boxplot(data, positions=pos, orientation="horizontal", showmeans=True, widths=0.6)
+    ax.set_yticks(pos, [f"{n}\n(mean {d.mean():.1f})" for n, d in zip(names, data)], fontsize=8)
+    ax.set_xlabel(ylabel)
+    ax.grid(axis="x", alpha=0.3)
     if title:
-        ax.set_title(title)
+        ax.set_title(_wrap(title, 34), fontsize=10)
     return ax
 
 
+def _wrap(text: str, width: int) -> str:
+    """Wrap a title at ``", "`` into lines of about ``width`` characters (a part longer than that stays whole)."""
+    lines: list = []
+    for part in text.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def save_figure(fig, path):
-    """Save atomically (unique temp name then rename), so no half-written PNG is left behind."""
+    """Save ``fig`` to ``path`` atomically (unique temp name then rename) and close it; returns ``path``.
+
+    No half-written PNG is left behind; inside an open
+    :func:`jaxpass.experiments.io.result_set` covering ``path`` the figure is
+    part of that set (it appears at ``path`` when the set commits).
+    """
     import os
 
     from jaxpass.experiments.io import atomic_path

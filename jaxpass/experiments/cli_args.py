@@ -10,6 +10,7 @@ module is then listed in ``jaxpass.cli.COMMAND_MODULES``. Handlers raise
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 class UserError(Exception):
@@ -94,3 +95,60 @@ def options_from_args(args, options_cls, names=None, *, prefix: str = ""):
         return options_cls(**values)
     except (TypeError, ValueError) as err:
         raise UserError(str(err)) from None
+
+
+def in_range(key: str):
+    """argparse type: a float within ``jaxpass.config.RANGES[key]`` (e.g. ``"power_dbm"``, ``"snr_db"``)."""
+    from jaxpass._checks import RANGES
+
+    rng = RANGES[key]
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number [{rng.unit}], got {text!r}") from None
+        if not rng.holds(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number in {rng.describe()} "
+                                             f"(jaxpass.config.RANGES[{key!r}]), got {text}")
+        return value
+
+    parse.__name__ = key
+    return parse
+
+
+def add_num_users(parser: argparse.ArgumentParser, default, help_default: str) -> None:
+    """``--num-users K`` (K users per drop) and the deprecated alias ``--users K``.
+
+    ``--users`` means a FILE of user coordinates in ``jaxpass tune``; commands
+    that take only a count use ``--num-users`` and keep ``--users K`` for one
+    release (:func:`num_users_from_args` resolves both).
+    """
+    parser.add_argument("--num-users", type=positive_int, default=None, metavar="K",
+                        help=f"K, users per drop (default: {help_default})")
+    parser.add_argument("--users", dest="deprecated_users", default=None, metavar="K",
+                        help="deprecated alias of --num-users (this command reads no user file)")
+    parser.set_defaults(num_users_default=default)
+
+
+def num_users_from_args(args, command: str):
+    """K from ``--num-users`` or the deprecated ``--users K`` (one warning line on stderr).
+
+    Raises:
+      UserError: ``--users`` is not a positive integer (e.g. a file name), or
+        both flags are given.
+    """
+    text = getattr(args, "deprecated_users", None)
+    if text is None:
+        return args.num_users if args.num_users is not None else args.num_users_default
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--users takes no user file in `jaxpass {command}` (got {text!r}): use --num-users K "
+                        "for K users per drop (user files are read by `jaxpass tune --users FILE`)") from None
+    if value < 1:
+        raise UserError(f"--num-users (--users) must be a positive integer, got {value}")
+    if args.num_users is not None:
+        raise UserError("give --num-users only (--users is its deprecated alias)")
+    print(f"jaxpass {command}: warning: --users K is deprecated, use --num-users K", file=sys.stderr)
+    return value

@@ -16,7 +16,8 @@ import numpy as np
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text
+from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
+from jaxpass.experiments.progress import Progress, compile_and_run
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize.positions import TuneOptions, tune_batch, tuning_inputs
@@ -55,10 +56,14 @@ class MethodResult:
     compile_s: float
 
 
-def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: int = 100, tune_steps: int = 300):
+def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: int = 100, tune_steps: int = 300,
+             progress: bool = False):
     """Evaluate each beamformer on ``drops`` user drops with uniform pinch positions,
     then tune the positions per drop for the ZF sum rate (``jaxpass.optimize.tune_positions``;
     only when K <= N, the sum-rate problem of JB; ``tune_steps = 0`` skips it).
+
+    With ``progress``, each method's compilation and run are shown on stderr
+    (:mod:`jaxpass.experiments.progress`; silenced by ``set_quiet``).
 
     Returns:
       ``(results, users, X, tuned)``: a list of :class:`MethodResult`, the ``(drops, K, 2)``
@@ -70,24 +75,31 @@ def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: 
     users = sample_users(jax.random.key(seed), cfg, (drops,))
     X = uniform_positions(cfg)
     results = []
-    for name, beamformer in beamformer_table(cfg, wmmse_iterations).items():
+    table = beamformer_table(cfg, wmmse_iterations)
+    do_tune = tune_steps > 0 and cfg.num_users <= cfg.num_waveguides
+    bar = Progress("demo", len(table) + do_tune, enabled=None if progress else False)
+    for i, (name, beamformer) in enumerate(table.items()):
         def batch(X, users, beamformer=beamformer):
             def one(u):
                 H = effective_channel(cfg, X, u)
                 return sum_rate(H, beamformer(H), cfg.noise_power)
             return jax.vmap(one)(users)
 
-        rates, seconds, compile_s = compile_and_run(batch, X, users, repeats=3)
+        rates, seconds, compile_s = compile_and_run(batch, X, users, repeats=3, progress=bar, what=name)
         results.append(MethodResult(name, np.asarray(rates), 1e3 * seconds / drops, compile_s))
+        bar.update(i + 1, f"{name} done")
     tuned = None
-    if tune_steps > 0 and cfg.num_users <= cfg.num_waveguides:
+    if do_tune:
         beamformer = "zf"
         opts = TuneOptions(beamformer=beamformer, steps=tune_steps)
         keys, batch = tuning_inputs(cfg, users, jax.random.key(seed + 1), opts)
-        res, seconds, compile_s = compile_and_run(tune_batch, keys, cfg, batch, options=opts)
+        res, seconds, compile_s = compile_and_run(tune_batch, keys, cfg, batch, options=opts, progress=bar,
+                                                  what=f"tuning {drops} drops x {tune_steps} steps")
         results.append(MethodResult(f"tuned + {beamformer.upper()}", np.asarray(res.sum_rate),
                                     1e3 * seconds / drops, compile_s))
         tuned = np.asarray(res.positions)
+        bar.update(len(table) + 1, "tuning done")
+    bar.close()
     return results, users, X, tuned
 
 
@@ -99,9 +111,10 @@ def results_table(results) -> str:
     return "\n".join(lines)
 
 
+@writes_result_set("demo")
 def write_demo(cfg: PassConfig, results, users, X, out_dir, *, preset_name: str, seed: int, tuned=None) -> dict:
     """Write ``demo.json``, ``demo.md`` and ``demo.png`` (layouts + rate per method) atomically."""
-    from jaxpass.plotting import plot_layout, plot_method_rates, plt, save_figure
+    from jaxpass.plotting import save_figure
 
     os.makedirs(out_dir, exist_ok=True)
     payload = {
@@ -121,15 +134,26 @@ def write_demo(cfg: PassConfig, results, users, X, out_dir, *, preset_name: str,
         "json": write_json(os.path.join(out_dir, "demo.json"), payload),
         "markdown": write_text(os.path.join(out_dir, "demo.md"), results_table(results) + "\n"),
     }
+    fig = demo_figure(cfg, results, users, X, preset_name=preset_name, tuned=tuned)
+    paths["figure"] = save_figure(fig, os.path.join(out_dir, "demo.png"))
+    return paths
+
+
+def demo_figure(cfg: PassConfig, results, users, X, *, preset_name: str, tuned=None):
+    """The ``demo.png`` figure: drop 0's uniform (and tuned) layout, and the sum rate per method.
+
+    Constrained layout; the methods are rows of a horizontal box plot
+    (:func:`jaxpass.plotting.plot_method_rates`), so their labels never overlap.
+    """
+    from jaxpass.plotting import plot_layout, plot_method_rates, plt
+
     layouts = [(X, "drop 0: uniform pinch positions")]
     if tuned is not None:
         layouts.append((tuned[0], f"drop 0: tuned positions ({results[-1].rates[0]:.1f} bps/Hz)"))
-    fig, axes = plt.subplots(1, len(layouts) + 1, figsize=(6.5 * len(layouts) + 5, 4.2),
+    fig, axes = plt.subplots(1, len(layouts) + 1, figsize=(6.5 * len(layouts) + 5, 4.2), layout="constrained",
                              gridspec_kw={"width_ratios": [1.6] * len(layouts) + [1]})
     for ax, (positions, title) in zip(axes, layouts):
         plot_layout(cfg, positions, users[0], ax=ax, title=title)
-    ax1 = axes[-1]
-    plot_method_rates({r.name: r.rates for r in results}, ax=ax1,
+    plot_method_rates({r.name: r.rates for r in results}, ax=axes[-1],
                       title=f"{preset_name}, {users.shape[0]} drops, P = {float(cfg.power_dbm):g} dBm")
-    paths["figure"] = save_figure(fig, os.path.join(out_dir, "demo.png"))
-    return paths
+    return fig

@@ -25,14 +25,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
 from jaxpass.config import PassConfig
-from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_float, positive_int
+from jaxpass.experiments import memory, progress
+from jaxpass.experiments.cli_args import (
+    UserError,
+    add_num_users,
+    add_options,
+    in_range,
+    num_users_from_args,
+    options_from_args,
+    positive_float,
+    positive_int,
+)
 from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users
 from jaxpass.optimize import energy as E
@@ -66,7 +75,7 @@ DESIGN_FLAGS = ("outer_iterations", "gs_sweeps", "coupling_steps", "fixed_split"
 
 
 def _log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
+    progress.log(msg)  # stderr, silenced by --quiet
 
 
 class CompileClock:
@@ -95,14 +104,8 @@ class CompileClock:
 
 
 def _progress(label: str, total: int):
-    """A ``callback(t, value)`` printing the outer iterations of one design to stderr."""
-    t0 = time.perf_counter()
-
-    def callback(t, value):
-        print(f"\r[ee] {label}: outer {t}/{total}  objective {value:.6g}  {time.perf_counter() - t0:.1f} s",
-              end="" if t < total else "\n", file=sys.stderr, flush=True)
-
-    return callback
+    """A ``callback(t, value)`` showing the outer iterations of one design on stderr (shared progress bar)."""
+    return progress.iteration_callback("ee", label, total)
 
 
 def scheme_summary(cfg: PassConfig, users, scheme: str, options: E.DesignOptions = E.DesignOptions(), p_max=None,
@@ -356,39 +359,67 @@ def orderings_table(rows) -> str:
 
 
 # ------------------------------------------------------------------ figures
-def plot_figures(results: dict, title: str = ""):
-    """EE Figs. 1-4 as one 2x2 matplotlib figure (panels for the parts present in ``results``)."""
-    from jaxpass.plotting import plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9), constrained_layout=True)
+def _panels(results: dict) -> list:
+    """The EE figures of ``results`` that hold data, in figure order: ``[(key, draw(ax)), ...]``."""
     styles = {"dynamic": "-", "static": "--", "fixed_antenna": ":"}
     markers = {"ee": "o", "se": "s"}
+    panels = []
 
-    def draw_scheme(ax, xs, scheme, sums):
-        kind, objective, coupling = SCHEMES[scheme]
-        ax.plot(xs, [headline(s)["mean_ee"] for s in sums], styles[kind], marker=markers[objective],
-                mfc="none" if coupling == "fixed" else None, label=LABELS[scheme])
+    conv = {N: {sch: s for sch, s in by.items() if len(s.get("history", ()))}
+            for N, by in results.get("convergence", {}).items()}
+    conv = {N: by for N, by in conv.items() if by}
+    if conv:
+        def draw_convergence(ax):
+            for N, by_scheme in conv.items():
+                for scheme, s in by_scheme.items():
+                    h = s["history"]
+                    ax.plot(range(len(h)), h, styles[SCHEMES[scheme][0]], marker="o",
+                            label=f"N={N}, {SCHEMES[scheme][0]}")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set(xlabel="outer iteration", ylabel="ergodic EE [bit/s/Hz/W]", title="Fig. 1: convergence")
+        panels.append(("convergence", draw_convergence))
 
-    ax = axes[0, 0]
-    if "convergence" in results:
-        for N, by_scheme in results["convergence"].items():
-            for scheme, s in by_scheme.items():
-                h = s["history"]
-                ax.plot(range(len(h)), h, styles[SCHEMES[scheme][0]], marker="o",
-                        label=f"N={N}, {SCHEMES[scheme][0]}")
-        ax.set(xlabel="outer iteration", ylabel="ergodic EE [bit/s/Hz/W]", title="Fig. 1: convergence")
-        ax.legend(fontsize=7)
-    for ax, key, xkey, xlabel, ttl in ((axes[0, 1], "power", "powers_dbm", "P_max [dBm]", "Fig. 2: EE vs P_max"),
-                                      (axes[1, 0], "elements", "element_counts", "N (elements)",
-                                       "Fig. 3: EE vs N"),
-                                      (axes[1, 1], "length", "lengths_m", "S_x [m]", "Fig. 4: EE vs region length")):
-        if key in results:
-            for scheme, sums in results[key]["schemes"].items():
-                draw_scheme(ax, results[key][xkey], scheme, sums)
+    for key, xkey, xlabel, ttl in (("power", "powers_dbm", "P_max [dBm]", "Fig. 2: EE vs P_max"),
+                                   ("elements", "element_counts", "N (elements)", "Fig. 3: EE vs N"),
+                                   ("length", "lengths_m", "S_x [m]", "Fig. 4: EE vs region length")):
+        sweep = results.get(key) or {}
+        schemes = {sch: sums for sch, sums in sweep.get("schemes", {}).items() if len(sums)}
+        if not schemes or not len(sweep.get(xkey, ())):
+            continue
+
+        def draw_sweep(ax, xs=sweep[xkey], schemes=schemes, xlabel=xlabel, ttl=ttl):
+            for scheme, sums in schemes.items():
+                kind, objective, coupling = SCHEMES[scheme]
+                ax.plot(xs[:len(sums)], [headline(s)["mean_ee"] for s in sums], styles[kind],
+                        marker=markers[objective], mfc="none" if coupling == "fixed" else None, label=LABELS[scheme])
             ax.set(xlabel=xlabel, ylabel="EE [bit/s/Hz/W]", title=ttl)
-            ax.legend(fontsize=7)
+        panels.append((key, draw_sweep))
+    return panels
+
+
+def plot_figures(results: dict, title: str = ""):
+    """EE Figs. 1-4 as one matplotlib figure: one panel per figure with data in ``results``.
+
+    One panel is a single axes, two sit side by side, three or four on a 2x2
+    grid (the unused cell of three removed); no empty panel is drawn. With no
+    data at all, the figure holds one axes saying so.
+    """
+    from jaxpass.plotting import plt
+
+    panels = _panels(results)
+    n = len(panels)
+    rows, cols = (1, max(n, 1)) if n <= 2 else (2, 2)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), constrained_layout=True, squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:] if n else ():
+        ax.remove()
+    for ax, (_, draw) in zip(flat, panels):
+        draw(ax)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    axes[0, 0].grid(alpha=0.3)
+    if not n:
+        flat[0].text(0.5, 0.5, "no EE results to plot", ha="center", va="center", transform=flat[0].transAxes)
+        flat[0].set_axis_off()
     if title:
         fig.suptitle(title)
     return fig
@@ -457,7 +488,7 @@ def report(results: dict) -> str:
 def _cmd_ee(args) -> int:
     options = options_from_args(args, E.DesignOptions, DESIGN_FLAGS)
     try:
-        cfg = PassConfig.energy_efficiency(num_pinches=args.num_elements, num_users=args.users)
+        cfg = PassConfig.energy_efficiency(num_pinches=args.num_elements, num_users=num_users_from_args(args, "ee"))
         for n in list(args.elements) + list(args.convergence_elements):
             cfg.replace(num_pinches=n)
         for length in args.lengths:
@@ -465,8 +496,10 @@ def _cmd_ee(args) -> int:
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
     figures = args.figures
+    progress.set_quiet(args.quiet)
+    need = _check_memory(cfg, args, options)
     print(f"jaxpass ee: EE preset (K={cfg.num_users}, N={cfg.num_pinches}, S_x={float(cfg.length_x):g} m), "
-          f"{args.drops} drops, seed {args.seed}, figures {', '.join(figures)}", flush=True)
+          f"{args.drops} drops, seed {args.seed}, figures {', '.join(figures)}" + memory.header_note(need), flush=True)
     if args.held_out_drops < 0:
         raise UserError(f"--held-out-drops must be >= 0, got {args.held_out_drops}")
     if args.held_out_drops and args.held_out_seed == args.seed:
@@ -495,6 +528,26 @@ def _cmd_ee(args) -> int:
     return 0
 
 
+def _check_memory(cfg: PassConfig, args, options: E.DesignOptions) -> int:
+    """The run's memory estimate (:func:`jaxpass.experiments.memory.ee_bytes`); refuses grids and drops that
+    cannot fit, naming the flag to change (``--grid-points``, ``--grid-spacing`` or ``--drops``)."""
+    longest = cfg.replace(length_x=max([float(cfg.length_x), *args.lengths]))
+    held = max(args.held_out_drops, 0)
+
+    def points(spacing):
+        return options.grid_points or E.default_grid_points(longest, spacing)
+
+    K = cfg.num_users
+    if options.grid_points is not None:
+        memory.check_fits(lambda g: memory.ee_bytes(K, args.drops, held, g, options), options.grid_points,
+                          flag="--grid-points", hint="")
+    elif options.grid_spacing is not None:
+        memory.check_fits(lambda sp: memory.ee_bytes(K, args.drops, held, points(sp), options),
+                          options.grid_spacing, flag="--grid-spacing", decreasing=True, integer=False, hint="")
+    G = points(options.grid_spacing)
+    return memory.check_fits(lambda d: memory.ee_bytes(K, d, held, G, options), args.drops, flag="--drops")
+
+
 def _dbm(text: str) -> float:
     try:
         v = float(text)
@@ -502,7 +555,7 @@ def _dbm(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a power in dBm, got {text!r}") from None
     if not np.isfinite(v):
         raise argparse.ArgumentTypeError(f"expected a finite power in dBm, got {text!r}")
-    return v
+    return in_range("power_dbm")(text)
 
 
 def add_command(subparsers) -> None:
@@ -523,7 +576,7 @@ def add_command(subparsers) -> None:
                         "(default: %(default)s)")
     p.add_argument("--held-out-seed", type=int, default=1000,
                    help="PRNG seed of the held-out drops, not --seed (default: %(default)s)")
-    p.add_argument("--users", type=positive_int, default=4, help="K, TDMA users per drop (default: %(default)s)")
+    add_num_users(p, 4, "4; TDMA users")
     p.add_argument("--num-elements", type=positive_int, default=8,
                    help="N, elements on the waveguide for the power and length sweeps (default: %(default)s)")
     p.add_argument("--powers-dbm", type=_dbm, nargs="+", default=[0.0, 10.0, 20.0, 30.0],
@@ -536,5 +589,6 @@ def add_command(subparsers) -> None:
                    help="region lengths S_x for Fig. 4 [m] (default: 10 20 30)")
     add_options(p, E.DesignOptions, DESIGN_FLAGS)
     p.add_argument("--progress", action="store_true", help="print each design's outer iterations to stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     p.add_argument("--out", default="ee_out", help="output directory (default: %(default)s)")
     p.set_defaults(func=_cmd_ee)

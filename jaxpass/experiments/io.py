@@ -5,6 +5,16 @@
 * :func:`write_json` / :func:`write_text`: atomic writes through a unique
   temporary name in the target folder, then ``os.replace`` (a failed or
   interrupted run never leaves half a file, and two runs never share a temp);
+* :func:`result_set`: all files of one run, atomic as a set. While a set for
+  folder ``D`` is open, every write through :func:`atomic_path` (so
+  :func:`write_json`, :func:`write_text`, ``jaxpass.plotting.save_figure``) to
+  a path inside ``D`` goes to the set's temporary folder
+  ``D/.jaxpass.tmp-<pid>-<random>/``; on success the files replace their
+  namesakes in ``D`` together, the manifest ``D/run.json`` (command line,
+  versions, device, seed, SHA-256 of every file: :func:`read_result_set`
+  checks it) last; on an error or interrupt the temporary folder is removed
+  and ``D`` keeps the previous set. :func:`writes_result_set` makes a writer
+  function's files one set;
 * :func:`compile_and_run`: compile apart, then blocked, timed calls.
 """
 
@@ -12,11 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
+import hashlib
+import inspect
 import json
 import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -123,23 +137,33 @@ def atomic_path(path):
     For writers that take a file name (``np.savez``, ``Figure.savefig``): the
     suffix is kept so they pick the right format. On an error the temporary
     file is removed and ``path`` is left as it was.
+
+    Inside an open :func:`result_set` for a folder that holds ``path``, the
+    file lands in the set's temporary folder instead and appears at ``path``
+    when the set commits.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    target = _staged(path) or path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=f".tmp{path.suffix}",
+                               dir=target.parent)
     os.close(fd)
+    if target is path:
+        _LOOSE.add(tmp)  # an interrupt handler removes it (see abandon_open_sets)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results get the usual permissions
     try:
         yield tmp
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+    finally:
+        _LOOSE.discard(tmp)
 
 
 def _atomic_write(path, write) -> str:
@@ -164,6 +188,317 @@ def write_json(path, payload: dict) -> str:
 def write_text(path, text: str) -> str:
     """Write ``text`` to ``path`` atomically; returns the path."""
     return _atomic_write(path, lambda fh: fh.write(text))
+
+
+# ------------------------------------------------------------------ result sets
+#: name of a result set's manifest in its folder
+MANIFEST = "run.json"
+#: name prefix of a result set's temporary folder (inside the result folder)
+TMP_PREFIX = ".jaxpass.tmp-"
+#: a temporary folder or file of a live process is stale after this long [s] (guards against pid reuse)
+STALE_AFTER_S = 24 * 3600.0
+
+_TMP_DIR = re.compile(re.escape(TMP_PREFIX) + r"(?P<pid>\d+)-")
+_TMP_FILE = re.compile(r"\..+\.(?P<pid>\d+)-[a-z0-9_]{8}\.tmp(\.\w+)?$")  # atomic_path's names
+_OPEN: list[ResultSet] = []  # open, uncommitted sets of this process, innermost last
+_LOOSE: set[str] = set()  # atomic_path temporaries written outside any set
+_COMMIT: dict[str, Any] = {"active": False, "deferred": [], "done": []}
+
+
+class ResultSet:
+    """One run's files: staged in :attr:`tmp` until :func:`result_set` commits them to :attr:`out_dir`."""
+
+    def __init__(self, out_dir, command: str, argv=None, seed=None):
+        self.out_dir = Path(out_dir)
+        self.real = os.path.realpath(out_dir)
+        self.command, self.argv, self.seed = command, None if argv is None else [str(a) for a in argv], seed
+        self.tmp: Path | None = None
+        self.created: list[Path] = []  # folders this set created, deepest first (removed again if left empty)
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Discard the set at the end of its ``with`` block instead of committing it."""
+        self.cancelled = True
+
+    def files(self) -> list[str]:
+        """The staged files, as sorted POSIX paths relative to :attr:`out_dir`."""
+        if self.tmp is None or not self.tmp.is_dir():
+            return []
+        return sorted(p.relative_to(self.tmp).as_posix() for p in self.tmp.rglob("*") if p.is_file()
+                      and not p.name.startswith("."))
+
+
+def check_out_dir(path) -> None:
+    """Raise ``ValueError`` (one line naming ``path``) unless ``path`` is, or can be made, a writable folder.
+
+    Nothing is created; call it before any computation so a bad ``--out`` fails at once.
+    """
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise ValueError(f"{path}: is a broken symbolic link")
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"{path}: exists and is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ValueError(f"{path}: directory is not writable")
+        return
+    parent = p.absolute()
+    while not parent.exists() and not parent.is_symlink():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{path}: cannot create it, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot create it, {parent} is not writable")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_stale(out_dir, max_age_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove temporaries of dead runs in ``out_dir``; returns their names.
+
+    A result set's temporary folder (``.jaxpass.tmp-<pid>-*``) or an
+    :func:`atomic_path` temporary (``.<name>.<pid>-<random>.tmp*``) is stale when
+    process ``pid`` is gone (e.g. SIGKILLed) or it is older than ``max_age_s``.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(out_dir))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_DIR.match(entry.name) or _TMP_FILE.match(entry.name)
+        if m is None:
+            continue
+        try:
+            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if _pid_alive(int(m["pid"])) and age < max_age_s:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        removed.append(entry.name)
+    return removed
+
+
+def _staged(path: Path) -> Path | None:
+    """Where ``path`` is written while an open result set covers its folder (None: no set covers it)."""
+    if not _OPEN:
+        return None
+    parent = os.path.realpath(path.parent)
+    for rs in reversed(_OPEN):
+        parts = Path(os.path.relpath(parent, rs.real)).parts
+        if rs.tmp is None or (parts and (parts[0] == os.pardir or parts[0].startswith(TMP_PREFIX))):
+            continue
+        return rs.tmp.joinpath(*parts, path.name)
+    return None
+
+
+def _make_dirs(path: Path, created: list[Path]) -> None:
+    """``os.makedirs(path)``; the folders it creates are put in ``created`` first, deepest first."""
+    p = path.absolute()
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _discard(rs: ResultSet) -> bool:
+    """Remove ``rs``'s temporary folder and the empty folders it created; True if ``out_dir`` still holds files."""
+    if rs.tmp is not None:
+        shutil.rmtree(rs.tmp, ignore_errors=True)
+    for d in rs.created:
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+    try:
+        return any(not _TMP_DIR.match(e.name) for e in os.scandir(rs.out_dir))
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest(rs: ResultSet, files: list[str]) -> dict:
+    import jaxpass
+
+    env = environment()
+    return {"command": rs.command, "argv": rs.argv, "seed": rs.seed,
+            "jaxpass_version": jaxpass.__version__, "jax_version": jax.__version__, "device": env["device"],
+            "files": {f: {"sha256": _sha256(rs.tmp / f), "bytes": (rs.tmp / f).stat().st_size} for f in files},
+            "env": env}
+
+
+def _commit(rs: ResultSet) -> None:
+    """Move ``rs``'s files into ``out_dir``, the manifest last; an interrupt waits until it is done."""
+    files = rs.files()
+    if not files:
+        _OPEN.remove(rs)
+        _discard(rs)
+        return
+    for f in files:
+        if (rs.out_dir / f).is_dir():
+            raise IsADirectoryError(f"{rs.out_dir / f}: is a directory, not replaced by a result file")
+    payload = _manifest(rs, files)
+    with open(rs.tmp / MANIFEST, "w") as fh:
+        json.dump(jsonable(payload), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    _COMMIT["active"] = True
+    try:
+        _OPEN.remove(rs)
+        with contextlib.suppress(FileNotFoundError):  # no manifest while the set is mixed
+            os.unlink(rs.out_dir / MANIFEST)
+        for f in files:
+            (rs.out_dir / f).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(rs.tmp / f, rs.out_dir / f)
+        os.replace(rs.tmp / MANIFEST, rs.out_dir / MANIFEST)
+        _COMMIT["done"].append(os.fspath(rs.out_dir))
+    finally:
+        shutil.rmtree(rs.tmp, ignore_errors=True)
+        _COMMIT["active"] = False
+        deferred, _COMMIT["deferred"] = _COMMIT["deferred"], []
+        for fn in deferred:
+            fn()
+
+
+@contextlib.contextmanager
+def result_set(out_dir, command: str, argv=None, seed=None):
+    """All files a run writes into ``out_dir``, committed together: yields the :class:`ResultSet`.
+
+    On entry ``out_dir`` is checked (:func:`check_out_dir`, ``ValueError``) and
+    created, stale temporaries of dead runs are removed (:func:`clean_stale`)
+    and a temporary folder ``out_dir/.jaxpass.tmp-<pid>-<random>/`` is made;
+    writes through :func:`atomic_path` into ``out_dir`` (or below) land there.
+    On a normal exit the files replace their namesakes in ``out_dir`` (other
+    files there are left alone) and ``run.json`` is written last: ``command``,
+    ``argv``, ``seed``, ``jaxpass_version``, ``jax_version``, ``device``,
+    ``files`` (``{name: {"sha256", "bytes"}}``) and ``env``
+    (:func:`environment`); the old ``run.json`` is removed first, so a reader
+    never finds a manifest that matches a mixed set. On an exception (or
+    :meth:`ResultSet.cancel`) the temporary folder is removed, ``out_dir``
+    keeps its previous set, and a folder created here is removed if empty.
+    A set that staged no file writes nothing. Opening a set for the folder of
+    a set that is already open joins that set (the outer one commits).
+    """
+    real = os.path.realpath(out_dir)
+    for rs in _OPEN:
+        if rs.real == real:
+            yield rs
+            return
+    check_out_dir(out_dir)
+    rs = ResultSet(out_dir, command, argv, seed)
+    _OPEN.append(rs)
+    try:
+        _make_dirs(rs.out_dir, rs.created)
+        clean_stale(rs.out_dir)
+        rs.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=rs.out_dir))
+        yield rs
+        if rs.cancelled:
+            raise _Cancelled
+        _commit(rs)
+    except BaseException as err:
+        if rs in _OPEN:
+            _OPEN.remove(rs)
+        _discard(rs)
+        if isinstance(err, _Cancelled):
+            return
+        raise
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def writes_result_set(command: str):
+    """Decorator: the files of a writer ``fn(..., out_dir, ...)`` form one :func:`result_set` of ``out_dir``.
+
+    Its ``seed`` argument, if any, goes into the manifest. Called inside an open
+    set for the same folder (a ``jaxpass`` command), it joins that set.
+    """
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def writer(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs).arguments
+            with result_set(bound["out_dir"], command, seed=bound.get("seed")):
+                return fn(*args, **kwargs)
+
+        return writer
+
+    return decorate
+
+
+def read_result_set(out_dir) -> dict:
+    """The manifest of the result set in ``out_dir``, after checking every file's SHA-256.
+
+    Raises ``ValueError`` when ``run.json`` is missing or a listed file is
+    missing or differs (an incomplete or mixed set).
+    """
+    path = Path(out_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing (no complete result set in {out_dir})") from None
+    for name, info in manifest["files"].items():
+        f = Path(out_dir) / name
+        if not f.is_file():
+            raise ValueError(f"{f}: listed in {path} but missing")
+        if _sha256(f) != info["sha256"]:
+            raise ValueError(f"{f}: SHA-256 differs from {path} (not this run's file)")
+    return manifest
+
+
+def abandon_open_sets() -> str:
+    """For an interrupt handler about to exit: remove every open set's and loose temporary.
+
+    Returns ``"kept"`` when a result folder still holds earlier files,
+    ``"written"`` when this process committed a set and none was open,
+    ``"nothing"`` otherwise.
+    """
+    kept = False
+    opened = list(_OPEN)
+    _OPEN.clear()
+    for rs in opened:
+        kept = _discard(rs) or kept
+    for tmp in list(_LOOSE):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    if kept:
+        return "kept"
+    return "written" if _COMMIT["done"] and not opened else "nothing"
+
+
+def after_commit(fn) -> bool:
+    """If a result set is being committed, call ``fn()`` once it is done and return True; else return False.
+
+    An interrupt handler uses it so a set is never left half moved.
+    """
+    if _COMMIT["active"]:
+        _COMMIT["deferred"].append(fn)
+        return True
+    return False
 
 
 def compile_and_run(fn, *args, repeats: int = 1, **static):

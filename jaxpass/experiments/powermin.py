@@ -42,8 +42,16 @@ import numpy as np
 from jaxpass import units
 from jaxpass.blockage import monte_carlo_snr
 from jaxpass.config import PassConfig
-from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_int
-from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.experiments import memory, progress
+from jaxpass.experiments.cli_args import (
+    UserError,
+    add_num_users,
+    add_options,
+    num_users_from_args,
+    options_from_args,
+    positive_int,
+)
+from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import sample_users
 from jaxpass.optimize import power_min as pm
 
@@ -80,7 +88,7 @@ QUICK = Settings(drops=8, exhaustive=pm.ExhaustiveOptions(grid=61), pgd=pm.PgdOp
 
 
 def log(msg: str):
-    print(f"[powermin] {msg}", file=sys.stderr, flush=True)
+    progress.log(f"[powermin] {msg}")  # stderr, silenced by --quiet
 
 
 def base_config(**overrides) -> PassConfig:
@@ -329,7 +337,9 @@ def check_monte_carlo(cfg: PassConfig, settings: Settings, *, samples: int = 20_
     """Expected SNR by formula vs the Monte-Carlo mean, at optimised positions with the closed-form beamformers.
 
     Per drop and user: ``z = (MC mean - formula) / standard error``. With a correct
-    formula, ``|z| < 3`` for ~99.7% of them.
+    formula, ``|z| < 3`` for ~99.7% of them. ``all_finite`` is False (and those
+    ``z`` are NaN, so they never count as ``|z| < 3``) where the formula, the
+    mean or the standard error is not finite; the CLI then reports FAIL, exit 1.
     """
     runner = runner or Runner(settings)
     users, keys, _ = _drops(cfg, settings)
@@ -353,10 +363,15 @@ def check_monte_carlo(cfg: PassConfig, settings: Settings, *, samples: int = 20_
     res = jax.block_until_ready(check(mc_keys, X, users, W))
     wall = time.perf_counter() - t0
     z = np.asarray(res.z_scores())
-    return {"samples": samples, "correlation": correlation, "drops": int(users.shape[0]), "snr_db": settings.snr_db,
+    finite = np.isfinite(np.asarray(res.expected)) & np.isfinite(np.asarray(res.mean)) \
+        & np.isfinite(np.asarray(res.std_err)) & np.isfinite(z)
+    z = np.where(finite, z, np.nan)  # never a |z| < 3 "pass" from an infinite standard error
+    return {"all_finite": bool(finite.all()), "nonfinite_pairs": int(finite.size - finite.sum()),
+            "samples": samples, "correlation": correlation, "drops": int(users.shape[0]), "snr_db": settings.snr_db,
             "formula": np.asarray(res.expected).tolist(), "mc_mean": np.asarray(res.mean).tolist(),
             "mc_std_err": np.asarray(res.std_err).tolist(), "z": z.tolist(),
-            "fraction_abs_z_below_3": float(np.mean(np.abs(z) < 3)), "max_abs_z": float(np.abs(z).max()),
+            "fraction_abs_z_below_3": float(np.mean(np.abs(z) < 3)), "max_abs_z": float(np.nanmax(np.abs(z)))
+            if finite.any() else float("nan"),
             "target_linear": snr, "wall_s": wall}
 
 
@@ -487,6 +502,7 @@ def plot_results(results: dict, cfg: PassConfig, path) -> str:
     return save_figure(fig, path)
 
 
+@writes_result_set("powermin")
 def write_results(results: dict, cfg: PassConfig, out_dir, name: str = "powermin") -> dict:
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` atomically into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
@@ -516,7 +532,7 @@ def add_command(subparsers):
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: %(default)s)")
     p.add_argument("--snr-db", type=float, default=10.0, help="SNR target Gamma [dB] (default: %(default)s)")
     p.add_argument("--blockage-rate", type=float, default=None, help="blockage rate beta_b [1/m] (default: preset 0.1)")
-    p.add_argument("--users", type=positive_int, default=None, help="K (default: preset 4)")
+    add_num_users(p, None, "preset 4")
     p.add_argument("--waveguides", type=positive_int, default=None, help="N (default: preset 2)")
     add_options(p, pm.LbfgsOptions, LBFGS_FLAGS)  # --starts, --iterations, --memory: defaults from the options class
     p.add_argument("--check-mc", action="store_true", help="run the Monte-Carlo check of the expected SNR instead")
@@ -524,6 +540,7 @@ def add_command(subparsers):
     p.add_argument("--correlation", type=float, default=None,
                    help="equal link correlation rho in [-1, 1] for --check-mc (default: independent links)")
     p.add_argument("--out", default="powermin_out", help="output directory (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     p.set_defaults(func=_cmd_powermin)
     return p
 
@@ -532,6 +549,11 @@ def _settings_from_args(args) -> Settings:
     s = QUICK if args.quick else FULL
     if not np.isfinite(args.snr_db):
         raise UserError(f"--snr-db must be finite, got {args.snr_db}")
+    from jaxpass._checks import RANGES
+
+    if not RANGES["snr_db"].holds(args.snr_db):
+        raise UserError(f"--snr-db must lie in {RANGES['snr_db'].describe()} (jaxpass.config.RANGES['snr_db']), "
+                        f"got {args.snr_db:g}")
     over = {"seed": args.seed, "snr_db": args.snr_db, "lbfgs": options_from_args(args, pm.LbfgsOptions, LBFGS_FLAGS)}
     if args.drops is not None:
         over["drops"] = args.drops
@@ -540,7 +562,7 @@ def _settings_from_args(args) -> Settings:
 
 def _cmd_powermin(args) -> int:
     settings = _settings_from_args(args)
-    over = {k: v for k, v in (("blockage_rate", args.blockage_rate), ("num_users", args.users),
+    over = {k: v for k, v in (("blockage_rate", args.blockage_rate), ("num_users", num_users_from_args(args, "powermin")),
                               ("num_waveguides", args.waveguides)) if v is not None}
     try:
         cfg = base_config(**over)
@@ -550,9 +572,15 @@ def _cmd_powermin(args) -> int:
         raise UserError(f"--correlation must lie in [-1, 1], got {args.correlation}")
     if args.correlation is not None and not args.check_mc:
         raise UserError("--correlation is used by --check-mc only (the 'correlation' experiment sweeps rho itself)")
+    progress.set_quiet(args.quiet)
+    K = max(cfg.num_users, settings.layout_users, *settings.k_values)
+    N = min(max(cfg.num_waveguides, *settings.n_values), settings.exhaustive_max_n)  # the exhaustive grid's N
+    samples = args.samples if args.check_mc else 0
+    need = memory.check_fits(lambda d: memory.powermin_bytes(K, N, d, chunk=settings.exhaustive.chunk, samples=samples),
+                             settings.drops, flag="--drops")
     print(f"jaxpass powermin: PB preset K={cfg.num_users}, N={cfg.num_waveguides}, D={float(cfg.length_x):g} m, "
           f"beta_b={float(cfg.blockage_rate):g}/m, Gamma={settings.snr_db:g} dB, {settings.drops} drops, "
-          f"seed {settings.seed}{' (quick)' if args.quick else ''}", flush=True)
+          f"seed {settings.seed}{' (quick)' if args.quick else ''}" + memory.header_note(need), flush=True)
     if args.check_mc:
         mc = check_monte_carlo(cfg, settings, samples=args.samples, correlation=args.correlation)
         print(f"Monte-Carlo check ({mc['samples']} masks per drop, correlation "
@@ -568,6 +596,11 @@ def _cmd_powermin(args) -> int:
         os.makedirs(args.out, exist_ok=True)
         path = write_json(os.path.join(args.out, "powermin_mc.json"), dict(mc, env=environment()))
         print(f"wrote json: {path}")
+        if not mc["all_finite"]:
+            print(f"jaxpass powermin: FAIL: Monte-Carlo check not valid: {mc['nonfinite_pairs']} of "
+                  f"{mc['drops']} x {cfg.num_users} (drop, user) pairs have a non-finite formula, mean or standard "
+                  "error (z shown as nan)", file=sys.stderr)
+            return 1
         return 0
     only = tuple(args.only) if args.only else EXPERIMENTS
     if cfg.num_waveguides > settings.exhaustive_max_n and "layouts" in only:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from jaxpass.experiments import memory, progress
 from jaxpass.experiments.cli_args import UserError, positive_int
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
@@ -44,9 +45,12 @@ def _cmd_table1(args) -> int:
             table1.table_config(L, s.power_dbm)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
+    need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.num_pinches), d, s.tune), s.drops,
+                             flag="--drops")
     print(f"jaxpass reproduce table1: K = N = 4, L in {list(s.num_pinches)}, P = {s.power_dbm:g} dBm, "
-          f"{s.drops} drops (seed {s.seed}){' [quick]' if args.quick else ''}", flush=True)
-    results = table1.run_table1(s)
+          f"{s.drops} drops (seed {s.seed}){' [quick]' if args.quick else ''}" + memory.header_note(need), flush=True)
+    with progress.quiet_stderr(args.quiet):
+        results = table1.run_table1(s)
     print(table1.markdown(results))
     for kind, path in table1.write_outputs(results, _out_dir(args)).items():
         print(f"wrote {kind}: {path}")
@@ -58,9 +62,11 @@ def _cmd_sweeps(args) -> int:
 
     s = sweeps.quick_settings() if args.quick else sweeps.Settings()
     s = dataclasses.replace(s, seed=args.seed, **_given(args, drops=None, figures=tuple, methods=tuple))
+    need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.pinches), d, s.tune), s.drops, flag="--drops")
     print(f"jaxpass reproduce sweeps: figures {', '.join(s.figures)}, {s.drops} drops (seed {s.seed})"
-          f"{' [quick]' if args.quick else ''}", flush=True)
-    results = sweeps.run_sweeps(s)
+          f"{' [quick]' if args.quick else ''}" + memory.header_note(need), flush=True)
+    with progress.quiet_stderr(args.quiet):
+        results = sweeps.run_sweeps(s)
     print(sweeps.markdown(results))
     for kind, path in sweeps.write_outputs(results, _out_dir(args)).items():
         print(f"wrote {kind}: {path}")
@@ -94,7 +100,8 @@ def add_command(subparsers) -> None:
                    help="pinches per waveguide (default: 8 16; 8 with --quick)")
     t.add_argument("--rows", nargs="+", choices=list(table1.ROWS), default=None, help="subset of rows (default: all)")
     t.add_argument("--out", default=None, help="output folder")
-    t.set_defaults(func=_cmd_table1)
+    t.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    t.set_defaults(func=_cmd_table1, resolve_out=_out_dir)
 
     w = sub.add_parser(
         "sweeps",
@@ -110,4 +117,5 @@ def add_command(subparsers) -> None:
     w.add_argument("--methods", nargs="+", choices=list(sweeps.METHODS), default=None,
                    help="which methods (default: all)")
     w.add_argument("--out", default=None, help="output folder")
-    w.set_defaults(func=_cmd_sweeps)
+    w.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    w.set_defaults(func=_cmd_sweeps, resolve_out=_out_dir)

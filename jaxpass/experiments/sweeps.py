@@ -31,7 +31,7 @@ import numpy as np
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
@@ -209,6 +209,7 @@ def plot(results: dict):
     return fig
 
 
+@writes_result_set("reproduce sweeps")
 def write_outputs(results: dict, out_dir) -> dict:
     """``sweeps.json``, ``sweeps.md`` and ``sweeps.png`` in ``out_dir`` (atomic writes)."""
     import dataclasses

@@ -46,7 +46,7 @@ import numpy as np
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel, radiation_amplitudes
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text
+from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import is_feasible, sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
@@ -365,6 +365,7 @@ def payload(results: dict) -> dict:
             "acceptance": results["acceptance"], "wall_s": results["wall_s"], "env": environment()}
 
 
+@writes_result_set("reproduce table1")
 def write_outputs(results: dict, out_dir) -> dict:
     """Write ``table1.json`` and ``table1.md`` to ``out_dir`` (atomically)."""
     os.makedirs(out_dir, exist_ok=True)

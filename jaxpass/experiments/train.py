@@ -7,7 +7,8 @@ trains :data:`jaxpass.learn.models.MODELS` ``[NAME]`` (size kwargs with
 ``DIR``: ``checkpoints/`` (orbax, exact resume with ``--resume``),
 ``metrics.jsonl`` (one JSON record per logged step), ``train.json`` (summary)
 and ``train.png`` (sum rate vs step; needs matplotlib, skipped with a note
-otherwise). A progress line goes to stderr on a terminal (not with ``--quiet``).
+otherwise). Progress goes to stderr: a bar on a terminal, an occasional plain line
+otherwise (none with ``--quiet``).
 
 ``jaxpass evaluate --checkpoint DIR [--drops N --seed S]`` prints the mean ±
 std sum rate of a checkpoint on held-out drops (default: the run's own test
@@ -17,7 +18,6 @@ drops) and the inference time per 64 drops (network, decoding and beamformer).
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -76,6 +76,12 @@ def _cmd_train(args) -> int:
         raise UserError(str(err)) from None
     cfg = _config(args)
     quiet = args.quiet
+    from jaxpass.experiments import memory
+
+    K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
+    need = memory.check_fits(lambda b: memory.train_bytes(K, N, L, b, opts.train_drops, opts.test_drops,
+                                                          stream=opts.stream, float64=opts.float64),
+                             opts.batch_size, flag="--batch-size")
     try:
         saved = ckpt.checkpoint_steps(os.path.join(args.out, "checkpoints")) if args.resume else []
     except ckpt.CheckpointError as err:
@@ -85,7 +91,8 @@ def _cmd_train(args) -> int:
               f"(K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, P={float(cfg.power_dbm):g} dBm); "
               f"{opts.total_steps} steps of {opts.batch_size} drops, "
               f"{'a stream of drops' if opts.stream else f'{opts.train_drops} training drops'}, "
-              f"{opts.test_drops} test drops; {'float64' if opts.float64 else 'float32'}", flush=True)
+              f"{opts.test_drops} test drops; {'float64' if opts.float64 else 'float32'}" + memory.header_note(need),
+              flush=True)
     if saved:
         print(f"resumed from step {saved[-1]} ({os.path.join(args.out, 'checkpoints')})", flush=True)
 
@@ -96,7 +103,7 @@ def _cmd_train(args) -> int:
                   f"test sum rate {record['test_sum_rate_mean']:.2f} ± {record['test_sum_rate_std']:.2f} bps/Hz"
                   + (f", {sps:.0f} samples/s" if sps is not None and np.isfinite(sps) else ""), flush=True)
 
-    progress = (not quiet) and sys.stderr.isatty()
+    progress = not quiet  # a bar on a terminal, an occasional plain line otherwise
     try:
         res = train(cfg, opts, out_dir=args.out, resume=args.resume, progress=progress, callback=report)
     except ckpt.CheckpointError as err:

@@ -3,10 +3,14 @@
 Drops come from ``--users FILE`` or are sampled from ``--preset`` (``--drops``, ``--seed``):
 
 * ``.npy``: an array ``(K, 2)`` (one drop) or ``(B, K, 2)`` [m];
-* ``.csv`` (comma-separated, an optional non-numeric header line): ``K`` rows
-  ``x,y`` (one drop), or ``B`` rows ``x0,y0,x1,y1,...`` (one drop per row).
+* ``.csv`` (comma-separated; ``#`` comments; an optional header naming the
+  columns, ``x,y`` or ``x0,y0,x1,y1,...``, case and spaces ignored: any other
+  non-numeric line is an error): ``K`` rows ``x,y`` (one drop), or ``B`` rows
+  ``x0,y0,x1,y1,...`` (one drop per row).
 
-With a file, ``K`` is taken from it (the preset's ``num_users`` is overridden).
+With a file, ``K`` is taken from it (the preset's ``num_users`` is overridden),
+``--drops`` is refused, and every user must lie in the preset's area
+``[0, length_x] x [0, width_y]`` (an error names the first one outside).
 Writes to ``--out``: ``tune.npz`` (``users``, ``positions``, ``W``, ``sum_rate``,
 ``history``, ``start_rate``), ``tune.json`` (scenario, options, per-drop rates,
 summary, timing) and ``tune.png`` (the layout of ``--plot-drop`` with its
@@ -15,13 +19,14 @@ tuning history).
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import jax
 import numpy as np
 
 from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_int
-from jaxpass.experiments.io import atomic_path, compile_and_run, environment, write_json
+from jaxpass.experiments.io import atomic_path, environment, write_json, writes_result_set
 from jaxpass.optimize.positions import TuneOptions
 
 #: the tuning options the ``tune`` command exposes (defaults and help from :class:`TuneOptions`)
@@ -30,6 +35,11 @@ CLI_OPTIONS = ("beamformer", "steps", "starts", "learning_rate")
 
 def load_users(path: str) -> np.ndarray:
     """Read user coordinates from ``.npy`` or ``.csv`` (module docstring); ``(B, K, 2)`` float array.
+
+    A CSV header is recognised only when it names the columns (``x,y``, or
+    ``x0,y0,x1,y1,...`` for one drop per row; case and spaces ignored); any
+    other non-numeric line is an error quoting it. NPY arrays must be real
+    (integer or float): complex, boolean, object and structured arrays are refused.
 
     Raises:
       UserError: unreadable file, unknown extension, wrong shape or non-finite values.
@@ -49,9 +59,10 @@ def load_users(path: str) -> np.ndarray:
     except (ValueError, OSError) as err:
         raise UserError(f"cannot read users from {path}: {err}") from None
     arr = np.asarray(arr)
-    if not np.issubdtype(arr.dtype, np.number):
-        raise UserError(f"users in {path} must be numbers, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "iuf":
+        raise UserError(f"users in {path} must be real numbers (int or float), got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
+    given = arr.shape
     if ext == ".csv" and arr.ndim == 2 and arr.shape[1] != 2:
         if arr.shape[1] % 2:
             raise UserError(f"CSV rows must be 'x,y' (one drop) or 'x0,y0,x1,y1,...' (one drop per row); "
@@ -60,25 +71,66 @@ def load_users(path: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[-1] != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise UserError(f"users must have shape (K, 2) or (B, K, 2), got {arr.shape} from {path}")
+        raise UserError(f"users must have shape (K, 2) or (B, K, 2), got {given} from {path}")
     if not np.all(np.isfinite(arr)):
         raise UserError(f"users in {path} contain non-finite values")
     return arr
 
 
+def _is_header(fields) -> bool:
+    """``x,y`` (repeated) or ``x0,y0,x1,y1,...``, case and spaces ignored."""
+    names = ["".join(f.split()).lower() for f in fields]
+    if len(names) % 2:
+        return False
+    plain = names == ["x", "y"] * (len(names) // 2)
+    indexed = names == [f"{a}{i}" for i in range(len(names) // 2) for a in "xy"]
+    return plain or indexed
+
+
 def _read_csv(path: str) -> np.ndarray:
     with open(path) as fh:
-        lines = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+        lines = [(i, ln.strip()) for i, ln in enumerate(fh, 1) if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise UserError(f"users file {path} is empty")
-    try:
-        [float(v) for v in lines[0].split(",")]
-    except ValueError:
-        lines = lines[1:]  # a header
-    rows = [[float(v) for v in ln.split(",")] for ln in lines]
-    if not rows or len({len(r) for r in rows}) != 1:
+    rows = []
+    for n, (lineno, text) in enumerate(lines):
+        fields = text.split(",")
+        try:
+            rows.append([float(v) for v in fields])
+        except ValueError:
+            if n == 0 and _is_header(fields):
+                continue
+            what = "neither numbers nor a header naming the columns ('x,y')" if n == 0 else "not numeric"
+            raise UserError(f"cannot read users from {path}: line {lineno} is {what}: {text!r}") from None
+    if not rows:
+        raise UserError(f"users file {path} has a header but no rows")
+    if len({len(r) for r in rows}) != 1:
         raise UserError(f"users CSV {path} must have the same number of numeric columns on every row")
     return np.asarray(rows)
+
+
+class _Given(argparse.Action):
+    """Store the value and mark ``<dest>_given`` (to tell an explicit flag from its default)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
+
+
+def _file_drops(args):
+    """``(users (B, K, 2), cfg)`` from ``--users FILE``; refuses ``--drops`` and users outside the area."""
+    from jaxpass._checks import check_users_in_area
+
+    if getattr(args, "drops_given", False):
+        raise UserError("--drops samples users from --preset; it cannot be combined with --users FILE "
+                        "(the file sets the drops)")
+    users = load_users(args.users)
+    cfg = _config(args, users.shape[1])
+    try:
+        check_users_in_area(cfg, users, "users")
+    except ValueError as err:
+        raise UserError(f"--users {args.users}: {err}") from None
+    return users, cfg
 
 
 def _config(args, num_users=None):
@@ -100,15 +152,24 @@ def _config(args, num_users=None):
 def _cmd_tune(args) -> int:
     import jax.numpy as jnp
 
+    from jaxpass.experiments import memory, progress
     from jaxpass.geometry import is_feasible, sample_users
     from jaxpass.optimize.positions import tune_batch, tuning_inputs
 
+    progress.set_quiet(args.quiet)
+    mem_opts = options_from_args(args, TuneOptions, CLI_OPTIONS)
+
+    def fits(c, drops, flag):  # the memory estimate, before anything compiles (refuses what cannot fit)
+        L = c.num_users, c.num_waveguides, c.num_pinches
+        return memory.check_fits(lambda d: memory.tune_command_bytes(*L, d, mem_opts), drops, flag=flag)
+
     if args.users is not None:
-        users = load_users(args.users)
-        cfg = _config(args, users.shape[1])
+        users, cfg = _file_drops(args)
         source = args.users
+        need = fits(cfg, users.shape[0], "drops in --users")
     else:
         cfg = _config(args)
+        need = fits(cfg, args.drops, "--drops")
         users = np.asarray(sample_users(jax.random.key(args.seed), cfg, (args.drops,)))
         source = f"preset {args.preset}, {args.drops} drops, seed {args.seed}"
     if not 0 <= args.plot_drop < users.shape[0]:
@@ -121,9 +182,11 @@ def _cmd_tune(args) -> int:
         raise UserError(str(err)) from None
     B = users.shape[0]
     print(f"jaxpass tune: {source}; K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, "
-          f"P={float(cfg.power_dbm):g} dBm; beamformer {args.beamformer}, {args.starts} starts x {args.steps} steps",
-          flush=True)
-    res, seconds, compile_s = compile_and_run(tune_batch, keys, cfg, batch, options=opts)
+          f"P={float(cfg.power_dbm):g} dBm; beamformer {args.beamformer}, {args.starts} starts x {args.steps} steps"
+          + memory.header_note(need), flush=True)
+    with progress.Progress("tune") as bar:
+        res, seconds, compile_s = progress.compile_and_run(tune_batch, keys, cfg, batch, options=opts, progress=bar,
+                                                           what=f"{B} drops")
     rates = np.asarray(res.sum_rate, np.float64)
     feasible = np.asarray(is_feasible(cfg, res.positions))
     print(f"sum rate {rates.mean():.2f} ± {rates.std():.2f} bps/Hz (min {rates.min():.2f}, max {rates.max():.2f}); "
@@ -136,6 +199,7 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+@writes_result_set("tune")
 def write_tune(cfg, users, res, out_dir, *, options, source, seconds, compile_s, plot_drop=0,
                preset_name="joint_beamforming") -> dict:
     """Write ``tune.npz``, ``tune.json`` and ``tune.png`` (atomically) for a batched result."""
@@ -187,14 +251,17 @@ def add_command(subparsers) -> None:
         "--users (CSV: 'x,y' rows = one drop, or 'x0,y0,x1,y1,...' rows = one drop each; NPY: (K, 2) or "
         "(B, K, 2)) or sampled from --preset.",
     )
-    p.add_argument("--users", default=None, help="CSV or NPY file of user coordinates [m]")
+    p.add_argument("--users", default=None, metavar="FILE",
+                   help="CSV or NPY file of user coordinates [m], inside the preset's area [0, S_x] x [0, S_y]")
     p.add_argument("--preset", default="joint_beamforming", choices=sorted(PRESETS),
                    help="scenario preset (default: %(default)s)")
-    p.add_argument("--drops", type=positive_int, default=8, help="sampled drops without --users (default: %(default)s)")
+    p.add_argument("--drops", type=positive_int, default=8, action=_Given,
+                   help="sampled drops; not with --users FILE (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for drops and random starts (default: %(default)s)")
     p.add_argument("--num-pinches", type=positive_int, default=None, help="override L, pinches per waveguide")
     p.add_argument("--power-dbm", type=float, default=None, help="override the power budget [dBm]")
     add_options(p, TuneOptions, CLI_OPTIONS)
     p.add_argument("--plot-drop", type=int, default=0, help="drop shown in tune.png (default: %(default)s)")
     p.add_argument("--out", default="tune_out", help="output folder (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     p.set_defaults(func=_cmd_tune)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -53,7 +52,8 @@ from jaxpass import beamforming as bf
 from jaxpass._checks import drop_keys
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import environment, write_json, write_text
+from jaxpass.experiments import memory, progress
+from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import is_feasible, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import mimo, ssca
@@ -104,7 +104,7 @@ def quick_settings() -> Settings:
 
 
 def _log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
+    progress.log(msg)  # stderr, silenced by --quiet
 
 
 def scenario(num_users: int, power_dbm: float = 20.0) -> PassConfig:
@@ -368,6 +368,7 @@ def plot(results: dict, path: str) -> str:
     return save_figure(fig, path)
 
 
+@writes_result_set("ssca")
 def write_outputs(results: dict, out_dir) -> dict:
     """``two_timescale.json``, ``.md`` and ``.png`` in ``out_dir`` (atomically)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -379,6 +380,14 @@ def write_outputs(results: dict, out_dir) -> dict:
 # ------------------------------------------------------------------ command line
 #: SSCA options the ``ssca`` command exposes (defaults and help from :class:`ssca.SscaOptions`)
 CLI_OPTIONS = ("iterations", "slots_per_iteration", "tau", "wmmse_iterations", "init", "mode", "sigma_u")
+
+
+def _memory_bytes(s: Settings, blocks: int) -> int:
+    """Peak-memory estimate (:func:`jaxpass.experiments.memory.ssca_bytes`) of a run with ``blocks`` blocks."""
+    cfg = scenario(max(s.users))
+    slots = max(s.held_out_slots, s.ssca.slots_per_iteration, s.step_time_slots)
+    bound = dict(s.bound_tune) if "single_timescale" in s.rows else None
+    return memory.ssca_bytes(cfg.num_users, cfg.num_waveguides, cfg.num_pinches, blocks, slots, bound)
 
 
 def _cmd_ssca(args) -> int:
@@ -399,8 +408,10 @@ def _cmd_ssca(args) -> int:
             scenario(K)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
+    progress.set_quiet(args.quiet)
+    need = memory.check_fits(lambda b: _memory_bytes(s, b), s.blocks, flag="--blocks")
     print(f"jaxpass ssca: K in {list(s.users)}, P in {list(s.powers_dbm)} dBm, {s.blocks} blocks (seed {s.seed}), "
-          f"rows {list(s.rows)}{' [quick]' if args.quick else ''}", flush=True)
+          f"rows {list(s.rows)}{' [quick]' if args.quick else ''}" + memory.header_note(need), flush=True)
     results = run_two_timescale(s)
     print(markdown(results))
     for kind, path in write_outputs(results, args.out).items():
@@ -436,4 +447,5 @@ def add_command(subparsers) -> None:
             action.help = action.help.replace("(default: %(default)s)", f"(default: {getattr(full, action.dest)}; "
                                               f"--quick: {getattr(quick, action.dest)})")
     p.add_argument("--out", default="ssca_out", help="output folder (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     p.set_defaults(func=_cmd_ssca)

@@ -120,6 +120,7 @@ from jaxpass._checks import (
     check_positive_int,
     check_shape,
     check_spacings,
+    check_users_in_area,
     is_tracer,
     shape_of,
 )
@@ -598,6 +599,7 @@ def _check_users(cfg: PassConfig, users, *, batch: bool):
     if len(shape) != 3 or tuple(shape[1:]) != (K, 2) or shape[0] < 1:
         raise ValueError(f"users must have shape (B, {K}, 2) with B >= 1, got {tuple(shape)}")
     check_finite("users", users)
+    check_users_in_area(cfg, users)
     users = jnp.asarray(users)
     if not jnp.issubdtype(users.dtype, jnp.floating):
         users = users.astype(jnp.result_type(float))

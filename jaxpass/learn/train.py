@@ -54,7 +54,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxpass import _checks
+from jaxpass import _checks, parallel
 from jaxpass._options import Options, option
 from jaxpass.config import PassConfig
 from jaxpass.learn import checkpoint as ckpt
@@ -303,6 +303,7 @@ def evaluate(model: nnx.Module, cfg: PassConfig, users, *, eval_fn=None, devices
     (the drops sharded over ``devices``, default all); the caller's model is not modified.
     """
     _checks.check_array("users", users, (None, cfg.num_users, 2))
+    _checks.check_users_in_area(cfg, users)
     mesh = data_mesh(devices)
     graphdef, state = nnx.split(model)
     users = np.asarray(users)
@@ -342,12 +343,13 @@ class TrainResult:
 def data_mesh(devices=None) -> jax.sharding.Mesh:
     """A 1-D mesh ``("data",)`` over ``devices`` (default: all devices of all processes).
 
+    :func:`jaxpass.parallel.drops_mesh` with the axis named ``"data"`` (``devices``:
+    ``None``, an int for the first local ones, or a sequence of devices).
     The axis is ``AxisType.Auto`` (XLA's sharding propagation): the models and
     decoders need no sharding annotations, and the gradient all-reduce is inserted
     by the compiler.
     """
-    devices = list(devices) if devices is not None else jax.devices()
-    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+    return parallel.drops_mesh(devices, axis="data")
 
 
 def shard_batch(batch: np.ndarray, mesh, dtype=None) -> jax.Array:
@@ -370,26 +372,11 @@ def _replicate(tree, mesh):
         jax.device_put(x, sharding), tree)
 
 
-class _Progress:
-    """``\\r``-updated one-line progress on stderr (only when enabled)."""
+def _Progress(total: int, enabled: bool):
+    """The shared stderr progress bar (:class:`jaxpass.experiments.progress.Progress`) over training steps."""
+    from jaxpass.experiments.progress import Progress
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.width = total, enabled, 0
-
-    def update(self, step: int, text: str) -> None:
-        if not self.enabled:
-            return
-        frac = step / max(self.total, 1)
-        bar = "#" * int(20 * frac)
-        line = f"\r[{bar:<20}] {step}/{self.total} {text}"
-        sys.stderr.write(line + " " * max(self.width - len(line), 0))
-        sys.stderr.flush()
-        self.width = len(line)
-
-    def close(self) -> None:
-        if self.enabled and self.width:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+    return Progress("train", total, enabled=enabled, unit="step")
 
 
 def _metadata(cfg_json, options, model_name, state, dtype) -> dict:

@@ -51,8 +51,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxpass import beamforming
-from jaxpass._checks import check_array, check_int, check_number, drop_keys, is_tracer
+from jaxpass import beamforming, parallel
+from jaxpass._checks import check_array, check_int, check_number, check_users_in_area, drop_keys, is_tracer
 from jaxpass._options import Options, option
 from jaxpass.channel import ula_channel
 from jaxpass.config import PassConfig
@@ -128,6 +128,7 @@ class HybridOptions(Options):
 def _check_inputs(cfg: PassConfig, users, spacing, *, batch=False):
     """Boundary checks (shapes always, values when concrete); returns the drops' batch shape."""
     drops = check_array("users", users, (cfg.num_users, 2), batch=batch, unit="m")
+    check_users_in_area(cfg, users)
     if spacing is not None:
         check_array("spacing", spacing, (), unit="m")
         if not is_tracer(spacing) and not float(spacing) > 0:
@@ -178,7 +179,7 @@ def _digital_batch(cfg, users, *, spacing, options):
     return jax.vmap(lambda u: digital_drop(cfg, u, options, spacing=spacing))(users)
 
 
-def digital(cfg: PassConfig, users, options: DigitalOptions | None = None, *, spacing=None,
+def digital(cfg: PassConfig, users, options: DigitalOptions | None = None, *, spacing=None, mesh=None,
             **changes) -> DigitalResult:
     """Fully digital ULA + WMMSE (TT's MIMO baseline) on one drop or a batch: the driver of :func:`digital_drop`.
 
@@ -187,13 +188,15 @@ def digital(cfg: PassConfig, users, options: DigitalOptions | None = None, *, sp
       users: ``(..., K, 2)`` user coordinates [m], any leading drop dimensions (none for one drop).
       options: :class:`DigitalOptions`; ``changes`` (e.g. ``num_antennas=8``) are applied to it.
       spacing: element spacing [m] shared by all drops (default ``lambda/2``).
+      mesh: ``None`` or a mesh from :func:`jaxpass.parallel.drops_mesh` (drops data-parallel, same results).
 
     Returns:
       ``DigitalResult`` with the drops' leading dimensions.
     """
     options = DigitalOptions.resolve(options, **changes)
     batch = _check_inputs(cfg, users, spacing, batch=True)
-    out = _digital_batch(cfg, _flat(users, batch, (cfg.num_users, 2)), spacing=spacing, options=options)
+    out = parallel.batch_call(_digital_batch, cfg, _flat(users, batch, (cfg.num_users, 2)), spacing=spacing,
+                              options=options, mesh=mesh, in_axes=(None, 0))
     return _unflat(out, batch)
 
 
@@ -303,7 +306,7 @@ def _hybrid_batch(keys, cfg, users, *, spacing, options):
     return jax.vmap(lambda k, u: hybrid_drop(k, cfg, u, options, spacing=spacing))(keys, users)
 
 
-def hybrid(cfg: PassConfig, users, options: HybridOptions | None = None, *, key=None, spacing=None,
+def hybrid(cfg: PassConfig, users, options: HybridOptions | None = None, *, key=None, spacing=None, mesh=None,
            **changes) -> HybridResult:
     """Sub-connected hybrid array (JB's MIMO baseline) on one drop or a batch: the driver of :func:`hybrid_drop`.
 
@@ -315,6 +318,7 @@ def hybrid(cfg: PassConfig, users, options: HybridOptions | None = None, *, key=
         (shape ``(...)``) or a single key, used as is for one drop and split into
         ``jax.random.split(key, B)`` for ``B`` drops (flattened in C order).
       spacing: element spacing [m] shared by all drops (default ``lambda/2``).
+      mesh: ``None`` or a mesh from :func:`jaxpass.parallel.drops_mesh` (drops data-parallel, same results).
 
     Returns:
       ``HybridResult`` with the drops' leading dimensions.
@@ -322,7 +326,8 @@ def hybrid(cfg: PassConfig, users, options: HybridOptions | None = None, *, key=
     options = HybridOptions.resolve(options, **changes)
     batch = _check_inputs(cfg, users, spacing, batch=True)
     keys = None if key is None else _flat(drop_keys(key, batch), batch, ())
-    out = _hybrid_batch(keys, cfg, _flat(users, batch, (cfg.num_users, 2)), spacing=spacing, options=options)
+    out = parallel.batch_call(_hybrid_batch, keys, cfg, _flat(users, batch, (cfg.num_users, 2)), spacing=spacing,
+                              options=options, mesh=mesh, in_axes=(None if keys is None else 0, None, 0))
     return _unflat(out, batch)
 
 

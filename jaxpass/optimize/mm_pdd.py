@@ -129,8 +129,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxpass import beamforming
-from jaxpass._checks import check_array, check_choice, check_int, check_number, is_tracer
+from jaxpass import beamforming, parallel
+from jaxpass._checks import check_array, check_choice, check_int, check_number, check_users_in_area, is_tracer
 from jaxpass._options import Options, option
 from jaxpass.beamforming import _power_multiplier
 from jaxpass.channel import effective_channel
@@ -542,6 +542,7 @@ def _check_inputs(cfg: PassConfig, users, options: MmPddOptions, *, X0=None, D0=
     if options.D0 == "zf" and D0 is None and cfg.num_users > cfg.num_waveguides:
         raise ValueError(f"D0='zf' needs K <= N, got K={cfg.num_users}, N={cfg.num_waveguides}")
     drops = check_array("users", users, (cfg.num_users, 2), batch=batch, unit="m")
+    check_users_in_area(cfg, users)
     if X0 is not None:
         check_array("X0", X0, (cfg.num_waveguides, cfg.num_pinches), batch=batch, unit="m")
     if D0 is not None:
@@ -698,7 +699,7 @@ def _flat(x, batch, core):
     return jnp.broadcast_to(jnp.asarray(x), tuple(batch) + tuple(core)).reshape((-1,) + tuple(core))
 
 
-def mm_pdd(cfg: PassConfig, users, options: MmPddOptions | None = None, *, X0=None, D0=None,
+def mm_pdd(cfg: PassConfig, users, options: MmPddOptions | None = None, *, X0=None, D0=None, mesh=None,
            **changes) -> MmPddResult:
     """Run JB Algorithm 1 (MM-PDD) on one drop or a batch: the driver of :func:`mm_pdd_drop`.
 
@@ -710,6 +711,8 @@ def mm_pdd(cfg: PassConfig, users, options: MmPddOptions | None = None, *, X0=No
       X0: optional ``(N, L)`` or ``(..., N, L)`` start positions [m]; default uniform.
       D0: ``"wmmse"``/``"zf"``/``"mrt"`` (sets ``options.D0``) or an ``(N, K)`` / ``(..., N, K)``
         start beamformer [sqrt(W)] (scaled to the budget).
+      mesh: ``None`` (default device) or a mesh from :func:`jaxpass.parallel.drops_mesh`:
+        the drops run data-parallel over its devices and hosts (same results).
 
     Returns:
       ``MmPddResult`` with the drops' leading dimensions on every field.
@@ -718,8 +721,9 @@ def mm_pdd(cfg: PassConfig, users, options: MmPddOptions | None = None, *, X0=No
     options = MmPddOptions.resolve(options, **changes)
     batch = _check_inputs(cfg, users, options, X0=X0, D0=D0, batch=True)
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
-    out = _mm_pdd_batch(cfg, _flat(users, batch, (K, 2)), X0=_flat(X0, batch, (N, L)), D0=_flat(D0, batch, (N, K)),
-                        options=options)
+    out = parallel.batch_call(_mm_pdd_batch, cfg, _flat(users, batch, (K, 2)), X0=_flat(X0, batch, (N, L)),
+                              D0=_flat(D0, batch, (N, K)), options=options, mesh=mesh, in_axes=(None, 0),
+                              batched_kwargs=("X0", "D0"))
     return jax.tree.map(lambda a: a.reshape(tuple(batch) + a.shape[1:]), out)
 
 

@@ -95,6 +95,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpass import beamforming as bf
+from jaxpass import parallel
 from jaxpass._checks import (
     check_choice,
     check_finite,
@@ -104,6 +105,7 @@ from jaxpass._checks import (
     check_positive_int,
     check_shape,
     check_spacings,
+    check_users_in_area,
     is_tracer,
     shape_of,
 )
@@ -514,6 +516,7 @@ def tuning_inputs(cfg: PassConfig, users, key, options: TuneOptions):
     if len(shape) == 3 and shape[0] < 1:
         raise ValueError(f"users batch must hold at least one drop, got shape {tuple(shape)}")
     check_finite("users", users)
+    check_users_in_area(cfg, users)
     users = jnp.asarray(users)
     if not jnp.issubdtype(users.dtype, jnp.floating):
         users = users.astype(jnp.result_type(float))
@@ -521,7 +524,8 @@ def tuning_inputs(cfg: PassConfig, users, key, options: TuneOptions):
     return jax.random.split(check_key(key), batch.shape[0]), batch
 
 
-def tune_positions(cfg: PassConfig, users, options: TuneOptions | None = None, *, key, **changes) -> TuneResult:
+def tune_positions(cfg: PassConfig, users, options: TuneOptions | None = None, *, key, mesh=None,
+                   **changes) -> TuneResult:
     """Tune pinch positions by projected gradient ascent of the sum rate (the batching driver).
 
     JB problem (P0) / docs/model.md §3 with ``W = W(X)`` one of the
@@ -539,6 +543,8 @@ def tune_positions(cfg: PassConfig, users, options: TuneOptions | None = None, *
       users: ``(K, 2)`` one drop or ``(B, K, 2)`` a batch of drops [m].
       options: :class:`TuneOptions` (default ``TuneOptions()``).
       key: ``jax.random`` key (random starts; split per drop).
+      mesh: ``None`` (default device) or a mesh from :func:`jaxpass.parallel.drops_mesh`: the
+        drops run data-parallel over its devices and hosts (same drops and keys, same results).
       **changes: option fields to override, e.g. ``steps=100, beamformer="wmmse"``.
 
     Returns:
@@ -546,7 +552,7 @@ def tune_positions(cfg: PassConfig, users, options: TuneOptions | None = None, *
     """
     options = TuneOptions.resolve(options, **changes)
     keys, batch = tuning_inputs(cfg, users, key, options)
-    out = tune_batch(keys, cfg, batch, options)
+    out = parallel.batch_call(tune_batch, keys, cfg, batch, mesh=mesh, in_axes=(0, None, 0), options=options)
     return jax.tree.map(lambda a: a[0], out) if jnp.ndim(users) == 2 else out
 
 

@@ -83,11 +83,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpass import parallel
 from jaxpass._checks import (
     check_array,
     check_broadcastable,
     check_int,
     check_nonnegative,
+    check_range,
+    check_users_in_area,
     drop_keys,
 )
 from jaxpass._options import Options, option
@@ -194,11 +197,13 @@ def _check_inputs(cfg: PassConfig, users, snr_target, correlation, *, X=None, wh
     """Boundary checks (shapes always, values when concrete); returns the drops' batch shape."""
     check_single_pinch(cfg, where)
     shape = check_array("users", users, (cfg.num_users, 2), batch=batch, unit="m")
+    check_users_in_area(cfg, users)
     drops = shape
     if X is not None:
         check_array("X (positions)", X, (cfg.num_waveguides, 1), batch=batch, low=0.0, high=cfg.length_x, unit="m")
     check_broadcastable("snr_target", snr_target, drops + (cfg.num_users,))
     check_nonnegative("snr_target (linear Gamma_k)", snr_target)
+    check_range("snr_target (linear Gamma_k)", snr_target, "snr_target")
     check_correlation(correlation, cfg.num_users, cfg.num_waveguides)
     return drops
 
@@ -490,7 +495,7 @@ def _pgd_batch(cfg, users, snr_target, *, x0, correlation, noise_power, options)
 
 
 def pgd(cfg: PassConfig, users, snr_target, options: PgdOptions | None = None, *, x0=None, correlation=None,
-        noise_power=None, **changes) -> PowerMinResult:
+        noise_power=None, mesh=None, **changes) -> PowerMinResult:
     """Projected gradient descent (PB §III) on one drop or a batch of drops: the driver of :func:`pgd_drop`.
 
     Args:
@@ -500,6 +505,7 @@ def pgd(cfg: PassConfig, users, snr_target, options: PgdOptions | None = None, *
       options: :class:`PgdOptions`; ``changes`` (e.g. ``iterations=40``) are applied to it.
       x0: start ``(N, 1)`` or ``(..., N, 1)`` [m] (default 'Center').
       correlation: link correlation shared by all drops; noise_power: sigma^2 [W] (scalar or per drop).
+      mesh: ``None`` or a mesh from :func:`jaxpass.parallel.drops_mesh` (drops data-parallel, same results).
 
     Returns:
       :class:`PowerMinResult` with the drops' leading dimensions.
@@ -509,9 +515,10 @@ def pgd(cfg: PassConfig, users, snr_target, options: PgdOptions | None = None, *
     if x0 is not None:
         check_array("x0", x0, (cfg.num_waveguides, 1), batch=True, unit="m")
     K, N = cfg.num_users, cfg.num_waveguides
-    out = _pgd_batch(cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
-                     x0=_flat(x0, batch, (N, 1)), correlation=correlation,
-                     noise_power=_noise_flat(noise_power, batch), options=options)
+    out = parallel.batch_call(_pgd_batch, cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
+                              x0=_flat(x0, batch, (N, 1)), correlation=correlation,
+                              noise_power=_noise_flat(noise_power, batch), options=options,
+                              mesh=mesh, in_axes=(None, 0, 0), batched_kwargs=("x0", "noise_power"))
     return _unflat(out, batch)
 
 
@@ -626,7 +633,7 @@ def _lbfgs_batch(keys, cfg, users, snr_target, *, x0, correlation, noise_power, 
 
 
 def projected_lbfgs(cfg: PassConfig, users, snr_target, options: LbfgsOptions | None = None, *, key=None, x0=None,
-                    correlation=None, noise_power=None, **changes) -> PowerMinResult:
+                    correlation=None, noise_power=None, mesh=None, **changes) -> PowerMinResult:
     """PB Algorithm 1 on one drop or a batch of drops: the driver of :func:`projected_lbfgs_drop`.
 
     Args:
@@ -639,6 +646,7 @@ def projected_lbfgs(cfg: PassConfig, users, snr_target, options: LbfgsOptions | 
         drops (flattened in C order).
       x0: first start ``(N, 1)`` or ``(..., N, 1)`` [m] (default 'Center').
       correlation: link correlation shared by all drops; noise_power: sigma^2 [W] (scalar or per drop).
+      mesh: ``None`` or a mesh from :func:`jaxpass.parallel.drops_mesh` (drops data-parallel, same results).
 
     Returns:
       :class:`PowerMinResult` with the drops' leading dimensions.
@@ -650,9 +658,11 @@ def projected_lbfgs(cfg: PassConfig, users, snr_target, options: LbfgsOptions | 
         check_array("x0", x0, (cfg.num_waveguides, 1), batch=True, unit="m")
     K, N = cfg.num_users, cfg.num_waveguides
     keys = None if key is None else _flat(drop_keys(key, batch), batch, ())
-    out = _lbfgs_batch(keys, cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
-                       x0=_flat(x0, batch, (N, 1)), correlation=correlation,
-                       noise_power=_noise_flat(noise_power, batch), options=options)
+    out = parallel.batch_call(_lbfgs_batch, keys, cfg, _flat(users, batch, (K, 2)),
+                              _targets_flat(snr_target, batch, K), x0=_flat(x0, batch, (N, 1)),
+                              correlation=correlation, noise_power=_noise_flat(noise_power, batch), options=options,
+                              mesh=mesh, in_axes=(None if keys is None else 0, None, 0, 0),
+                              batched_kwargs=("x0", "noise_power"))
     return _unflat(out, batch)
 
 
@@ -740,7 +750,7 @@ def _exhaustive_batch(cfg, users, snr_target, *, correlation, noise_power, optio
 
 
 def exhaustive_search(cfg: PassConfig, users, snr_target, options: ExhaustiveOptions | None = None, *,
-                      correlation=None, noise_power=None, **changes) -> PowerMinResult:
+                      correlation=None, noise_power=None, mesh=None, **changes) -> PowerMinResult:
     """Exhaustive grid search on one drop or a batch of drops: the driver of :func:`exhaustive_search_drop`.
 
     Args:
@@ -748,6 +758,7 @@ def exhaustive_search(cfg: PassConfig, users, snr_target, options: ExhaustiveOpt
       users: ``(..., K, 2)`` [m]; snr_target: linear ``Gamma``, broadcastable to ``(..., K)``.
       options: :class:`ExhaustiveOptions`; ``changes`` (e.g. ``grid=101``) are applied to it.
       correlation: link correlation shared by all drops; noise_power: sigma^2 [W] (scalar or per drop).
+      mesh: ``None`` or a mesh from :func:`jaxpass.parallel.drops_mesh` (drops data-parallel, same results).
 
     Returns:
       :class:`PowerMinResult` with the drops' leading dimensions.
@@ -756,8 +767,9 @@ def exhaustive_search(cfg: PassConfig, users, snr_target, options: ExhaustiveOpt
     batch = _check_inputs(cfg, users, snr_target, correlation, where="exhaustive_search", batch=True)
     _check_grid_size(cfg, options)
     K = cfg.num_users
-    out = _exhaustive_batch(cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
-                            correlation=correlation, noise_power=_noise_flat(noise_power, batch), options=options)
+    out = parallel.batch_call(_exhaustive_batch, cfg, _flat(users, batch, (K, 2)), _targets_flat(snr_target, batch, K),
+                              correlation=correlation, noise_power=_noise_flat(noise_power, batch), options=options,
+                              mesh=mesh, in_axes=(None, 0, 0), batched_kwargs=("noise_power",))
     return _unflat(out, batch)
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpass._checks import check_finite, check_number, check_shape, is_tracer
+from jaxpass._checks import RANGES, check_finite, check_number, check_shape, check_users_in_area, is_tracer
 from jaxpass.config import PassConfig
 from jaxpass.geometry import is_feasible
 
@@ -30,6 +30,7 @@ def check_users(cfg, users, *, batched: bool):
     users = jnp.asarray(users)
     check_shape("users", users, ((None,) if batched else ()) + (cfg.num_users, 2))
     check_finite("users", users)
+    check_users_in_area(cfg, users)
     return users
 
 
@@ -57,13 +58,16 @@ def check_positions(cfg, x, *, batched: bool = False):
 
 
 def check_p_max(p_max):
-    """A power budget [W]: a finite number >= 0 (a tracer passes)."""
+    """A power budget [W]: a finite number in ``RANGES["power_w"]``, [0, 1e3] W (a tracer passes)."""
     if p_max is None or is_tracer(p_max):
         return p_max
     arr = np.asarray(p_max)
     if arr.ndim != 0:
         raise ValueError(f"p_max must be a scalar power budget [W], got shape {arr.shape}")
-    return check_number("p_max", arr.item(), unit="W", low=0.0)
+    value = check_number("p_max", arr.item(), unit="W", low=0.0)
+    if not RANGES["power_w"].holds(value):
+        raise ValueError(f"p_max must lie in {RANGES['power_w'].describe()} (60 dBm), got {value:g}")
+    return value
 
 
 def design_inputs(cfg, X, split, users):

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpass import parallel
 from jaxpass.optimize.energy import _inputs
 from jaxpass.optimize.energy.coupling import ascend
 from jaxpass.optimize.energy.location import locate
@@ -340,7 +341,14 @@ def _dynamic_batch(cfg, users, split, p_max, options):
     return jax.vmap(lambda u: dynamic_drop(cfg, u, split, options, p_max=p_max))(users)
 
 
-def held_out(cfg, design: DesignResult, users, options: DesignOptions | None = None, **changes) -> DesignResult:
+@functools.partial(jax.jit, static_argnames="options")
+def _drop_values(cfg, X, split, users, p_max, options):
+    """Per-drop values ``(D,)`` of :func:`drops_value` (the held-out history of a sharded run)."""
+    return drops_value(cfg, X, split, users, p_max, options)[0]
+
+
+def held_out(cfg, design: DesignResult, users, options: DesignOptions | None = None, *, mesh=None,
+             **changes) -> DesignResult:
     """Score a fitted design on drops it was NOT fitted on (held-out evaluation; docs/model.md §5).
 
     What is shared across drops is frozen; what is per drop is redone on the new drops:
@@ -362,6 +370,8 @@ def held_out(cfg, design: DesignResult, users, options: DesignOptions | None = N
       users: ``(D, K, 2)`` held-out drops [m], e.g. from another seed.
       options: :class:`DesignOptions` of the per-drop work (grid, iterations);
         ``changes`` override fields.
+      mesh: ``None`` or a mesh from :func:`jaxpass.parallel.drops_mesh`: the drops run
+        data-parallel over its devices and hosts (same values; the mean in ``history`` to rounding).
 
     Raises:
       ValueError: ``users`` are the drops the design was fitted on (that score is
@@ -386,13 +396,22 @@ def held_out(cfg, design: DesignResult, users, options: DesignOptions | None = N
     metric = options.restricted(*METRIC_FIELDS)
     D = users.shape[0]
     if design.kind == "dynamic":
-        out = _dynamic_batch(c, users, split, pm, with_grid(c, options).restricted(*_STEP_FIELDS, "outer_iterations"))
+        out = parallel.batch_call(_dynamic_batch, c, users, split, pm,
+                                  with_grid(c, options).restricted(*_STEP_FIELDS, "outer_iterations"),
+                                  mesh=mesh, in_axes=(None, 0, None, None, None))
         X, p, ee, se = (np.asarray(a) for a in (out.positions, out.power, out.ee, out.se))
         history = np.asarray(out.history).mean(0)
     else:
         X = np.broadcast_to(np.asarray(design.positions)[0], (D,) + np.asarray(design.positions).shape[1:])
-        ee, se, p = (np.asarray(a) for a in evaluate_batch(c, jnp.asarray(X, dt), split, users, pm, metric))
-        history = np.asarray([np.mean(record_batch(c, jnp.asarray(X, dt), split, users, pm, metric)[0])])
+        axes = (None, 0, None, 0, None, None)
+        ee, se, p = (np.asarray(a) for a in parallel.batch_call(evaluate_batch, c, jnp.asarray(X, dt), split, users,
+                                                                pm, metric, mesh=mesh, in_axes=axes))
+        if mesh is None:
+            history = np.asarray([np.mean(record_batch(c, jnp.asarray(X, dt), split, users, pm, metric)[0])])
+        else:
+            values = parallel.map_drops(_drop_values, c, jnp.asarray(X, dt), split, users, pm, metric, mesh=mesh,
+                                        in_axes=axes)
+            history = np.asarray([np.mean(np.asarray(values))])
     return dataclasses.replace(design, positions=np.asarray(X), power=p, ee=ee, se=se, history=history,
                                ee_history=np.asarray([float(np.mean(ee))]), scored_on="held-out",
                                seconds=None, compile_seconds=None)

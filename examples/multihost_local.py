@@ -1,0 +1,119 @@
+"""Several JAX processes on this machine: ``jax.distributed`` + a global ``("drops",)`` mesh (a CPU rehearsal).
+
+This script starts ``--processes`` copies of itself (default 2), each with
+``--devices-per-process`` simulated CPU devices (default 2: 4 global devices)
+and gloo collectives, as a cluster launcher (SLURM ``srun``, ``mpirun``, a
+Kubernetes Job) would start one process per host. Every process runs the same
+program: ``jaxpass.parallel.initialize()`` reads ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, draws the same drops from the same
+seed, and ``tune_positions(..., mesh=drops_mesh())`` tunes them data-parallel
+over all 4 devices (each process computes the drops of its own devices; the
+result is gathered to every process). Process 0 then runs the same call on one
+local device and checks that the results are identical.
+
+Run: python examples/multihost_local.py [--processes 2] [--devices-per-process 2] [--drops 6]
+On a real cluster drop the launcher part: start the worker code (``worker()``)
+once per host with the JAX_* variables set (README, "Scaling out").
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def worker(args) -> None:
+    """One process of the job (the code every host runs)."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", args.devices_per_process)  # before the first computation
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives on CPU
+
+    import numpy as np
+
+    import jaxpass as jp
+    from jaxpass import parallel
+
+    parallel.initialize()  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID
+    mesh = parallel.drops_mesh()  # all devices of all processes
+    cfg = jp.PassConfig.joint_beamforming(num_users=2, num_waveguides=2, num_pinches=4)
+    users = jp.sample_users(jax.random.key(0), cfg, (args.drops,))  # the same drops on every process
+    opts = dict(steps=args.steps, starts=1, assignments=2, spacings=(0.0,), random_starts=1)
+    t0 = time.perf_counter()
+    res = jp.optimize.tune_positions(cfg, users, key=jax.random.key(1), mesh=mesh, **opts)
+    seconds = time.perf_counter() - t0
+    rank = jax.process_index()
+    out = {"process": rank, "process_count": jax.process_count(), "global_devices": jax.device_count(),
+           "local_devices": jax.local_device_count(), "drops": args.drops, "seconds": seconds,
+           "sum_rate": np.asarray(res.sum_rate).tolist(), "positions": np.asarray(res.positions).tolist()}
+    if rank == 0:  # the same call on one local device: the single-process result
+        ref = jp.optimize.tune_positions(cfg, users, key=jax.random.key(1), **opts)
+        diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                 for a, b in zip(jax.tree.leaves(res), jax.tree.leaves(ref), strict=True)]
+        out["max_abs_diff_vs_one_device"] = max(diffs)
+        out["identical_to_one_device"] = all(d == 0.0 for d in diffs)
+    print(f"process {rank}/{jax.process_count()}: {jax.device_count()} global devices "
+          f"({jax.local_device_count()} local), {args.drops} drops tuned in {seconds:.1f} s (with compilation), "
+          f"mean sum rate {float(np.mean(out['sum_rate'])):.3f} bps/Hz"
+          + (f"; identical to one device: {out['identical_to_one_device']}" if rank == 0 else ""), flush=True)
+    if args.json:
+        with open(args.json.format(process=rank), "w") as fh:
+            json.dump(out, fh)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch(args) -> int:
+    """Start the processes (what srun / mpirun / a Kubernetes Job does on a cluster); their worst exit status."""
+    address = f"localhost:{free_port()}"
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--devices-per-process",
+           str(args.devices_per_process), "--drops", str(args.drops), "--steps", str(args.steps)]
+    if args.json:
+        cmd += ["--json", args.json]
+    procs = []
+    for rank in range(args.processes):
+        env = dict(os.environ, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(args.processes),
+                   JAX_PROCESS_ID=str(rank), JAX_PLATFORMS="cpu")
+        procs.append(subprocess.Popen(cmd, env=env))
+    deadline = time.monotonic() + args.timeout
+    codes = []
+    try:
+        for p in procs:
+            codes.append(p.wait(timeout=max(deadline - time.monotonic(), 1.0)))
+    except subprocess.TimeoutExpired:
+        print(f"timed out after {args.timeout} s", file=sys.stderr)
+        return 124
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return max(codes)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--processes", type=int, default=2, help="JAX processes (hosts) to start")
+    ap.add_argument("--devices-per-process", type=int, default=2, help="simulated CPU devices per process")
+    ap.add_argument("--drops", type=int, default=6, help="drops tuned (need not divide the device count)")
+    ap.add_argument("--steps", type=int, default=5, help="tuning steps per start")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds before the processes are stopped")
+    ap.add_argument("--json", help="write each process's result to this path ({process} is its index)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+    return launch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
