@@ -25,6 +25,19 @@ computation) can delay the exit until it returns; on CPU it came within
 (a Ctrl-C during ``import jaxpass``, before ``main``, is still Python's
 ``KeyboardInterrupt``), only in the main thread, and restores the previous
 ones when it returns.
+
+Devices and processes (``demo``, ``tune``, ``powermin``, ``ee``:
+:func:`jaxpass.experiments.cli_args.add_parallel_options`): ``--devices N``
+runs the drops data-parallel on the first ``N`` local devices (``1``: one
+device, unsharded); without it, on all devices of all processes when there
+are several (:func:`jaxpass.parallel.drops_mesh`). ``--distributed`` calls
+:func:`jaxpass.parallel.initialize` before any other JAX call. Both are
+checked after ``--out`` and before any computation (``--devices 0`` or more
+than the local devices: a user error). Every process runs the command (each
+takes part in the sharded computations), but only process 0 prints and
+writes: on any other process the command runs with ``--quiet``, stdout
+discarded and ``--out`` replaced by a private temporary folder that is
+removed when it ends (no shared result folder is touched by two processes).
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ import signal
 import sys
 import threading
 
-from jaxpass.experiments.cli_args import UserError
+from jaxpass.experiments.cli_args import UserError, add_parallel_options, mesh_from_args
 from jaxpass.experiments.cli_args import positive_int as _positive_int
 
 #: experiment modules that add a subcommand through ``add_command(subparsers)``
@@ -74,7 +87,7 @@ def _cmd_demo(args) -> int:
           + memory.header_note(need), flush=True)
     results, users, X, tuned = demo.run_demo(cfg, drops=args.drops, seed=args.seed,
                                              wmmse_iterations=args.wmmse_iterations, tune_steps=args.tune_steps,
-                                             progress=True)
+                                             progress=True, mesh=mesh_from_args(args))
     print(demo.results_table(results))
     paths = demo.write_demo(cfg, results, users, X, args.out, preset_name=args.preset, seed=args.seed, tuned=tuned)
     for kind, path in paths.items():
@@ -108,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="gradient steps of the tuned-positions row (0 skips it; default: %(default)s)")
     demo.add_argument("--out", default="demo_out", help="output directory (default: %(default)s)")
     demo.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    add_parallel_options(demo)
     demo.set_defaults(func=_cmd_demo)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_command(sub)
@@ -165,19 +179,42 @@ def _run(args, argv) -> int:
     if resolve is not None:
         args.out = resolve(args)
     out = getattr(args, "out", None)
-    if out is None:
-        return args.func(args)
     from jaxpass.experiments import io
 
-    try:
-        io.check_out_dir(out)
-    except ValueError as err:
-        raise UserError(f"--out {err}") from None
+    if out is not None:
+        try:
+            io.check_out_dir(out)
+        except ValueError as err:
+            raise UserError(f"--out {err}") from None
+    if getattr(args, "parallel_options", False):  # --distributed: jax.distributed first; then --devices checked
+        import jax
+
+        mesh_from_args(args)
+        if jax.process_index() != 0:
+            return _run_silently(args)
+    if out is None:
+        return args.func(args)
     with io.result_set(out, args.command, argv=["jaxpass", *argv], seed=getattr(args, "seed", None)) as rs:
         code = args.func(args)
         if code not in (0, CHECK_FAILED):  # a completed run whose check failed keeps its results (the evidence)
             rs.cancel()
         return code
+
+
+def _run_silently(args) -> int:
+    """Process ``!= 0`` of a ``--distributed`` run: the command runs (it takes part in every collective) with
+    ``--quiet``, its stdout discarded and ``--out`` replaced by a temporary folder removed afterwards."""
+    import tempfile
+
+    from jaxpass.experiments import progress
+
+    args.quiet = True
+    progress.set_quiet(True)
+    with tempfile.TemporaryDirectory(prefix="jaxpass-process-") as tmp, open(os.devnull, "w") as sink, \
+            contextlib.redirect_stdout(sink):
+        if getattr(args, "out", None) is not None:
+            args.out = os.path.join(tmp, "out")
+        return args.func(args)
 
 
 def main(argv=None) -> int:

@@ -247,7 +247,7 @@ def test_csv_header_names_the_columns(tmp_path):
 def test_monte_carlo_check_reports_fail_on_a_nonfinite_standard_error(tmp_path, monkeypatch, capsys):
     from jaxpass.experiments import powermin
 
-    def fake(cfg, settings, *, samples, correlation):
+    def fake(cfg, settings, *, samples, correlation, runner=None):
         return {"all_finite": False, "nonfinite_pairs": 4, "samples": samples, "correlation": correlation,
                 "drops": 1, "snr_db": settings.snr_db, "formula": [[1e30] * 4], "mc_mean": [[float("inf")] * 4],
                 "mc_std_err": [[float("inf")] * 4], "z": [[float("nan")] * 4], "fraction_abs_z_below_3": 0.0,

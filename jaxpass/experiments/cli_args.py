@@ -152,3 +152,82 @@ def num_users_from_args(args, command: str):
         raise UserError("give --num-users only (--users is its deprecated alias)")
     print(f"jaxpass {command}: warning: --users K is deprecated, use --num-users K", file=sys.stderr)
     return value
+
+
+# ------------------------------------------------------------------ devices and processes
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """``--devices N`` and ``--distributed`` for a command that batches drops (:func:`mesh_from_args`).
+
+    ``jaxpass.cli`` sees ``parallel_options`` in the parsed arguments and, before
+    any computation, starts ``jax.distributed`` (``--distributed``), checks
+    ``--devices`` and silences every process but process 0.
+    """
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="run the drops data-parallel on the first N local devices (1: one device, "
+                        "unsharded; default: all devices of all processes when there are several)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one process of a multi-host run: call jaxpass.parallel.initialize() first "
+                        "(JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, SLURM, Open MPI); "
+                        "process 0 alone prints and writes --out")
+    parser.set_defaults(parallel_options=True)
+
+
+def mesh_from_args(args):
+    """The drops mesh of ``--devices``/``--distributed`` (``None``: run unsharded on one device).
+
+    With ``--distributed``, calls :func:`jaxpass.parallel.initialize` first
+    (once: the result is kept on ``args``, so later calls return the same mesh).
+    ``--devices N``: the first ``N`` local devices, ``None`` for ``N = 1``;
+    without it, :func:`jaxpass.parallel.drops_mesh` (all devices of all
+    processes) when there are several devices, else ``None``.
+
+    Raises:
+      UserError: ``--devices`` below 1 or above the local device count, or
+        ``jax.distributed`` could not start (one line).
+    """
+    if "_mesh" in vars(args):
+        return args._mesh
+    from jaxpass import parallel
+
+    if getattr(args, "distributed", False):
+        try:
+            parallel.initialize()
+        except (ValueError, RuntimeError) as err:
+            raise UserError(f"--distributed: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    import jax
+
+    n = getattr(args, "devices", None)
+    local = jax.local_device_count()
+    if n is None:
+        mesh = parallel.drops_mesh() if jax.device_count() > 1 else None
+    elif not 1 <= n <= local:
+        raise UserError(f"--devices must be between 1 and {local} (the number of local "
+                        f"{jax.local_devices()[0].platform} devices), got {n}")
+    else:
+        mesh = parallel.drops_mesh(n) if n > 1 else None
+    args._mesh = mesh
+    return mesh
+
+
+def run_batched(fn, *args, mesh=None, in_axes=0, progress=None, what: str = "", repeats: int = 1, **static):
+    """:func:`jaxpass.experiments.progress.compile_and_run` of a batched ``fn``, data-parallel over ``mesh``.
+
+    ``mesh=None``: exactly ``compile_and_run``. Otherwise the batched
+    arguments (``in_axes`` as in :func:`jaxpass.parallel.map_drops`) are padded
+    and sharded over the mesh (:func:`jaxpass.parallel.shard_drops`), the
+    others replicated, ``fn`` is compiled and timed on them (compile time apart,
+    as one device), and the output is unpadded and gathered to this process.
+
+    Returns ``(output, seconds, compile_s)`` as ``compile_and_run``.
+    """
+    from jaxpass import parallel
+    from jaxpass.experiments.progress import compile_and_run
+
+    if mesh is None:
+        return compile_and_run(fn, *args, progress=progress, what=what, repeats=repeats, **static)
+    axes = (in_axes,) * len(args) if in_axes in (0, None) else tuple(in_axes)
+    sharded, pad = parallel.shard_drops(mesh, *[a for a, ax in zip(args, axes, strict=True) if ax == 0])
+    it = iter(sharded)
+    placed = [next(it) if ax == 0 else parallel.replicate(mesh, a) for a, ax in zip(args, axes, strict=True)]
+    out, seconds, compile_s = compile_and_run(fn, *placed, progress=progress, what=what, repeats=repeats, **static)
+    return parallel.gather(parallel.unpad(out, pad)), seconds, compile_s

@@ -16,8 +16,9 @@ import numpy as np
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
+from jaxpass.experiments.cli_args import run_batched
 from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
-from jaxpass.experiments.progress import Progress, compile_and_run
+from jaxpass.experiments.progress import Progress
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize.positions import TuneOptions, tune_batch, tuning_inputs
@@ -57,13 +58,15 @@ class MethodResult:
 
 
 def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: int = 100, tune_steps: int = 300,
-             progress: bool = False):
+             progress: bool = False, mesh=None):
     """Evaluate each beamformer on ``drops`` user drops with uniform pinch positions,
     then tune the positions per drop for the ZF sum rate (``jaxpass.optimize.tune_positions``;
     only when K <= N, the sum-rate problem of JB; ``tune_steps = 0`` skips it).
 
     With ``progress``, each method's compilation and run are shown on stderr
-    (:mod:`jaxpass.experiments.progress`; silenced by ``set_quiet``).
+    (:mod:`jaxpass.experiments.progress`; silenced by ``set_quiet``). With ``mesh``
+    (:func:`jaxpass.parallel.drops_mesh`) the drops run data-parallel over its devices
+    (:func:`jaxpass.experiments.cli_args.run_batched`: same drops and keys, same results).
 
     Returns:
       ``(results, users, X, tuned)``: a list of :class:`MethodResult`, the ``(drops, K, 2)``
@@ -85,7 +88,8 @@ def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: 
                 return sum_rate(H, beamformer(H), cfg.noise_power)
             return jax.vmap(one)(users)
 
-        rates, seconds, compile_s = compile_and_run(batch, X, users, repeats=3, progress=bar, what=name)
+        rates, seconds, compile_s = run_batched(batch, X, users, mesh=mesh, in_axes=(None, 0), repeats=3,
+                                                progress=bar, what=name)
         results.append(MethodResult(name, np.asarray(rates), 1e3 * seconds / drops, compile_s))
         bar.update(i + 1, f"{name} done")
     tuned = None
@@ -93,8 +97,9 @@ def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: 
         beamformer = "zf"
         opts = TuneOptions(beamformer=beamformer, steps=tune_steps)
         keys, batch = tuning_inputs(cfg, users, jax.random.key(seed + 1), opts)
-        res, seconds, compile_s = compile_and_run(tune_batch, keys, cfg, batch, options=opts, progress=bar,
-                                                  what=f"tuning {drops} drops x {tune_steps} steps")
+        res, seconds, compile_s = run_batched(tune_batch, keys, cfg, batch, mesh=mesh, in_axes=(0, None, 0),
+                                              options=opts, progress=bar,
+                                              what=f"tuning {drops} drops x {tune_steps} steps")
         results.append(MethodResult(f"tuned + {beamformer.upper()}", np.asarray(res.sum_rate),
                                     1e3 * seconds / drops, compile_s))
         tuned = np.asarray(res.positions)

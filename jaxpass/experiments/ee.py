@@ -36,7 +36,9 @@ from jaxpass.experiments.cli_args import (
     UserError,
     add_num_users,
     add_options,
+    add_parallel_options,
     in_range,
+    mesh_from_args,
     num_users_from_args,
     options_from_args,
     positive_float,
@@ -109,19 +111,21 @@ def _progress(label: str, total: int):
 
 
 def scheme_summary(cfg: PassConfig, users, scheme: str, options: E.DesignOptions = E.DesignOptions(), p_max=None,
-                   *, held_out_users=None, progress: bool = False, **kw) -> dict:
+                   *, held_out_users=None, progress: bool = False, mesh=None, **kw) -> dict:
     """:func:`run_scheme` fitted on ``users``; its summary with the held-out score beside the in-sample one.
 
     With ``held_out_users`` (drops from another seed), ``"held_out"`` holds
     :func:`jaxpass.optimize.energy.held_out`'s summary (shared parts frozen,
     per-drop parts redone) and ``"gap"`` the relative generalisation gap
-    ``1 - held-out EE / in-sample EE``.
+    ``1 - held-out EE / in-sample EE``. ``mesh``: the held-out drops run data-parallel over its
+    devices (:func:`jaxpass.parallel.drops_mesh`; ``None``: one device).
     """
     r = run_scheme(cfg, users, scheme, options, p_max, progress=progress, **kw)
     out = r.summary()
     if held_out_users is not None:
         h = E.held_out(cfg, r, held_out_users, options.replace(**({"outer_iterations": kw["outer_iterations"]}
-                                                                   if kw.get("outer_iterations") else {})))
+                                                                   if kw.get("outer_iterations") else {})),
+                       mesh=mesh)
         out["held_out"] = h.summary()
         out["gap"] = 1.0 - h.mean_ee / r.mean_ee if r.mean_ee > 0 else 0.0
     return out
@@ -186,7 +190,7 @@ def convergence(cfg: PassConfig, users, element_counts=(4, 8, 16), options: E.De
 
 def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30),
                 options: E.DesignOptions = E.DesignOptions(), schemes=tuple(SCHEMES), progress: bool = False,
-                held_out_users=None) -> dict:
+                held_out_users=None, mesh=None) -> dict:
     """EE Fig. 2: every scheme at every ``P_max`` [dBm] (one compilation per scheme).
 
     Returns:
@@ -196,7 +200,8 @@ def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30),
     for p_dbm in powers_dbm:
         p_max = float(dbm_to_watt(float(p_dbm)))
         for scheme in schemes:
-            s = scheme_summary(cfg, users, scheme, options, p_max, held_out_users=held_out_users, progress=progress)
+            s = scheme_summary(cfg, users, scheme, options, p_max, held_out_users=held_out_users, progress=progress,
+                               mesh=mesh)
             out["schemes"][scheme].append(s)
             _log(f"[ee] P_max={p_dbm:g} dBm {scheme}: EE {s['mean_ee']:.4g} in-sample, "
                  f"{headline(s)['mean_ee']:.4g} reported ({s['ms_per_drop']:.1f} ms/drop)")
@@ -205,13 +210,14 @@ def ee_vs_power(cfg: PassConfig, users, powers_dbm=(0, 5, 10, 15, 20, 25, 30),
 
 def ee_vs_elements(cfg: PassConfig, users, element_counts=(2, 4, 8, 16),
                    options: E.DesignOptions = E.DesignOptions(), schemes=("dynamic_ee_tunable", "dynamic_ee_fixed", "static_ee_tunable", "static_ee_fixed",
-                            "fixed_antenna"), progress: bool = False, held_out_users=None) -> dict:
+                            "fixed_antenna"), progress: bool = False, held_out_users=None, mesh=None) -> dict:
     """EE Fig. 3: EE against the number of elements N (tunable vs fixed coupling)."""
     out = {"element_counts": [int(n) for n in element_counts], "schemes": {s: [] for s in schemes}}
     for N in element_counts:
         cfgN = cfg.replace(num_pinches=int(N))
         for scheme in schemes:
-            s = scheme_summary(cfgN, users, scheme, options, held_out_users=held_out_users, progress=progress)
+            s = scheme_summary(cfgN, users, scheme, options, held_out_users=held_out_users, progress=progress,
+                               mesh=mesh)
             out["schemes"][scheme].append(s)
             _log(f"[ee] N={N} {scheme}: EE {s['mean_ee']:.4g} in-sample, {headline(s)['mean_ee']:.4g} reported")
     return out
@@ -271,7 +277,7 @@ def orderings(power_sweep: dict, rtol: float = 1e-5) -> list:
 
 
 def generalisation(cfg: PassConfig, train_counts=(16, 64, 256), options: E.DesignOptions = E.DesignOptions(), *,
-                   seed: int = 0, held_out_users=None, progress: bool = False) -> dict:
+                   seed: int = 0, held_out_users=None, progress: bool = False, mesh=None) -> dict:
     """The static design's held-out EE against the number of fitting drops, by fitted gain.
 
     For each count D, the static (EE, tunable) design is fitted on the first D
@@ -290,7 +296,7 @@ def generalisation(cfg: PassConfig, train_counts=(16, 64, 256), options: E.Desig
         rows = []
         for D in train_counts:
             r = run_scheme(cfg, users[:D], "static_ee_tunable", options.replace(static_gain=gain), progress=progress)
-            h = E.held_out(cfg, r, held_out_users, options)
+            h = E.held_out(cfg, r, held_out_users, options, mesh=mesh)
             rows.append({"in_sample": r.mean_ee, "held_out": h.mean_ee, "seconds": r.seconds,
                          "split": [float(v) for v in r.split], "positions": [float(v) for v in r.positions[0]]})
             _log(f"[ee] static ({gain}) on {D} drops: EE {r.mean_ee:.4g} in-sample, {h.mean_ee:.4g} held-out "
@@ -432,13 +438,14 @@ FIGURES = ("convergence", "power", "elements", "length")
 def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_dbm=(0, 10, 20, 30),
             element_counts=(2, 4, 8, 16), lengths=(10.0, 20.0, 30.0), convergence_counts=(4, 8, 16),
             convergence_iterations=5, options: E.DesignOptions = E.DesignOptions(), progress: bool = False,
-            held_out_drops: int = 0, held_out_seed: int = 1000, train_counts=()) -> dict:
+            held_out_drops: int = 0, held_out_seed: int = 1000, train_counts=(), mesh=None) -> dict:
     """Run the requested figures; returns ``{figure: result}`` plus ``"orderings"``/``"monotone"``.
 
     With ``held_out_drops > 0``, the power and element sweeps also score every
     design on ``held_out_drops`` drops from ``held_out_seed`` (which must differ
     from ``seed``); tables and orderings then report the held-out numbers, the
-    in-sample ones beside them, and ``train_counts`` adds :func:`generalisation`.
+    in-sample ones beside them, and ``train_counts`` adds :func:`generalisation`. ``mesh``
+    (:func:`jaxpass.parallel.drops_mesh`): the held-out evaluations run data-parallel over its devices.
     """
     for f in figures:
         if f not in FIGURES:
@@ -454,16 +461,17 @@ def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_db
                                              progress=progress)
         results["monotone"] = monotone_histories(results["convergence"])
     if "power" in figures:
-        results["power"] = ee_vs_power(cfg, users, powers_dbm, options, progress=progress, held_out_users=held)
+        results["power"] = ee_vs_power(cfg, users, powers_dbm, options, progress=progress, held_out_users=held,
+                                       mesh=mesh)
         results["orderings"] = orderings(results["power"])
     if "elements" in figures:
         results["elements"] = ee_vs_elements(cfg, users, element_counts, options, progress=progress,
-                                             held_out_users=held)
+                                             held_out_users=held, mesh=mesh)
     if "length" in figures:
         results["length"] = ee_vs_length(cfg, lengths, num_drops, seed, options, progress=progress)
     if train_counts and held is not None:
         results["generalisation"] = generalisation(cfg, train_counts, options, seed=seed, held_out_users=held,
-                                                   progress=progress)
+                                                   progress=progress, mesh=mesh)
     results["wall_s"] = time.perf_counter() - t0
     return results
 
@@ -508,7 +516,8 @@ def _cmd_ee(args) -> int:
                       element_counts=args.elements, lengths=args.lengths,
                       convergence_counts=args.convergence_elements,
                       convergence_iterations=args.outer_iterations, options=options, progress=args.progress,
-                      held_out_drops=args.held_out_drops, held_out_seed=args.held_out_seed)
+                      held_out_drops=args.held_out_drops, held_out_seed=args.held_out_seed,
+                      mesh=mesh_from_args(args))
     text = report(results)
     print(text)
     os.makedirs(args.out, exist_ok=True)
@@ -591,4 +600,5 @@ def add_command(subparsers) -> None:
     p.add_argument("--progress", action="store_true", help="print each design's outer iterations to stderr")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     p.add_argument("--out", default="ee_out", help="output directory (default: %(default)s)")
+    add_parallel_options(p)
     p.set_defaults(func=_cmd_ee)

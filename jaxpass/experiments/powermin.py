@@ -47,6 +47,8 @@ from jaxpass.experiments.cli_args import (
     UserError,
     add_num_users,
     add_options,
+    add_parallel_options,
+    mesh_from_args,
     num_users_from_args,
     options_from_args,
     positive_int,
@@ -147,10 +149,13 @@ class Runner:
     """Compiles each batched solver once per (solver, static sizes, argument structure) and times calls.
 
     ``Timed.compile_s`` is the time of that one compilation (trace + lower + XLA), also on cache hits.
+    With ``mesh`` (:func:`jaxpass.parallel.drops_mesh`), the arguments with a leading drop axis are padded
+    and sharded over its devices, the rest replicated (same drops and keys, same results).
     """
 
     settings: Settings
     cache: dict = field(default_factory=dict)
+    mesh: object = None
 
     def statics(self, name):
         s = self.settings
@@ -160,6 +165,15 @@ class Runner:
     def __call__(self, name, cfg, *args, correlation=None, repeats: int = 1) -> Timed:
         statics = self.statics(name)
         fn = _SOLVERS[name]
+        drops, pad = int(np.shape(args[0])[0]), 0
+        if self.mesh is not None:
+            from jaxpass import parallel
+
+            batched = [getattr(a, "ndim", 0) >= 1 for a in args]
+            sharded, pad = parallel.shard_drops(self.mesh, *[a for a, b in zip(args, batched, strict=True) if b])
+            it = iter(sharded)
+            args = tuple(next(it) if b else parallel.replicate(self.mesh, a) for a, b in zip(args, batched, strict=True))
+            cfg, correlation = parallel.replicate(self.mesh, (cfg, correlation))
         dyn = (cfg, *args, correlation)
         key = (name, tuple(sorted(statics.items())), jax.tree.structure(dyn),
                tuple((np.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(dyn)))
@@ -173,7 +187,9 @@ class Runner:
             t0 = time.perf_counter()
             out = jax.block_until_ready(compiled(*dyn))
             best = min(best, time.perf_counter() - t0)
-        return Timed(jax.device_get(out), best, compile_s, int(np.shape(args[0])[0]))
+        if self.mesh is not None:
+            out = parallel.gather(parallel.unpad(out, pad))
+        return Timed(jax.device_get(out), best, compile_s, drops)
 
 
 def _drops(cfg: PassConfig, settings: Settings, seed_offset: int = 0):
@@ -541,6 +557,7 @@ def add_command(subparsers):
                    help="equal link correlation rho in [-1, 1] for --check-mc (default: independent links)")
     p.add_argument("--out", default="powermin_out", help="output directory (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    add_parallel_options(p)
     p.set_defaults(func=_cmd_powermin)
     return p
 
@@ -582,7 +599,8 @@ def _cmd_powermin(args) -> int:
           f"beta_b={float(cfg.blockage_rate):g}/m, Gamma={settings.snr_db:g} dB, {settings.drops} drops, "
           f"seed {settings.seed}{' (quick)' if args.quick else ''}" + memory.header_note(need), flush=True)
     if args.check_mc:
-        mc = check_monte_carlo(cfg, settings, samples=args.samples, correlation=args.correlation)
+        mc = check_monte_carlo(cfg, settings, samples=args.samples, correlation=args.correlation,
+                               runner=Runner(settings, mesh=mesh_from_args(args)))
         print(f"Monte-Carlo check ({mc['samples']} masks per drop, correlation "
               f"{'independent' if args.correlation is None else args.correlation}): |z| < 3 for "
               f"{100 * mc['fraction_abs_z_below_3']:.1f}% of {mc['drops']} x {cfg.num_users} (drop, user) pairs, "
@@ -605,7 +623,7 @@ def _cmd_powermin(args) -> int:
     only = tuple(args.only) if args.only else EXPERIMENTS
     if cfg.num_waveguides > settings.exhaustive_max_n and "layouts" in only:
         log(f"layouts: N={cfg.num_waveguides} > {settings.exhaustive_max_n}, no exhaustive reference")
-    results = run_experiments(cfg, settings, only)
+    results = run_experiments(cfg, settings, only, Runner(settings, mesh=mesh_from_args(args)))
     print(tables(results))
     for kind, path in write_results(results, cfg, args.out).items():
         print(f"wrote {kind}: {path}")

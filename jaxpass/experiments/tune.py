@@ -25,7 +25,7 @@ import os
 import jax
 import numpy as np
 
-from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_int
+from jaxpass.experiments.cli_args import UserError, add_options, add_parallel_options, options_from_args, positive_int
 from jaxpass.experiments.io import atomic_path, environment, write_json, writes_result_set
 from jaxpass.optimize.positions import TuneOptions
 
@@ -153,6 +153,7 @@ def _cmd_tune(args) -> int:
     import jax.numpy as jnp
 
     from jaxpass.experiments import memory, progress
+    from jaxpass.experiments.cli_args import mesh_from_args, run_batched
     from jaxpass.geometry import is_feasible, sample_users
     from jaxpass.optimize.positions import tune_batch, tuning_inputs
 
@@ -185,8 +186,8 @@ def _cmd_tune(args) -> int:
           f"P={float(cfg.power_dbm):g} dBm; beamformer {args.beamformer}, {args.starts} starts x {args.steps} steps"
           + memory.header_note(need), flush=True)
     with progress.Progress("tune") as bar:
-        res, seconds, compile_s = progress.compile_and_run(tune_batch, keys, cfg, batch, options=opts, progress=bar,
-                                                           what=f"{B} drops")
+        res, seconds, compile_s = run_batched(tune_batch, keys, cfg, batch, mesh=mesh_from_args(args),
+                                              in_axes=(0, None, 0), options=opts, progress=bar, what=f"{B} drops")
     rates = np.asarray(res.sum_rate, np.float64)
     feasible = np.asarray(is_feasible(cfg, res.positions))
     print(f"sum rate {rates.mean():.2f} ± {rates.std():.2f} bps/Hz (min {rates.min():.2f}, max {rates.max():.2f}); "
@@ -264,4 +265,5 @@ def add_command(subparsers) -> None:
     p.add_argument("--plot-drop", type=int, default=0, help="drop shown in tune.png (default: %(default)s)")
     p.add_argument("--out", default="tune_out", help="output folder (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    add_parallel_options(p)
     p.set_defaults(func=_cmd_tune)
