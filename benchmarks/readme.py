@@ -449,6 +449,22 @@ def render_learn_aligned(results: Path) -> str:
 
 
 #: block name -> renderer(results folder) -> markdown
+def render_scaling(results: Path) -> str:
+    d = load(results, "scaling")
+    rows = [[r["section"], str(r["params"]["devices"]), str(r["params"]["batch"]), per_s(r["metrics"]["drops_per_s"]),
+             f"{r['metrics']['speedup']:.3g}x", f"{100 * r['metrics']['efficiency']:.0f} %",
+             f"{r['metrics']['compile_s']:.2g} s"]
+            for r in sorted(d["records"], key=lambda r: (r["section"], r["params"]["devices"]))]
+    cores = (d.get("env") or {}).get("cpu_count", "?")
+    return "\n".join([
+        f"`make scaling` (= `python -m benchmarks.scaling`; {env_line(d)}; "
+        f"`benchmarks/results/scaling-{DEVICE}.json`), simulated CPU devices on {cores} cores:", "",
+        table(["section", "devices", "batch", "drops/s", "speed-up", "per-device efficiency", "compile"], rows), "",
+        f"With {cores} cores, device counts above {cores} share cores: the rows beyond that show the sharding "
+        "overhead, not a speed-up. On a GPU host the same command measures all GPUs (no GPU run is recorded yet).",
+    ])
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "table1": render_table1,
     "sweeps": render_sweeps,
@@ -458,6 +474,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "throughput": render_throughput,
     "two_timescale": render_two_timescale,
     "learn_aligned": render_learn_aligned,
+    "scaling": render_scaling,
 }
 
 
