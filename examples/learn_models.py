@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import jaxpass as jp
-from jaxpass.learn import MODELS, ShortTermNet, count_parameters, decode, duals_fn
+from jaxpass.learn import ARCHITECTURES, ShortTermNet, count_parameters, decode, duals_fn
 from jaxpass.optimize import ssca
 
 cfg = jp.PassConfig.joint_beamforming(num_users=3, num_waveguides=2, num_pinches=4)
@@ -34,7 +34,7 @@ def decoded(cfg, raw, users):
     return decode.sum_rates(cfg, X, W, users), jp.is_feasible(cfg, X), jnp.sum(jnp.abs(W) ** 2, axis=(1, 2))
 
 
-for name, cls in MODELS.items():
+for name, cls in ARCHITECTURES.items():
     model = cls(cfg, **tiny["resnet" if "resnet" in name else "transformer"], rngs=nnx.Rngs(0))
     model.eval()  # dropout off
     rate, feasible, power = decoded(cfg, forward(model, users), users)  # = predict(model, cfg, users), staged

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 import jaxpass as jp
-from jaxpass.learn import MODELS, ShortTermNet, count_parameters, decode, duals_fn, predict, sum_rate_loss
+from jaxpass.learn import ARCHITECTURES, ShortTermNet, count_parameters, decode, duals_fn, predict, sum_rate_loss
 from jaxpass.learn.models import KDLTransformer, KDLTransformerOCA
 from jaxpass.optimize import ssca
 
@@ -21,7 +21,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def tiny(name, cfg=CFG, seed=0):
-    return MODELS[name](cfg, **(TINY_R if "resnet" in name else TINY_T), rngs=nnx.Rngs(seed))
+    return ARCHITECTURES[name](cfg, **(TINY_R if "resnet" in name else TINY_T), rngs=nnx.Rngs(seed))
 
 
 def fast_jit(fn, **kw):
@@ -79,15 +79,15 @@ def random_raw(cfg=CFG, B=3, direct=False, seed=0):
 
 
 def test_registry_names():
-    assert set(MODELS) == {"kdl-transformer", "kdl-transformer-oca", "kdl-resnet", "blackbox-transformer",
+    assert set(ARCHITECTURES) == {"kdl-transformer", "kdl-transformer-oca", "kdl-resnet", "blackbox-transformer",
                            "blackbox-resnet"}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_feasible_full_power_and_gradients_reach_every_parameter(name):
     model = tiny(name)
     model.eval()
-    assert isinstance(model, MODELS[name])
+    assert isinstance(model, ARCHITECTURES[name])
     users = users_of()
     X, W, loss, rates, grads = _run_and_grads(model, CFG, users)
     assert X.shape == (4, 2, 3) and W.shape == (4, 2, 3) and jnp.iscomplexobj(W)
@@ -304,7 +304,7 @@ def test_bad_inputs_give_one_line_errors():
     _one_line_value_error(lambda: predict(tiny("blackbox-resnet"), other, users_of()), "was built for")
     _one_line_value_error(lambda: decode.positions(CFG, jnp.zeros((2, 3)), jnp.zeros((2, 2, 3))), "x_end must")
     _one_line_value_error(lambda: decode.direct_beamformer(CFG, jnp.zeros((2, 3, 3))), "w must")
-    _one_line_value_error(lambda: MODELS["kdl-resnet"](CFG, num_blocks=51, rngs=nnx.Rngs(0)), "num_blocks")
+    _one_line_value_error(lambda: ARCHITECTURES["kdl-resnet"](CFG, num_blocks=51, rngs=nnx.Rngs(0)), "num_blocks")
     _one_line_value_error(lambda: KDLTransformer(CFG, d_model=18, num_heads=4, rngs=nnx.Rngs(0)), "multiple")
     _one_line_value_error(lambda: KDLTransformer(CFG, lam_max=0.0, rngs=nnx.Rngs(0)), "lam_max")
     net = ShortTermNet(CFG, d_model=16, num_heads=2, num_layers=1, ffn=32, rngs=nnx.Rngs(0))

@@ -1,6 +1,6 @@
 """Training pipeline (jaxpass.learn.train, .data, .checkpoint; ``jaxpass train`` / ``jaxpass evaluate``).
 
-A tiny nnx model following the jaxpass.learn interface (registered in MODELS
+A tiny nnx model following the jaxpass.learn interface (registered in ARCHITECTURES
 as "tiny-test" for the duration of a test) keeps every test fast; one test runs
 a real registered model (``kdl-resnet``, tiny sizes) through the CLI.
 """
@@ -69,9 +69,9 @@ SMALL = dict(model=TINY, steps=6, batch_size=8, train_drops=24, test_drops=8, wa
 
 @pytest.fixture
 def tiny(monkeypatch):
-    from jaxpass.learn.models import MODELS
+    from jaxpass.learn.models import ARCHITECTURES
 
-    monkeypatch.setitem(MODELS, TINY, TinyModel)
+    monkeypatch.setitem(ARCHITECTURES, TINY, TinyModel)
     return T.TrainOptions(**SMALL)
 
 
@@ -216,14 +216,14 @@ def test_checkpoint_errors_leave_files_untouched(tiny, tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint: folder .* does not exist"):
         T.load_checkpoint(tmp_path / "missing")
     # another model: register a second name for the same class
-    from jaxpass.learn.models import MODELS
+    from jaxpass.learn.models import ARCHITECTURES
 
-    MODELS["tiny-other"] = TinyModel
+    ARCHITECTURES["tiny-other"] = TinyModel
     try:
         assert "model 'tiny-test' (this run: 'tiny-other')" in refused(
             resume=True, opts=tiny.replace(steps=2, model="tiny-other"))
     finally:
-        del MODELS["tiny-other"]
+        del ARCHITECTURES["tiny-other"]
     # corrupt arrays: garble the start of the step's array data (the OCDBT data files under state/d/)
     data_dir = out / "checkpoints" / "2" / "state" / "d"
     assert list(data_dir.iterdir())
@@ -255,8 +255,8 @@ def test_data_parallel_8_devices_matches_one(tmp_path):
         from jax.sharding import PartitionSpec as P
         from test_learn_train import CFG, SMALL, TINY, TinyModel, rate_loss, leaves
         from jaxpass.learn import train as T, data
-        from jaxpass.learn.models import MODELS
-        MODELS[TINY] = TinyModel
+        from jaxpass.learn.models import ARCHITECTURES
+        ARCHITECTURES[TINY] = TinyModel
         assert jax.device_count() == 8
         with jax.enable_x64(True):
             users = data.sample_drops(0, CFG, 16, np.float64)

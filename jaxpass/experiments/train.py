@@ -1,7 +1,7 @@
 """``jaxpass train`` and ``jaxpass evaluate``: train a learned model, evaluate a checkpoint.
 
 ``jaxpass train --model NAME --steps N --batch-size B --out DIR [--resume] [--float64] ...``
-trains :data:`jaxpass.learn.models.MODELS` ``[NAME]`` (size kwargs with
+trains :data:`jaxpass.learn.models.ARCHITECTURES` ``[NAME]`` (size kwargs with
 ``--model-arg NAME=VALUE``) on drops of ``--preset`` with
 :func:`jaxpass.learn.train.train` (data-parallel over all devices) and writes to
 ``DIR``: ``checkpoints/`` (orbax, exact resume with ``--resume``),
@@ -200,7 +200,7 @@ def add_command(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a learned model (checkpoints, metrics.jsonl, train.json, train.png)",
-        description="Train a model of jaxpass.learn.models.MODELS unsupervised (minus the mean sum rate) with "
+        description="Train a model of jaxpass.learn.models.ARCHITECTURES unsupervised (minus the mean sum rate) with "
         "Adam, warm-up and decay, data-parallel over all devices; exact resume from orbax checkpoints.",
     )
     p.add_argument("--preset", default="joint_beamforming", choices=sorted(PRESETS),

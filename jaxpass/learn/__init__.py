@@ -12,7 +12,7 @@
 from jaxpass.learn import decode, models
 from jaxpass.learn.decode import predict, sum_rate_loss
 from jaxpass.learn.models import (
-    MODELS,
+    ARCHITECTURES,
     BlackBoxResNet,
     BlackBoxTransformer,
     KDLResNet,
@@ -24,7 +24,7 @@ from jaxpass.learn.models import (
 )
 
 __all__ = [
-    "MODELS",
+    "ARCHITECTURES",
     "BlackBoxResNet",
     "BlackBoxTransformer",
     "KDLResNet",

@@ -41,7 +41,7 @@ from jaxpass.config import PassConfig
 from jaxpass.learn import decode as _decode
 
 __all__ = [
-    "MODELS",
+    "ARCHITECTURES",
     "BlackBoxResNet",
     "BlackBoxTransformer",
     "KDLResNet",
@@ -416,11 +416,11 @@ def duals_fn(model: ShortTermNet):
     return Partial(_ShortTermApply(graphdef), params, rest)
 
 
-MODELS: dict[str, type] = {
+ARCHITECTURES: dict[str, type] = {
     "kdl-transformer": KDLTransformer,
     "kdl-transformer-oca": KDLTransformerOCA,
     "kdl-resnet": KDLResNet,
     "blackbox-transformer": BlackBoxTransformer,
     "blackbox-resnet": BlackBoxResNet,
 }
-"""Registry of the user-to-(X, W) models by name (``MODELS[name](cfg, rngs=...)``)."""
+"""Registry of the user-to-(X, W) models by name (``ARCHITECTURES[name](cfg, rngs=...)``)."""

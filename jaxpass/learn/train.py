@@ -67,10 +67,10 @@ RESUMABLE_OPTIONS = ("steps", "epochs", "eval_every", "log_every", "checkpoint_e
 
 
 def model_names() -> tuple:
-    """The registered model names (keys of :data:`jaxpass.learn.models.MODELS`)."""
-    from jaxpass.learn.models import MODELS
+    """The registered model names (keys of :data:`jaxpass.learn.models.ARCHITECTURES`)."""
+    from jaxpass.learn.models import ARCHITECTURES
 
-    return tuple(MODELS)
+    return tuple(ARCHITECTURES)
 
 
 def _kwargs_tuple(value) -> tuple:
@@ -92,7 +92,7 @@ class TrainOptions(Options):
     ``epochs`` with ``stream``), which :func:`train` runs.
     """
 
-    model: str = option("kdl-transformer", help="model name, a key of jaxpass.learn.models.MODELS")
+    model: str = option("kdl-transformer", help="model name, a key of jaxpass.learn.models.ARCHITECTURES")
     model_kwargs: tuple = option((), help="model size kwargs as (name, value) pairs or a dict (default: the papers')")
     steps: int = option(1000, help="optimiser steps (ignored when epochs > 0)")
     epochs: int = option(0, help="passes over the training split; > 0 overrides steps (fixed split only)")
@@ -209,11 +209,11 @@ def make_optimizer(options: TrainOptions) -> optax.GradientTransformation:
 
 
 def build_model(cfg: PassConfig, options: TrainOptions, dtype=None) -> nnx.Module:
-    """``MODELS[options.model](cfg, **options.model_kwargs, rngs=nnx.Rngs(options.init_seed))``, params cast to ``dtype``."""
-    from jaxpass.learn.models import MODELS
+    """``ARCHITECTURES[options.model](cfg, **options.model_kwargs, rngs=nnx.Rngs(options.init_seed))``, params cast to ``dtype``."""
+    from jaxpass.learn.models import ARCHITECTURES
 
     try:
-        model = MODELS[options.model](cfg, **dict(options.model_kwargs), rngs=nnx.Rngs(options.init_seed))
+        model = ARCHITECTURES[options.model](cfg, **dict(options.model_kwargs), rngs=nnx.Rngs(options.init_seed))
     except TypeError as err:
         raise TypeError(f"model {options.model!r}: bad model_kwargs {dict(options.model_kwargs)}: {err}") from None
     return cast_params(model, dtype or jnp.float32)
@@ -425,7 +425,7 @@ def train(cfg: PassConfig, options: TrainOptions | None = None, *, seed: int | N
         present, is logged as the training sum rate.
       eval_fn: the same signature, for the test drops; its ``aux["sum_rate"]`` is
         reported (default :func:`~jaxpass.learn.decode.sum_rate_loss`: the true sum rate).
-      model: a model to train instead of ``MODELS[options.model](cfg, **model_kwargs)``
+      model: a model to train instead of ``ARCHITECTURES[options.model](cfg, **model_kwargs)``
         (its parameters are cast to the run's dtype).
       out_dir: folder for ``checkpoints/`` and ``metrics.jsonl`` (None: nothing is written).
       resume: continue from the latest checkpoint in ``out_dir/checkpoints``
@@ -603,7 +603,7 @@ def load_checkpoint(directory, step: int | None = None, *, devices=None):
     """``(model, cfg, metadata)`` from a checkpoint folder (``out_dir`` of a run, or its ``checkpoints/``).
 
     The model is rebuilt from the saved name and size kwargs (which must be in
-    :data:`jaxpass.learn.models.MODELS`), its state restored, and put in eval mode.
+    :data:`jaxpass.learn.models.ARCHITECTURES`), its state restored, and put in eval mode.
 
     Raises:
       CheckpointError: missing, corrupt or unknown checkpoint (one line).
