@@ -268,13 +268,27 @@ def map_drops(fn: Callable, *args, mesh=None, in_axes=0, batched_kwargs=(), **kw
     batched = [a for a, ax in zip(args, axes, strict=True) if ax == 0] + [kwargs[k] for k in names]
     if not jax.tree.leaves(batched):
         raise ValueError("map_drops needs at least one batched array (in_axes 0 or batched_kwargs)")
+    args, kwargs, pad = place(mesh, args, axes, kwargs, names)
+    out = _jitted(fn)(*args, **kwargs)
+    return gather(unpad(out, pad))
+
+
+def place(mesh, args, in_axes=0, kwargs=None, batched_kwargs=()):
+    """Shard the batched arguments over ``mesh`` (padded, :func:`shard_drops`) and replicate the others.
+
+    ``in_axes`` as in :func:`map_drops`; ``batched_kwargs`` names the batched
+    entries of ``kwargs``. Returns ``(args, kwargs, pad)``: the placed
+    positional and keyword arguments and the number of padding drops.
+    """
+    axes = _axes(in_axes, len(args))
+    kwargs = {} if kwargs is None else kwargs
+    batched = [a for a, ax in zip(args, axes, strict=True) if ax == 0] + [kwargs[k] for k in batched_kwargs]
     sharded, pad = shard_drops(mesh, *batched)
     it = iter(sharded)
     args = tuple(next(it) if ax == 0 else replicate(mesh, a) for a, ax in zip(args, axes, strict=True))
-    pos = dict(zip(names, it, strict=True))
+    pos = dict(zip(batched_kwargs, it, strict=True))
     kwargs = {k: pos[k] if k in pos else replicate(mesh, v) for k, v in kwargs.items()}
-    out = _jitted(fn)(*args, **kwargs)
-    return gather(unpad(out, pad))
+    return args, kwargs, pad
 
 
 def batch_call(fn: Callable, *args, mesh=None, in_axes=0, batched_kwargs=(), **kwargs):
@@ -338,5 +352,5 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     return True
 
 
-__all__ = ["AXIS", "batch_call", "drops_mesh", "gather", "initialize", "map_drops", "padded_size", "replicate", "shard_drops",
-           "unpad"]
+__all__ = ["AXIS", "batch_call", "drops_mesh", "gather", "initialize", "map_drops", "padded_size", "place", "replicate",
+           "shard_drops", "unpad"]

@@ -148,6 +148,17 @@ def run_8(body: str):
     return proc.stdout
 
 
+def test_place_shards_batched_arguments_and_replicates_the_rest():
+    mesh = parallel.drops_mesh(1)
+    X, w, k = np.arange(6.0).reshape(3, 2), np.float32(2.0), np.arange(3.0)
+    (Xp, wp), kw, pad = parallel.place(mesh, (X, w), (0, None), {"k": k, "c": w}, ("k",))
+    assert pad == 0 and set(kw) == {"k", "c"}
+    np.testing.assert_array_equal(np.asarray(Xp), X)
+    np.testing.assert_array_equal(np.asarray(kw["k"]), k)
+    assert float(wp) == 2.0 and float(kw["c"]) == 2.0
+    assert Xp.sharding.spec[0] is not None and wp.sharding.is_fully_replicated  # the drop axis is the sharded one
+
+
 def test_mesh_errors_and_padding_in_process():
     n = jax.local_device_count()
     for bad in (0, n + 1, -1):

@@ -225,9 +225,6 @@ def run_batched(fn, *args, mesh=None, in_axes=0, progress=None, what: str = "", 
 
     if mesh is None:
         return compile_and_run(fn, *args, progress=progress, what=what, repeats=repeats, **static)
-    axes = (in_axes,) * len(args) if in_axes in (0, None) else tuple(in_axes)
-    sharded, pad = parallel.shard_drops(mesh, *[a for a, ax in zip(args, axes, strict=True) if ax == 0])
-    it = iter(sharded)
-    placed = [next(it) if ax == 0 else parallel.replicate(mesh, a) for a, ax in zip(args, axes, strict=True)]
+    placed, _, pad = parallel.place(mesh, args, in_axes)
     out, seconds, compile_s = compile_and_run(fn, *placed, progress=progress, what=what, repeats=repeats, **static)
     return parallel.gather(parallel.unpad(out, pad)), seconds, compile_s
