@@ -20,6 +20,7 @@ SUITE = {
     "learn_aligned": "benchmarks.learn_aligned",
     "mm_pdd": "benchmarks.mm_pdd",
     "power_min": "benchmarks.power_min",
+    "short_term": "benchmarks.short_term",
     "table1": "benchmarks.table1",
     "throughput": "benchmarks.throughput",
     "two_timescale": "benchmarks.two_timescale",

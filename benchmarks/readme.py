@@ -448,6 +448,29 @@ def render_learn_aligned(results: Path) -> str:
     return "\n".join(out)
 
 
+def render_short_term(results: Path) -> str:
+    d = load(results, "short_term")
+    c, o = d["config"], d["config"]["options"]
+    rows = [[str(r["params"]["K"]), f"{r['params']['P_dbm']:g}", rate(r["metrics"]["net"]), rate(r["metrics"]["wmmse"]),
+             f"{100 * r['metrics']['ratio']:.1f} %", f"{100 * r['metrics']['in_sample_ratio']:.1f} %",
+             f"{100 * r['metrics']['worst_block_ratio']:.1f} %"] for r in d["records"]]
+    acc = d.get("acceptance", [])
+    train = "; ".join(f"{k.replace('=', ' = ')}: {v['train_s']:.0f} s ({v['steps']} steps of {o['batch_size']} slots, "
+                      f"{v['parameters']} parameters)" for k, v in d["training"].items())
+    return "\n".join([
+        f"`python -m benchmarks --only short_term` (TT preset, N = 4, L = 8; one `{o['architecture']}` network per K "
+        f"for every P, trained on {o['blocks']} blocks x {o['slots_per_block']} slots of seed {c['train_seed']}, P ~ "
+        f"U[{o['power_range_dbm'][0]:g}, {o['power_range_dbm'][1]:g}] dBm per slot; held out: {c['held_out_blocks']} "
+        f"blocks of seed {c['held_out_seed']} x {c['held_out_slots']} slots, X fixed at each block's aligned SSCA "
+        f"start; WMMSE with {c['eval_wmmse_iterations']} updates; {env_line(d)}; "
+        "`benchmarks/results/short_term-cpu-2core.json`), mean sum rate [bps/Hz]:", "",
+        table(["K", "P [dBm]", "network (KKT map)", "WMMSE", "held-out ratio", "in-sample ratio", "worst block"], rows),
+        "",
+        f"Training: {train}. Target (K = 6, held-out ratio >= 97 % at 12 and 28 dBm): "
+        + (", ".join(f"{a['P_dbm']:g} dBm {a['status']}" for a in acc) or "not measured") + ".",
+    ])
+
+
 #: block name -> renderer(results folder) -> markdown
 def render_scaling(results: Path) -> str:
     d = load(results, "scaling")
@@ -474,6 +497,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "throughput": render_throughput,
     "two_timescale": render_two_timescale,
     "learn_aligned": render_learn_aligned,
+    "short_term": render_short_term,
     "scaling": render_scaling,
 }
 

@@ -21,7 +21,11 @@ no padding) and times, compile first, then ``jax.block_until_ready`` per call
   (``tune_batch``) with short options (drops/s).
 
 Reported per section and device count: drops/s, the speed-up over 1 device
-and the per-device efficiency ``speed-up / D``. On a machine with fewer cores
+and the per-device efficiency ``speed-up / D``; and per device count, each
+device's memory (``benchmarks.throughput.device_memory``): the peak from
+``device.memory_stats()`` where the backend reports it (GPU, TPU), else (CPU,
+where it is None) the estimate of :mod:`jaxpass.experiments.memory` for the
+largest batch share of one device, marked as an estimate. On a machine with fewer cores
 than simulated devices (e.g. the 2-core CI VM) the devices only split the same
 cores: the numbers then show the sharding overhead, not a speed-up. Real
 scaling needs real devices (several GPUs, a TPU slice, several hosts: README,
@@ -31,7 +35,9 @@ JSON (``<out>/scaling-<device>.json``, schema_version 1): the common envelope
 (``benchmarks.common.write_result``) with ``records`` ``{"id":
 "<section>/devices=<D>", "section", "impl": "sharded", "params": {"devices",
 "batch", ...}, "repeats", "metrics": {"median_s", ..., "compile_s",
-"drops_per_s", "speedup", "efficiency"}}`` and ``config["cpu_count"]``.
+"drops_per_s", "speedup", "efficiency"}}``, ``config["cpu_count"]`` and
+``device_memory`` ``{"<D>": [{"device", "kind", "source": "memory_stats" |
+"estimate", "peak_bytes", ...}, ...]}`` per device count.
 """
 
 from __future__ import annotations
@@ -54,14 +60,36 @@ TUNE_OPTIONS = dict(starts=2, assignments=4, spacings=(0.0,), random_starts=1)
 
 
 # ------------------------------------------------------------------ one device count (a subprocess)
-def worker(devices: int, quick: bool) -> list:
-    """Time every section on a ``devices``-device mesh; the records (without speed-up) as a list."""
+def memory_estimate(devices: int, quick: bool) -> int:
+    """Estimated peak of one device [bytes] (:mod:`jaxpass.experiments.memory`): the largest of the sections'
+    estimates (evaluation for channel and grad, tuning for tune) for one device's share of each batch."""
+    from benchmarks.throughput import base_config
+    from jaxpass.experiments import memory
+
+    s = QUICK if quick else FULL
+    cfg = base_config()
+    K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
+    tune = dict(TUNE_OPTIONS, steps=s["tune_steps"])
+    return max(memory.demo_bytes(K, N, L, max(s["batch"]["channel"], s["batch"]["grad"]), tune_steps=0,
+                                 devices=devices),
+               memory.tune_command_bytes(K, N, L, s["batch"]["tune"], tune, devices=devices))
+
+
+def worker(devices: int, quick: bool) -> dict:
+    """Time every section on a ``devices``-device mesh: ``{"records": [...] (without speed-up),
+    "device_memory": [...]}`` (``benchmarks.throughput.device_memory``)."""
     import jax
     import jax.numpy as jnp
 
     import jaxpass as jp
     from benchmarks import common
-    from benchmarks.throughput import base_config, jaxpass_channel, make_drops, zf_sum_rate_wrt_positions
+    from benchmarks.throughput import (
+        base_config,
+        device_memory,
+        jaxpass_channel,
+        make_drops,
+        zf_sum_rate_wrt_positions,
+    )
     from jaxpass import parallel
     from jaxpass.optimize import positions
 
@@ -98,10 +126,10 @@ def worker(devices: int, quick: bool) -> list:
     (Ks, Us), _ = parallel.shard_drops(mesh, keys, users)
     run = lambda k, u: positions.tune_batch(k, cfg, u, opts)  # noqa: E731
     record("tune", common.time_fn(run, Ks, Us, **kw), B, steps=opts.steps, starts=opts.starts)
-    return records
+    return {"records": records, "device_memory": device_memory(memory_estimate(devices, quick))}
 
 
-def _spawn(devices: int, quick: bool) -> list:
+def _spawn(devices: int, quick: bool) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"))
     root = Path(__file__).resolve().parent.parent
@@ -113,6 +141,20 @@ def _spawn(devices: int, quick: bool) -> list:
 
 
 # ------------------------------------------------------------------ the suite entry
+def memory_report(device_memory: dict) -> str:
+    """Per device count, each device's peak memory and where the number comes from (markdown)."""
+    from benchmarks import common
+    from jaxpass.experiments.memory import format_bytes
+
+    rows = []
+    for count, devs in device_memory.items():
+        for d in devs:
+            peak = "n/a" if d["peak_bytes"] is None else format_bytes(d["peak_bytes"])
+            rows.append([count, d["device"], peak, "device.memory_stats()" if d["source"] == "memory_stats"
+                         else "ESTIMATE (jaxpass.experiments.memory; memory_stats() is None on this backend)"])
+    return "### per-device memory\n\n" + common.markdown_table(["devices", "device", "peak", "source"], rows)
+
+
 def report(records: list, cpu_count: int) -> str:
     from benchmarks import common
 
@@ -133,9 +175,11 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     s = QUICK if quick else FULL
     out_dir = Path(out_dir) if out_dir is not None else common.default_out_dir(quick)
     t_start = time.perf_counter()
-    records = []
+    records, device_memory = [], {}
     for devices in DEVICE_COUNTS:
-        records += _spawn(devices, quick)
+        out = _spawn(devices, quick)
+        records += out["records"]
+        device_memory[str(devices)] = out["device_memory"]
     base = {r["section"]: r["metrics"]["drops_per_s"] for r in records if r["params"]["devices"] == 1}
     for r in records:
         speedup = r["metrics"]["drops_per_s"] / base[r["section"]]
@@ -148,13 +192,14 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
                   tune_options=dict(TUNE_OPTIONS, spacings=list(TUNE_OPTIONS["spacings"]), steps=s["tune_steps"]),
                   **{k: v for k, v in s.items() if k != "tune_steps"})
     path = common.write_result(NAME, config=config, records=records, ratios=ratios, out_dir=out_dir, quick=quick,
-                               extra={"wall_s": wall})
+                               extra={"device_memory": device_memory, "wall_s": wall})
     env = common.environment()
     print(f"## jaxpass data-parallel scaling — {env['device']}, jax {env['jax_version']}, "
           f"{'quick' if quick else 'full'} run\n")
     print(report(records, cpu_count))
+    print("\n" + memory_report(device_memory))
     print(f"\nwall time {wall:.1f} s; wrote {path}")
-    return {"config": config, "records": records, "ratios": ratios, "json": path}
+    return {"config": config, "records": records, "ratios": ratios, "device_memory": device_memory, "json": path}
 
 
 def main(argv=None) -> int:

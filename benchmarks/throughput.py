@@ -50,6 +50,21 @@ Sections (ids used in the JSON ``records``):
   (FLOP/s, ``2 n^3`` per product); timed interleaved with the channel at the
   largest batch (impl ``channel_jaxpass``).
 
+Several devices: when more than one device is present (several GPUs, a TPU
+slice, or ``--xla_force_host_platform_device_count``), the drop-batched rows
+(``channel``, ``grad``, ``channel_vs_L``/``_K``, ``wmmse``) run sharded over all
+of them: their inputs are padded to a multiple of the device count and placed
+with :func:`jaxpass.parallel.shard_drops` (``NamedSharding(mesh, P("drops"))``;
+XLA partitions the jitted batch), throughputs count the unpadded batch, and
+``memory`` per drop counts the ``ceil(B / D)`` drops of one device. The NumPy
+reference and the ceiling's kernels stay on one device. ``config["devices"]``
+records the device count. Every run ends with a per-device memory table
+(``device_memory`` in the JSON, one entry per local device): the peak from
+``device.memory_stats()`` (``peak_bytes_in_use``, GPU/TPU) where the backend
+reports it, else (CPU: ``memory_stats()`` is None) the estimate of
+:mod:`jaxpass.experiments.memory` for the largest batch share of one device,
+marked ``"source": "estimate"``.
+
 A run ends with an informational "acceptance" block (never an assert, never a
 non-zero exit), each target marked PASS or BELOW (``not measured`` where the
 run did not time that size, e.g. ``--quick``, or has no ``jp_jit`` row):
@@ -127,6 +142,7 @@ import jaxpass as jp
 import jaxpass.compile as jp_compile
 from benchmarks import common
 from benchmarks.common import fmt_num, fmt_ratio, fmt_time, log, markdown_table
+from jaxpass import parallel
 
 NAME = "throughput"
 
@@ -364,12 +380,86 @@ def _timing_kw(s):
     return dict(repeats=s["repeats"], min_time=s["min_time"], max_time=s["max_time"])
 
 
+# ---------------------------------------------------------------- devices
+def bench_mesh():
+    """The ``("drops",)`` mesh over all devices when there are several (:func:`jaxpass.parallel.drops_mesh`), else None."""
+    return parallel.drops_mesh() if jax.device_count() > 1 else None
+
+
+def on_devices(mesh, *arrays) -> tuple:
+    """``arrays`` (leading drop axis) padded and sharded over ``mesh`` (:func:`jaxpass.parallel.shard_drops`);
+    unchanged for ``mesh=None``."""
+    if mesh is None:
+        return arrays
+    sharded, _ = parallel.shard_drops(mesh, *arrays)
+    return sharded
+
+
+def per_device_drops(mesh, batch: int) -> int:
+    """Drops one device holds: ``ceil(batch / D)`` on a ``D``-device mesh (the padded share), ``batch`` without one."""
+    from jaxpass.experiments import memory
+
+    return batch if mesh is None else memory.per_device(batch, mesh.devices.size)
+
+
+def device_memory(estimate_bytes: int | None = None) -> list[dict]:
+    """Per local device: its memory as the backend reports it, else ``estimate_bytes`` (marked an estimate).
+
+    ``device.memory_stats()`` (GPU, TPU): ``peak_bytes_in_use`` (the process's peak on that device so far),
+    ``bytes_in_use`` and ``bytes_limit``, ``"source": "memory_stats"``. Where it returns None or raises
+    (CPU), ``peak_bytes`` is ``estimate_bytes`` (:mod:`jaxpass.experiments.memory`), ``"source": "estimate"``.
+    """
+    rows = []
+    for d in jax.local_devices():
+        try:
+            stats = d.memory_stats()
+        except Exception:  # noqa: BLE001 - an optional backend feature
+            stats = None
+        row = {"device": f"{d.platform}:{d.id}", "kind": d.device_kind}
+        if stats and "peak_bytes_in_use" in stats:
+            row.update(source="memory_stats", peak_bytes=int(stats["peak_bytes_in_use"]),
+                       bytes_in_use=int(stats.get("bytes_in_use", 0)), bytes_limit=stats.get("bytes_limit"))
+        else:
+            row.update(source="estimate", peak_bytes=None if estimate_bytes is None else int(estimate_bytes))
+        rows.append(row)
+    return rows
+
+
+def device_memory_report(rows: list[dict]) -> str:
+    """The per-device memory table (markdown), saying which numbers are estimates."""
+    from jaxpass.experiments.memory import format_bytes
+
+    def show(v):
+        return "n/a" if v is None else format_bytes(v)
+
+    table = markdown_table(["device", "peak", "in use", "limit", "source"],
+                           [[r["device"], show(r["peak_bytes"]), show(r.get("bytes_in_use")), show(r.get("bytes_limit")),
+                             "device.memory_stats()" if r["source"] == "memory_stats"
+                             else "ESTIMATE (jaxpass.experiments.memory; memory_stats() is None on this backend)"]
+                            for r in rows])
+    return f"### per-device memory ({len(rows)} local device(s))\n\n" + table
+
+
+def memory_estimate(cfg: jp.PassConfig, s: dict, mesh=None) -> int:
+    """Estimated peak of one device [bytes]: :func:`jaxpass.experiments.memory.demo_bytes` (evaluation) for the
+    largest batch share of one device over the sections (``K N L`` of each sweep point)."""
+    from jaxpass.experiments import memory
+
+    D = 1 if mesh is None else mesh.devices.size
+    K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
+    big = max(max(s["batches"]), max(s["grad_batches"]), s["wmmse_batch"])
+    sizes = [(K, N, L, big), (K, N, max(s["L_values"]), s["sweep_batch"]),
+             (max(s["K_values"]), max(s["K_values"]), L, s["sweep_batch"])]
+    return max(memory.demo_bytes(k, n, l_, b, tune_steps=0, devices=D) for k, n, l_, b in sizes)
+
+
 # ---------------------------------------------------------------- sections
-def bench_channel(cfg, s, records, ratios):
+def bench_channel(cfg, s, records, ratios, mesh=None):
     """(a) + (c): channel forward next to its references (interleaved per batch), then (b) the gradient.
 
     Every row is compiled with plain ``jax.jit`` except ``jp_jit``: the same
     jaxpass code compiled with ``jp_jit_options()`` (only where that is not None).
+    ``mesh``: the JAX rows' drops sharded over its devices (:func:`on_devices`).
     """
     P = paths_per_drop(cfg)
     opts = jp_jit_options()
@@ -389,7 +479,7 @@ def bench_channel(cfg, s, records, ratios):
     if with_jp_jit:
         acc["jp_jit"] = _rel_errors(jax.jit(chan).lower(Xr, ur).compile(opts)(Xr, ur), H_ref)
     for B in s["batches"]:
-        X, users = make_drops(cfg, B)
+        X, users = on_devices(mesh, *make_drops(cfg, B))
         log(f"[throughput] channel B={B}: jaxpass | naive_jax | numpy_loop ({n_ref} drops)"
             + (" | jp_jit" if with_jp_jit else "") + ", interleaved")
         cases = {
@@ -404,7 +494,7 @@ def bench_channel(cfg, s, records, ratios):
         for impl in [k for k in cases if k != "numpy_loop"]:
             records.append(_record("channel", impl, dict(batch=B, **params0), t[impl],
                                    dict(drops_per_s=rate[impl], path_elements_per_s=rate[impl] * P),
-                                   common.memory_per_item(t[impl].compiled, B), acc[impl]))
+                                   common.memory_per_item(t[impl].compiled, per_device_drops(mesh, B)), acc[impl]))
         records.append(_record("channel", "numpy_loop", dict(batch=n_ref, paired_batch=B, **params0),
                                t["numpy_loop"],
                                dict(drops_per_s=rate["numpy_loop"], path_elements_per_s=rate["numpy_loop"] * P)))
@@ -419,24 +509,24 @@ def bench_channel(cfg, s, records, ratios):
 
     grad = jax.vmap(jax.value_and_grad(zf_sum_rate_wrt_positions(cfg)))
     for B in s["grad_batches"]:
-        X, users = make_drops(cfg, B)
+        X, users = on_devices(mesh, *make_drops(cfg, B))
         log(f"[throughput] grad B={B}: jaxpass" + (" | jp_jit, interleaved" if with_jp_jit else ""))
         cases = {"jaxpass": common.Case(grad, (X, users))}
         if with_jp_jit:
             cases["jp_jit"] = common.Case(grad, (X, users), compiler_options=opts)
         t = common.time_interleaved(cases, **_timing_kw(s))
         for impl, ti in t.items():
-            value, g = ti.output
+            value, g = (a[:B] for a in ti.output)  # without the padding drops of a sharded batch
             records.append(_record("grad", impl, dict(batch=B, **params0), ti,
                                    dict(drop_steps_per_s=ti.per_second(B)),
-                                   common.memory_per_item(ti.compiled, B),
+                                   common.memory_per_item(ti.compiled, per_device_drops(mesh, B)),
                                    {"mean_sum_rate": float(jnp.mean(value)),
                                     "nonfinite_grads": float(jnp.sum(~jnp.isfinite(g)))}))
         if with_jp_jit:
             ratios[f"grad_jax_jit_over_jp_jit@B={B}"] = t["jaxpass"].per_second(B) / t["jp_jit"].per_second(B)
 
 
-def bench_sweeps(s, records, ratios):
+def bench_sweeps(s, records, ratios, mesh=None):
     """(d): channel forward vs L (K = N = 4) and vs K = N (L = 8) at one batch size (each sweep interleaved)."""
     B = s["sweep_batch"]
     for section, key, values in (("channel_vs_L", "L", s["L_values"]), ("channel_vs_K", "K", s["K_values"])):
@@ -444,7 +534,7 @@ def bench_sweeps(s, records, ratios):
         for v in values:
             cfg = base_config(num_pinches=v) if key == "L" else base_config(num_users=v, num_waveguides=v)
             cfgs[v] = cfg
-            cases[v] = common.Case(jaxpass_channel(cfg), make_drops(cfg, B))
+            cases[v] = common.Case(jaxpass_channel(cfg), on_devices(mesh, *make_drops(cfg, B)))
         log(f"[throughput] {section}: {key} in {tuple(values)}, B={B}, interleaved")
         timings = common.time_interleaved(cases, **_timing_kw(s))
         for v, t in timings.items():
@@ -453,13 +543,13 @@ def bench_sweeps(s, records, ratios):
             records.append(_record(section, "jaxpass",
                                    dict(batch=B, K=cfg.num_users, N=cfg.num_waveguides, L=cfg.num_pinches), t,
                                    dict(drops_per_s=rate, path_elements_per_s=rate * paths_per_drop(cfg)),
-                                   common.memory_per_item(t.compiled, B)))
+                                   common.memory_per_item(t.compiled, per_device_drops(mesh, B))))
 
 
-def bench_wmmse(cfg, s, records, ratios):
+def bench_wmmse(cfg, s, records, ratios, mesh=None):
     """(e): jaxpass WMMSE vs the plain textbook version, same batch and iteration count, interleaved."""
     B, iters = s["wmmse_batch"], s["wmmse_iterations"]
-    X, users = make_drops(cfg, B, seed=2)
+    X, users = on_devices(mesh, *make_drops(cfg, B, seed=2))
     H = jax.block_until_ready(jax.jit(jaxpass_channel(cfg))(X, users))
     power, noise = cfg.power, cfg.noise_power
     rate_fn = jax.jit(jax.vmap(lambda H, W: jp.sum_rate(H, W, noise)))
@@ -472,11 +562,11 @@ def bench_wmmse(cfg, s, records, ratios):
     }, **_timing_kw(s))
     out = {}
     for impl, t in timings.items():
-        sr = np.asarray(rate_fn(H, t.output))
+        sr = np.asarray(rate_fn(H, t.output))[:B]  # without the padding drops of a sharded batch
         acc = {"mean_sum_rate": float(np.nanmean(sr)), "nonfinite_drops": float(np.sum(~np.isfinite(sr)))}
         out[impl] = t.per_second(B)
         records.append(_record("wmmse", impl, params, t, dict(drops_per_s=out[impl]),
-                               common.memory_per_item(t.compiled, B), acc))
+                               common.memory_per_item(t.compiled, per_device_drops(mesh, B)), acc))
     ratios["wmmse_jaxpass_over_plain"] = out["jaxpass"] / out["plain"]
 
 
@@ -782,9 +872,12 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     t_start = time.perf_counter()
     records: list = []
     ratios: dict = {}
-    bench_channel(cfg, s, records, ratios)
-    bench_sweeps(s, records, ratios)
-    bench_wmmse(cfg, s, records, ratios)
+    mesh = bench_mesh()
+    if mesh is not None:
+        log(f"[throughput] {mesh.devices.size} devices: the drop-batched rows run sharded over all of them")
+    bench_channel(cfg, s, records, ratios, mesh)
+    bench_sweeps(s, records, ratios, mesh)
+    bench_wmmse(cfg, s, records, ratios, mesh)
     bench_ceiling(cfg, s, records, ratios)
     ceiling_ratios(records, s, ratios)
     wall = time.perf_counter() - t_start
@@ -792,10 +885,12 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     config = dict(preset="joint_beamforming", dtype="float32", K=cfg.num_users, N=cfg.num_waveguides,
                   L=cfg.num_pinches, cis_method=jp.phase.resolve_method(jnp.float32),
                   xla_defaults_active=jp_compile.xla_defaults_active(), jp_jit_compiler_options=jp_jit_options(),
-                  ceiling_elements=ceiling_elements(cfg, s), **s)
+                  ceiling_elements=ceiling_elements(cfg, s), devices=1 if mesh is None else mesh.devices.size, **s)
     accept = acceptance(records, ratios)
+    memory_rows = device_memory(memory_estimate(cfg, s, mesh))
     json_path = common.write_result(NAME, config=config, records=records, ratios=ratios, out_dir=out_dir,
-                                    quick=quick, extra={"acceptance": accept, "wall_s": wall})
+                                    quick=quick, extra={"acceptance": accept, "device_memory": memory_rows,
+                                                        "wall_s": wall})
     png_path = plot(records, s, common.result_path(out_dir, NAME, "png"))
 
     env = common.environment()
@@ -805,10 +900,11 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
           f"'{config['cis_method']}'; timings: compile first, then >= {s['repeats']} calls and "
           f">= {s['min_time']} s (median; spread = min .. max).\n")
     print(report(records, ratios, s, config))
+    print("\n" + device_memory_report(memory_rows))
     print(f"\nwall time {wall:.1f} s; wrote {json_path}" + (f" and {png_path}" if png_path else ""))
     print("\n" + acceptance_report(accept, quick))
     return {"config": config, "records": records, "ratios": ratios, "acceptance": accept, "json": json_path,
-            "png": png_path}
+            "png": png_path, "device_memory": memory_rows}
 
 
 def main(argv=None) -> int:

@@ -84,6 +84,39 @@ CORE = textwrap.dedent("""
     same(eight, one)
     single = jp.optimize.tune_positions(cfg, users[5], key=jax.random.key(1), mesh=mesh, **opts)  # one drop
     assert single.positions.shape == (2, 4), single.positions.shape
+
+    # SSCA and its held-out rate: the blocks are the batch (3 blocks on 8 devices: 5 padding blocks)
+    from jaxpass.optimize import ssca
+    from jaxpass.experiments import sweeps, table1, two_timescale as tt
+    placed, place = [], parallel.place
+    def counted(mesh, *args, **kwargs):  # every sharded call goes through parallel.place: (devices, padding)
+        out = place(mesh, *args, **kwargs)
+        placed.append((mesh.devices.size, out[2]))
+        return out
+    parallel.place = counted
+    tc = jp.PassConfig.two_timescale(num_users=2, num_waveguides=2, num_pinches=3)
+    homes = tt.block_homes(tc, 3, 0)
+    so = ssca.SscaOptions(iterations=2, slots_per_iteration=4, init="uniform", short_term="rzf")
+    s8 = ssca.ssca(tc, homes, so, key=jax.random.key(1), mesh=mesh)
+    assert s8.positions.shape == (3, 2, 3) and s8.X.shape == (3, 2, 2, 3), s8.X.shape
+    same(s8, ssca.ssca(tc, homes, so, key=jax.random.key(1)))
+    ho = dict(key=jax.random.key(2), num_slots=4)
+    h8 = ssca.held_out_rate(tc, s8.positions, homes, so, mesh=mesh, **ho)
+    assert h8.shape == (3,), h8.shape
+    same(h8, ssca.held_out_rate(tc, s8.positions, homes, so, **ho))
+
+    # a `jaxpass reproduce table1` row and a `reproduce sweeps` point: 3 drops sharded = one device
+    ts = table1.Settings(num_pinches=(4,), drops=3, wmmse_iterations=2)
+    c1 = table1.table_config(4)
+    u1 = table1.table_drops(c1, 3)
+    a, b = table1.run_row("uniform_zf", c1, u1, ts, mesh=mesh), table1.run_row("uniform_zf", c1, u1, ts)
+    assert a.rates.shape == (3,) and a.row == "uniform_zf"
+    same((a.rates, a.feasible), (b.rates, b.feasible))
+    ws = sweeps.Settings(figures=("power",), methods=("uniform_wmmse",), drops=3, powers_dbm=(10.0,),
+                         wmmse_iterations=2)
+    a, b = (sweeps.run_sweeps(ws, mesh=m)["figures"]["power"]["methods"]["uniform_wmmse"] for m in (mesh, None))
+    same((a["mean"], a["std"]), (b["mean"], b["std"]))
+    assert placed == [(8, 5)] * 4, placed  # ssca, held_out_rate, the table1 row, the sweeps point
     print("OK", stats)
 """)
 
@@ -235,3 +268,31 @@ def test_two_processes_match_one(tmp_path):
     assert results[0]["sum_rate"] == results[1]["sum_rate"] and results[0]["positions"] == results[1]["positions"]
     assert results[0]["max_abs_diff_vs_one_device"] <= 1e-6 * max(abs(v) for v in results[0]["sum_rate"]), results[0]
     assert "identical to one device" in proc.stdout
+
+
+def test_memory_estimate_is_per_device_when_the_batch_is_sharded():
+    """jaxpass.experiments.memory: a batch sharded over D memories counts ceil(B / D) drops (the padded share)."""
+    from types import SimpleNamespace
+
+    from jaxpass.experiments import memory
+
+    assert [memory.per_device(13, d) for d in (1, 2, 8, 13, 16)] == [13, 7, 2, 1, 1]
+    with pytest.raises(ValueError, match="^devices must be >= 1, got 0$"):
+        memory.per_device(13, 0)
+    tune = dict(steps=10, starts=2)
+    assert memory.table_bytes(4, 4, 8, 64, tune, devices=8) == memory.table_bytes(4, 4, 8, 8, tune)
+    assert memory.table_bytes(4, 4, 8, 13, tune, devices=8) == memory.table_bytes(4, 4, 8, 2, tune)
+    assert memory.tune_command_bytes(4, 4, 8, 80, tune, devices=8) == memory.tune_command_bytes(4, 4, 8, 10, tune)
+    assert memory.demo_bytes(4, 4, 8, 80, tune_steps=5, devices=8) == memory.demo_bytes(4, 4, 8, 10, tune_steps=5)
+    assert memory.powermin_bytes(4, 4, 80, devices=8) == memory.powermin_bytes(4, 4, 10)
+    assert memory.ssca_bytes(4, 4, 8, 16, 50, tune, devices=8) == memory.ssca_bytes(4, 4, 8, 2, 50, tune)
+    assert (memory.train_bytes(4, 4, 8, 64, 100, 64, devices=8)
+            == memory.train_bytes(4, 4, 8, 8, 100, 8))  # the batch and test drops; the host's training drops stay
+    one = memory.tune_command_bytes(4, 4, 8, 10**6, tune)
+    assert memory.tune_command_bytes(4, 4, 8, 10**6, tune, devices=8) - memory.BASE_BYTES == pytest.approx(
+        (one - memory.BASE_BYTES) / 8, rel=1e-6)  # the working set divided by the device count, the runtime not
+    # how many memories a mesh splits a batch over: accelerators each, CPU devices share their host's
+    gpus = SimpleNamespace(devices=np.array([SimpleNamespace(platform="gpu", process_index=i // 4) for i in range(8)]))
+    cpus = SimpleNamespace(devices=np.array([SimpleNamespace(platform="cpu", process_index=i // 4) for i in range(8)]))
+    assert memory.shards(None) == 1 and memory.shards(gpus) == 8 and memory.shards(cpus) == 2
+    assert memory.shards(parallel.drops_mesh(1)) == 1

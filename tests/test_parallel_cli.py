@@ -75,3 +75,67 @@ def test_tune_on_4_devices_equals_1_device_and_only_process_0_writes(tmp_path):
     for d in ("d4", "d1"):
         assert json.loads((tmp_path / d / "run.json").read_text())["argv"][-5:] == ["--quiet", "--devices", d[1:],
                                                                                      "--out", d]
+
+
+NEW_COMMANDS = [["reproduce", "table1"], ["reproduce", "sweeps"], ["ssca"], ["train"]]
+
+
+@pytest.mark.parametrize("command", NEW_COMMANDS)
+@pytest.mark.parametrize("devices", ["0", "999"])
+def test_bad_device_count_on_reproduce_ssca_train(tmp_path, capsys, command, devices):
+    """Checked with --out, before any computation: one line, exit 2, nothing written (no compilation)."""
+    out = tmp_path / "out"
+    assert main([*command, "--quick", "--devices", devices, "--out", str(out)] if command[0] != "train"
+                else [*command, "--devices", devices, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    local, platform = jax.local_device_count(), jax.local_devices()[0].platform
+    assert captured.err == (f"jaxpass {command[0]}: error: --devices must be between 1 and {local} "
+                            f"(the number of local {platform} devices), got {devices}\n")
+    assert captured.out == ""
+    assert not out.exists()
+
+
+def test_parallel_flags_in_help_of_reproduce_ssca_train(capsys):
+    for command in NEW_COMMANDS:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = capsys.readouterr().out
+        assert "--devices N" in text and "--distributed" in text, command
+
+
+@pytest.mark.parametrize("command, flag", [(["reproduce", "table1", "--drops"], "--drops"),
+                                           (["reproduce", "sweeps", "--drops"], "--drops"),
+                                           (["ssca", "--quick", "--blocks"], "--blocks"),
+                                           (["train", "--stream", "--train-drops", "100000000", "--batch-size"], "--batch-size")])
+def test_memory_check_counts_the_share_of_one_device(tmp_path, capsys, monkeypatch, command, flag):
+    """The refusal's suggested size grows with the memories the batch is sharded over (memory.shards)."""
+    from jaxpass.experiments import memory
+
+    monkeypatch.setenv(memory.ENV_AVAILABLE, "600M")
+    suggested = {}
+    for shards in (1, 8):
+        monkeypatch.setattr(memory, "shards", lambda mesh, n=shards: n)
+        assert main([*command, "100000000", "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"; use {flag} <= " in err, err
+        suggested[shards] = int(err.split(f"; use {flag} <= ")[1].split()[0])
+    assert 7 * suggested[1] <= suggested[8] <= 9 * suggested[1], suggested
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_devices_go_to_the_data_mesh(tmp_path, capsys, monkeypatch):
+    """``jaxpass train --devices N`` is ``jaxpass.learn.train.train(devices=N)``; without it, all devices (None)."""
+    from jaxpass.learn import train as T
+
+    seen = []
+
+    def fake_train(cfg, options, **kwargs):
+        seen.append(kwargs["devices"])
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(T, "train", fake_train)
+    for argv in (["--devices", "1"], []):
+        assert main(["train", *argv, "--out", str(tmp_path / "out")]) == 2
+    assert seen == [1, None]
+    assert capsys.readouterr().err == "jaxpass train: error: stopped before training\n" * 2
+    assert not (tmp_path / "out").exists()

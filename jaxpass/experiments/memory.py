@@ -22,7 +22,15 @@ complex channel coefficient (:data:`COMPLEX_BYTES`):
   ``phase_samples`` with the random-phase gain);
 
 times :data:`SAFETY`, plus :data:`BASE_BYTES` for the JAX runtime and compiled
-programs. Measured on CPU (``ru_maxrss``, float32, K = N = 4, L = 8):
+programs.
+
+Sharded batches (``--devices``/``--distributed``, :mod:`jaxpass.parallel`):
+every estimate takes ``devices``, the number of memories a batch is split
+over (:func:`shards`: the accelerators of the mesh, or its processes on CPU,
+where the local devices share the host's memory). The batched part then counts
+the ``ceil(B / devices)`` drops (the padded share, :func:`per_device`) one
+memory holds, so the estimate is per device, as the memory it is compared with
+(:func:`available_bytes`: one accelerator's, or the host's). Measured on CPU (``ru_maxrss``, float32, K = N = 4, L = 8):
 evaluation ~5 coefficients per drop and tuning ~160 KiB per drop (2 x 83
 starts x K N L x 8 B), which the factors round up.
 """
@@ -56,6 +64,30 @@ def _total(working_bytes: float) -> int:
     return int(BASE_BYTES + SAFETY * working_bytes)
 
 
+# ------------------------------------------------------------------ sharding
+def per_device(drops: int, devices: int = 1) -> int:
+    """Drops one memory holds when ``drops`` are sharded over ``devices``: ``ceil(drops / devices)`` (padded)."""
+    if int(devices) < 1:
+        raise ValueError(f"devices must be >= 1, got {devices}")
+    return -(-int(drops) // int(devices))
+
+
+def shards(mesh) -> int:
+    """How many memories a batch sharded over ``mesh`` is split over (1 for ``mesh=None``).
+
+    Accelerators (GPU, TPU): the mesh's device count (each holds its share in its
+    own memory). CPU devices share their host's memory, so on CPU it is the
+    number of processes (hosts) the mesh spans: simulated CPU devices of one
+    process divide nothing.
+    """
+    if mesh is None:
+        return 1
+    devices = list(mesh.devices.flat)
+    if devices[0].platform == "cpu":
+        return len({d.process_index for d in devices})
+    return len(devices)
+
+
 # ------------------------------------------------------------------ formulas
 def eval_bytes(K: int, N: int, L: int, drops: int) -> float:
     """Working set of evaluating beamformers on uniform positions for ``drops`` drops [bytes]."""
@@ -77,24 +109,28 @@ def tune_bytes(K: int, N: int, L: int, drops: int, options=None) -> float:
     return per_drop * drops
 
 
-def demo_bytes(K: int, N: int, L: int, drops: int, *, tune_steps: int) -> int:
-    """``jaxpass demo``: evaluation, and tuning (default options, ``tune_steps`` steps) when ``K <= N``."""
+def demo_bytes(K: int, N: int, L: int, drops: int, *, tune_steps: int, devices: int = 1) -> int:
+    """``jaxpass demo``: evaluation, and tuning (default options, ``tune_steps`` steps) when ``K <= N``;
+    ``drops`` sharded over ``devices`` (:func:`shards`)."""
+    drops = per_device(drops, devices)
     work = eval_bytes(K, N, L, drops)
     if tune_steps > 0 and K <= N:
         work += tune_bytes(K, N, L, drops, {"steps": tune_steps})
     return _total(work)
 
 
-def tune_command_bytes(K: int, N: int, L: int, drops: int, options) -> int:
-    """``jaxpass tune``: tuning ``drops`` drops with ``options``."""
-    return _total(tune_bytes(K, N, L, drops, options))
+def tune_command_bytes(K: int, N: int, L: int, drops: int, options, *, devices: int = 1) -> int:
+    """``jaxpass tune``: tuning ``drops`` drops with ``options``, sharded over ``devices``."""
+    return _total(tune_bytes(K, N, L, per_device(drops, devices), options))
 
 
-def ee_bytes(K: int, drops: int, held_out_drops: int, grid_points: int, options) -> int:
+def ee_bytes(K: int, drops: int, held_out_drops: int, grid_points: int, options, *, devices: int = 1) -> int:
     """``jaxpass ee``: the Gauss-Seidel grid of ``grid_points`` points and its vectorised blocks.
 
-    ``options`` is the :class:`~jaxpass.optimize.energy.DesignOptions` of the run.
+    ``options`` is the :class:`~jaxpass.optimize.energy.DesignOptions` of the run;
+    the held-out drops are sharded over ``devices`` (the design's drops are not).
     """
+    held_out_drops = per_device(held_out_drops, devices) if held_out_drops else 0
     G = int(grid_points)
     phases = options.phase_samples if "random_phase" in (options.gain, options.static_gain) else 1
     batch = min(options.grid_batch, G)
@@ -103,33 +139,38 @@ def ee_bytes(K: int, drops: int, held_out_drops: int, grid_points: int, options)
     return _total(grid + blocks)
 
 
-def powermin_bytes(K: int, N: int, drops: int, *, chunk: int = 8192, samples: int = 0) -> int:
-    """``jaxpass powermin``: the exhaustive reference's ``chunk`` evaluations per drop; ``samples`` masks (MC check)."""
-    return _total(drops * K * N * COMPLEX_BYTES * 4 * (chunk + samples))
+def powermin_bytes(K: int, N: int, drops: int, *, chunk: int = 8192, samples: int = 0, devices: int = 1) -> int:
+    """``jaxpass powermin``: the exhaustive reference's ``chunk`` evaluations per drop; ``samples`` masks (MC check);
+    ``drops`` sharded over ``devices``."""
+    return _total(per_device(drops, devices) * K * N * COMPLEX_BYTES * 4 * (chunk + samples))
 
 
-def table_bytes(K: int, N: int, L: int, drops: int, tune=None) -> int:
+def table_bytes(K: int, N: int, L: int, drops: int, tune=None, *, devices: int = 1) -> int:
     """``jaxpass reproduce``: a tuning row (``tune``: its options, the largest ``L``), twice for the
-    baselines (MM-PDD, MIMO) beside it, and the evaluation, for ``drops`` drops."""
+    baselines (MM-PDD, MIMO) beside it, and the evaluation, for ``drops`` drops sharded over ``devices``."""
+    drops = per_device(drops, devices)
     return _total(2 * tune_bytes(K, N, L, drops, tune) + eval_bytes(K, N, L, drops))
 
 
-def ssca_bytes(K: int, N: int, L: int, blocks: int, slots: int, bound_tune: dict | None = None) -> int:
-    """``jaxpass ssca``: ``blocks x slots`` slot channels, and the single-timescale bound tuned per slot."""
-    work = eval_bytes(K, N, L, blocks * slots)
+def ssca_bytes(K: int, N: int, L: int, blocks: int, slots: int, bound_tune: dict | None = None, *,
+               devices: int = 1) -> int:
+    """``jaxpass ssca``: ``blocks x slots`` slot channels, and the single-timescale bound tuned per slot;
+    the blocks (and the bound's ``blocks x slots`` drops) sharded over ``devices``."""
+    work = eval_bytes(K, N, L, per_device(blocks, devices) * slots)
     if bound_tune is not None:
-        work += tune_bytes(K, N, L, blocks * slots, bound_tune)
+        work += tune_bytes(K, N, L, per_device(blocks * slots, devices), bound_tune)
     return _total(work)
 
 
 def train_bytes(K: int, N: int, L: int, batch_size: int, train_drops: int, test_drops: int,
-                *, stream: bool = False, float64: bool = False) -> int:
+                *, stream: bool = False, float64: bool = False, devices: int = 1) -> int:
     """``jaxpass train``: a training batch's activations (a generous ``64 x`` the channel per sample),
-    the stored training drops and the test drops' evaluation."""
+    the stored training drops and the test drops' evaluation; the batch and the test drops sharded over
+    ``devices`` (the training drops stay on the host)."""
     scale = 2 if float64 else 1
-    activations = 64 * K * N * L * COMPLEX_BYTES * batch_size * scale
+    activations = 64 * K * N * L * COMPLEX_BYTES * per_device(batch_size, devices) * scale
     data = 0 if stream else train_drops * K * 2 * 4 * scale
-    return _total(activations + data + eval_bytes(K, N, L, test_drops) * scale)
+    return _total(activations + data + eval_bytes(K, N, L, per_device(test_drops, devices)) * scale)
 
 
 # ------------------------------------------------------------------ available memory

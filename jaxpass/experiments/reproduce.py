@@ -5,6 +5,10 @@
   progress on stderr (:mod:`jaxpass.experiments.table1`).
 * ``jaxpass reproduce sweeps [--quick]`` -> ``sweeps.json``, ``sweeps.md``, ``sweeps.png``
   (:mod:`jaxpass.experiments.sweeps`).
+
+Both take ``--devices N`` / ``--distributed``
+(:func:`jaxpass.experiments.cli_args.add_parallel_options`): the drops run
+data-parallel over the devices (and hosts); only process 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import dataclasses
 import os
 
 from jaxpass.experiments import memory, progress
-from jaxpass.experiments.cli_args import UserError, positive_int
+from jaxpass.experiments.cli_args import UserError, add_parallel_options, mesh_from_args, positive_int
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
 QUICK_OUT = os.path.join("benchmarks", "results", "quick")
@@ -45,12 +49,14 @@ def _cmd_table1(args) -> int:
             table1.table_config(L, s.power_dbm)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
-    need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.num_pinches), d, s.tune), s.drops,
-                             flag="--drops")
+    mesh = mesh_from_args(args)
+    devices = memory.shards(mesh)
+    need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.num_pinches), d, s.tune, devices=devices),
+                             s.drops, flag="--drops")
     print(f"jaxpass reproduce table1: K = N = 4, L in {list(s.num_pinches)}, P = {s.power_dbm:g} dBm, "
           f"{s.drops} drops (seed {s.seed}){' [quick]' if args.quick else ''}" + memory.header_note(need), flush=True)
     with progress.quiet_stderr(args.quiet):
-        results = table1.run_table1(s)
+        results = table1.run_table1(s, mesh=mesh)
     print(table1.markdown(results))
     for kind, path in table1.write_outputs(results, _out_dir(args)).items():
         print(f"wrote {kind}: {path}")
@@ -62,11 +68,14 @@ def _cmd_sweeps(args) -> int:
 
     s = sweeps.quick_settings() if args.quick else sweeps.Settings()
     s = dataclasses.replace(s, seed=args.seed, **_given(args, drops=None, figures=tuple, methods=tuple))
-    need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.pinches), d, s.tune), s.drops, flag="--drops")
+    mesh = mesh_from_args(args)
+    devices = memory.shards(mesh)
+    need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.pinches), d, s.tune, devices=devices), s.drops,
+                             flag="--drops")
     print(f"jaxpass reproduce sweeps: figures {', '.join(s.figures)}, {s.drops} drops (seed {s.seed})"
           f"{' [quick]' if args.quick else ''}" + memory.header_note(need), flush=True)
     with progress.quiet_stderr(args.quiet):
-        results = sweeps.run_sweeps(s)
+        results = sweeps.run_sweeps(s, mesh=mesh)
     print(sweeps.markdown(results))
     for kind, path in sweeps.write_outputs(results, _out_dir(args)).items():
         print(f"wrote {kind}: {path}")
@@ -101,6 +110,7 @@ def add_command(subparsers) -> None:
     t.add_argument("--rows", nargs="+", choices=list(table1.ROWS), default=None, help="subset of rows (default: all)")
     t.add_argument("--out", default=None, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    add_parallel_options(t)
     t.set_defaults(func=_cmd_table1, resolve_out=_out_dir)
 
     w = sub.add_parser(
@@ -118,4 +128,5 @@ def add_command(subparsers) -> None:
                    help="which methods (default: all)")
     w.add_argument("--out", default=None, help="output folder")
     w.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    add_parallel_options(w)
     w.set_defaults(func=_cmd_sweeps, resolve_out=_out_dir)

@@ -13,7 +13,11 @@ ZF, default options), ``MM-PDD`` (JB Alg. 1 from uniform positions, float64),
 uses the same ``drops`` seeded drops (the length sweep samples them over its
 own area with the same key). Power and length enter the compiled functions as
 traced scalars, so those sweeps compile each method once; every L compiles anew.
-Progress goes to stderr, one line per point.
+Progress goes to stderr, one line per point. With ``mesh``
+(:func:`jaxpass.parallel.drops_mesh`; ``jaxpass reproduce sweeps --devices N``)
+the drops of every point run data-parallel over its devices
+(:func:`jaxpass.parallel.place`: padded, sharded; same drops and keys per drop,
+the rates equal the one-device run to rounding).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpass import beamforming as bf
+from jaxpass import parallel
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
 from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
@@ -79,7 +84,10 @@ def _log(msg: str):
 
 
 def _rates_fn(name: str, s: Settings):
-    """``(cfg, users (B, K, 2)) -> (B,)`` sum rates of one method; ``cfg`` is a traced argument."""
+    """``(cfg, users (B, K, 2), keys (B,)) -> (B,)`` sum rates of one method; ``cfg`` is a traced argument.
+
+    ``keys`` (:func:`drop_keys`) are the per-drop keys of the tuning's random starts.
+    """
 
     def one(cfg, u, key):
         if name == "tuning":
@@ -97,18 +105,23 @@ def _rates_fn(name: str, s: Settings):
             return mimo.hybrid(cfg, u, iterations=s.hybrid_iterations).sum_rate
         return mimo.digital(cfg, u, wmmse_iterations=s.wmmse_iterations).sum_rate
 
-    def run(cfg, users):
-        keys = jax.random.split(jax.random.key(s.tune_seed), users.shape[0])
+    def run(cfg, users, keys):
         return jax.vmap(lambda u, k: one(cfg, u, k))(users, keys)
 
     return run
 
 
-class _Method:
-    """One method, compiled once per static configuration (power and length are traced)."""
+def drop_keys(s: Settings, drops: int):
+    """``(drops,)`` per-drop keys: ``jax.random.split(jax.random.key(s.tune_seed), drops)``."""
+    return jax.random.split(jax.random.key(s.tune_seed), drops)
 
-    def __init__(self, name: str, s: Settings):
-        self.name, self.s = name, s
+
+class _Method:
+    """One method, compiled once per static configuration (power and length are traced); ``mesh``: the
+    drops padded and sharded over its devices (:func:`jaxpass.parallel.place`), ``None``: one device."""
+
+    def __init__(self, name: str, s: Settings, mesh=None):
+        self.name, self.s, self.mesh = name, s, mesh
         self.jitted = jax.jit(_rates_fn(name, s))
         self.compiled = None
         self.compile_s = 0.0
@@ -118,13 +131,17 @@ class _Method:
         """Rates of ``users`` under ``cfg`` (same static fields as the first call): ``(rates, seconds)``."""
         with jax.enable_x64(True) if self.float64 else contextlib.nullcontext():
             u = jnp.asarray(np.asarray(users), jnp.float64 if self.float64 else users.dtype)
+            args, pad = (cfg, u, drop_keys(self.s, u.shape[0])), 0
+            if self.mesh is not None:
+                args, _, pad = parallel.place(self.mesh, args, (None, 0, 0))
             if self.compiled is None:
                 t0 = time.perf_counter()
-                self.compiled = self.jitted.lower(cfg, u).compile()
+                self.compiled = self.jitted.lower(*args).compile()
                 self.compile_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            rates = jax.block_until_ready(self.compiled(cfg, u))
-            return np.asarray(rates, np.float64), time.perf_counter() - t0
+            rates = jax.block_until_ready(self.compiled(*args))
+            seconds = time.perf_counter() - t0
+            return np.asarray(parallel.gather(parallel.unpad(rates, pad)), np.float64), seconds
 
 
 def _points(s: Settings, figure: str):
@@ -136,8 +153,11 @@ def _points(s: Settings, figure: str):
     return [(x, base.replace(length_x=float(x))) for x in s.lengths]
 
 
-def run_sweeps(settings: Settings | None = None) -> dict:
-    """Run the chosen sweeps. Returns ``{"settings", "figures": {figure: {...}}, "wall_s"}``."""
+def run_sweeps(settings: Settings | None = None, *, mesh=None) -> dict:
+    """Run the chosen sweeps (``mesh``: each point's drops data-parallel over its devices).
+
+    Returns ``{"settings", "figures": {figure: {...}}, "wall_s"}``.
+    """
     s = settings or Settings()
     bad = [f for f in s.figures if f not in FIGURES] + [m for m in s.methods if m not in METHODS]
     if bad:
@@ -157,7 +177,7 @@ def run_sweeps(settings: Settings | None = None) -> dict:
             for m in s.methods:
                 key = (m, cfg.num_pinches)
                 if key not in methods:  # a new static configuration: compile anew
-                    methods[key] = _Method(m, s)
+                    methods[key] = _Method(m, s, mesh)
                 rates, seconds = methods[key](cfg, users)
                 entry = res["methods"][m]
                 entry["mean"].append(float(rates.mean()))

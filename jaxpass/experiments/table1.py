@@ -28,6 +28,10 @@ KDL-Transformer's 65.83 is listed as a paper-only row).
 
 Every row is one ``jaxpass.jit``-compiled, vmapped computation: compiled first
 (``lower().compile()``, timed as ``compile_s``), then called once and blocked on.
+With ``mesh`` (:func:`jaxpass.parallel.drops_mesh`; ``jaxpass reproduce table1
+--devices N``) every row's drops run data-parallel over its devices
+(:func:`jaxpass.experiments.cli_args.run_batched`: padded, sharded, unpadded;
+same drops and keys, the rates equal the one-device run to rounding).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ import numpy as np
 from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel, radiation_amplitudes
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import compile_and_run, environment, write_json, write_text, writes_result_set
+from jaxpass.experiments.cli_args import run_batched
+from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import is_feasible, sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
@@ -144,7 +149,7 @@ def table_drops(cfg: PassConfig, drops: int = 64, seed: int = 0):
 
 
 # ------------------------------------------------------------------ rows
-def uniform_row(cfg: PassConfig, users, beamformer: str, wmmse_iterations: int = 100) -> RowResult:
+def uniform_row(cfg: PassConfig, users, beamformer: str, wmmse_iterations: int = 100, *, mesh=None) -> RowResult:
     """Uniform positions + ZF or WMMSE (``beamformer`` in ``{"zf", "wmmse"}``)."""
     X = uniform_positions(cfg, users.dtype)
 
@@ -158,17 +163,19 @@ def uniform_row(cfg: PassConfig, users, beamformer: str, wmmse_iterations: int =
             return sum_rate(H, W, cfg.noise_power)
         return jax.vmap(one)(users)
 
-    rates, seconds, compile_s = compile_and_run(run, users)
+    rates, seconds, compile_s = run_batched(run, users, mesh=mesh)
     row = "uniform_zf" if beamformer == "zf" else "uniform_wmmse"
     feasible = np.full(users.shape[0], bool(is_feasible(cfg, X)))
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, feasible)
 
 
-def tuning_row(cfg: PassConfig, users, beamformer: str, key, row: str | None = None, **options) -> RowResult:
+def tuning_row(cfg: PassConfig, users, beamformer: str, key, row: str | None = None, *, mesh=None,
+               **options) -> RowResult:
     """``tune_positions`` with ``beamformer`` on all drops in one compiled call (row id default ``tune_<beamformer>``)."""
     opts = tuning.TuneOptions(beamformer=beamformer, **options)
     keys, batch = tuning.tuning_inputs(cfg, users, key, opts)
-    res, seconds, compile_s = compile_and_run(tuning.tune_batch, keys, cfg, batch, options=opts)
+    res, seconds, compile_s = run_batched(tuning.tune_batch, keys, cfg, batch, mesh=mesh, in_axes=(0, None, 0),
+                                          options=opts)
     row = row or f"tune_{beamformer}"
     extra = {"start_rate_mean": float(jnp.mean(res.start_rate)),
              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.asdict().items()}}
@@ -176,7 +183,7 @@ def tuning_row(cfg: PassConfig, users, beamformer: str, key, row: str | None = N
                      np.asarray(is_feasible(cfg, res.positions)), extra)
 
 
-def mm_pdd_row(cfg: PassConfig, users, *, float64: bool = True, **options) -> RowResult:
+def mm_pdd_row(cfg: PassConfig, users, *, float64: bool = True, mesh=None, **options) -> RowResult:
     """JB Algorithm 1 (:func:`jaxpass.optimize.mm_pdd.mm_pdd`) on every drop, vmapped.
 
     Runs under ``jax.enable_x64`` with float64 users when ``float64`` (docs/model.md §3.3:
@@ -189,7 +196,8 @@ def mm_pdd_row(cfg: PassConfig, users, *, float64: bool = True, **options) -> Ro
     ctx = jax.enable_x64(True) if float64 else contextlib.nullcontext()
     with ctx:
         u = jnp.asarray(np.asarray(users), jnp.float64 if float64 else users.dtype)
-        res, seconds, compile_s = compile_and_run(lambda uu: jax.vmap(lambda d: mm_pdd.mm_pdd(cfg, d, **options))(uu), u)
+        res, seconds, compile_s = run_batched(lambda uu: jax.vmap(lambda d: mm_pdd.mm_pdd(cfg, d, **options))(uu), u,
+                                              mesh=mesh)
         feasible = np.asarray(is_feasible(cfg, res.positions))
         extra = {"float64": bool(float64),
                  "converged_fraction": float(np.mean(np.asarray(res.converged))),
@@ -202,7 +210,7 @@ def mm_pdd_row(cfg: PassConfig, users, *, float64: bool = True, **options) -> Ro
 
 
 def mimo_row(cfg: PassConfig, users, kind: str, *, hybrid_iterations: int = 200,
-             wmmse_iterations: int = 100) -> RowResult:
+             wmmse_iterations: int = 100, mesh=None) -> RowResult:
     """Conventional MIMO baselines (:mod:`jaxpass.optimize.mimo`): ``kind`` = ``"hybrid"`` or ``"digital"``."""
     from jaxpass.optimize import mimo
 
@@ -218,7 +226,7 @@ def mimo_row(cfg: PassConfig, users, kind: str, *, hybrid_iterations: int = 200,
                                        jnp.zeros((), users.dtype)))(users)
     else:
         raise ValueError(f"kind must be 'hybrid' or 'digital', got {kind!r}")
-    (rates, um), seconds, compile_s = compile_and_run(run, users)
+    (rates, um), seconds, compile_s = run_batched(run, users, mesh=mesh)
     row = f"{kind}_mimo"
     extra = {"unit_modulus_error": float(jnp.max(um))} if kind == "hybrid" else {}
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, None, extra)
@@ -246,34 +254,34 @@ def interference_free_rate(cfg: PassConfig, users):
     return jnp.max(jnp.sum(jnp.log2(1.0 + snr), axis=-1))
 
 
-def interference_free_row(cfg: PassConfig, users) -> RowResult:
+def interference_free_row(cfg: PassConfig, users, *, mesh=None) -> RowResult:
     """:func:`interference_free_rate` on every drop (no positions returned: feasibility not applicable)."""
-    rates, seconds, compile_s = compile_and_run(jax.vmap(lambda u: interference_free_rate(cfg, u)), users)
+    rates, seconds, compile_s = run_batched(jax.vmap(lambda u: interference_free_rate(cfg, u)), users, mesh=mesh)
     row = "interference_free"
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, None)
 
 
-def run_row(row: str, cfg: PassConfig, users, settings: Settings) -> RowResult:
-    """Dispatch one row id of :data:`ROWS`."""
+def run_row(row: str, cfg: PassConfig, users, settings: Settings, *, mesh=None) -> RowResult:
+    """Dispatch one row id of :data:`ROWS` (``mesh``: the drops data-parallel over its devices)."""
     if row in ("uniform_zf", "uniform_wmmse"):
-        return uniform_row(cfg, users, row.split("_")[1], settings.wmmse_iterations)
+        return uniform_row(cfg, users, row.split("_")[1], settings.wmmse_iterations, mesh=mesh)
     if row.startswith("tune_"):
-        return tuning_row(cfg, users, row[5:], jax.random.key(settings.tune_seed), **settings.tune)
+        return tuning_row(cfg, users, row[5:], jax.random.key(settings.tune_seed), mesh=mesh, **settings.tune)
     if row == "ablation_zf":  # the same budget without the phase-aligned starts: uniform + random ones
         options = dict(settings.tune, assignments=0, random_starts=settings.tune.get("starts", 8) - 1)
-        return tuning_row(cfg, users, "zf", jax.random.key(settings.tune_seed), row=row, **options)
+        return tuning_row(cfg, users, "zf", jax.random.key(settings.tune_seed), row=row, mesh=mesh, **options)
     if row == "mm_pdd":
-        return mm_pdd_row(cfg, users, float64=settings.mm_pdd_float64, **settings.mm_pdd)
+        return mm_pdd_row(cfg, users, float64=settings.mm_pdd_float64, mesh=mesh, **settings.mm_pdd)
     if row in ("hybrid_mimo", "digital_mimo"):
         return mimo_row(cfg, users, row.split("_")[0], hybrid_iterations=settings.hybrid_iterations,
-                        wmmse_iterations=settings.wmmse_iterations)
+                        wmmse_iterations=settings.wmmse_iterations, mesh=mesh)
     if row == "interference_free":
-        return interference_free_row(cfg, users)
+        return interference_free_row(cfg, users, mesh=mesh)
     raise ValueError(f"unknown row {row!r}; choose from {list(ROWS)}")
 
 
-def run_table1(settings: Settings | None = None) -> dict:
-    """Run every row for every L; progress on stderr.
+def run_table1(settings: Settings | None = None, *, mesh=None) -> dict:
+    """Run every row for every L; progress on stderr (``mesh``: the drops data-parallel over its devices).
 
     Returns:
       ``{"settings": ..., "tables": {L: [RowResult, ...]}, "acceptance": [...], "wall_s": ...}``.
@@ -290,7 +298,7 @@ def run_table1(settings: Settings | None = None) -> dict:
         tables[int(L)] = []
         for i, row in enumerate(s.rows, start=1):
             t0 = time.perf_counter()
-            r = run_row(row, cfg, users, s)
+            r = run_row(row, cfg, users, s, mesh=mesh)
             tables[int(L)].append(r)
             _log(f"[table1] L={L} [{i}/{len(s.rows)}] {r.label}: {np.mean(r.rates):.2f} ± {np.std(r.rates):.2f} "
                  f"bps/Hz, {r.seconds_per_drop * 1e3:.3g} ms/drop, compile {r.compile_s:.1f} s "

@@ -10,6 +10,12 @@ and ``train.png`` (sum rate vs step; needs matplotlib, skipped with a note
 otherwise). Progress goes to stderr: a bar on a terminal, an occasional plain line
 otherwise (none with ``--quiet``).
 
+``--devices N`` trains on the first ``N`` local devices (the data mesh of
+:func:`jaxpass.learn.train.train`, ``devices=N``; default: all devices of all
+processes) and ``--distributed`` starts ``jax.distributed`` first
+(:func:`jaxpass.experiments.cli_args.add_parallel_options`); only process 0
+prints and writes its summary files.
+
 ``jaxpass evaluate --checkpoint DIR [--drops N --seed S]`` prints the mean ±
 std sum rate of a checkpoint on held-out drops (default: the run's own test
 drops) and the inference time per 64 drops (network, decoding and beamformer).
@@ -21,7 +27,14 @@ import os
 
 import numpy as np
 
-from jaxpass.experiments.cli_args import UserError, add_options, options_from_args, positive_int
+from jaxpass.experiments.cli_args import (
+    UserError,
+    add_options,
+    add_parallel_options,
+    mesh_from_args,
+    options_from_args,
+    positive_int,
+)
 from jaxpass.learn.train import TrainOptions
 
 #: the TrainOptions the ``train`` command exposes as flags (model_kwargs: ``--model-arg``)
@@ -79,8 +92,9 @@ def _cmd_train(args) -> int:
     from jaxpass.experiments import memory
 
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
+    shards = memory.shards(mesh_from_args(args))  # --devices/--distributed, checked before anything runs
     need = memory.check_fits(lambda b: memory.train_bytes(K, N, L, b, opts.train_drops, opts.test_drops,
-                                                          stream=opts.stream, float64=opts.float64),
+                                                          stream=opts.stream, float64=opts.float64, devices=shards),
                              opts.batch_size, flag="--batch-size")
     try:
         saved = ckpt.checkpoint_steps(os.path.join(args.out, "checkpoints")) if args.resume else []
@@ -105,7 +119,8 @@ def _cmd_train(args) -> int:
 
     progress = not quiet  # a bar on a terminal, an occasional plain line otherwise
     try:
-        res = train(cfg, opts, out_dir=args.out, resume=args.resume, progress=progress, callback=report)
+        res = train(cfg, opts, out_dir=args.out, resume=args.resume, progress=progress, callback=report,
+                    devices=args.devices)  # None: all devices of all processes (the data mesh's default)
     except ckpt.CheckpointError as err:
         raise UserError(str(err)) from None
     except (TypeError, ValueError) as err:  # model kwargs the model refuses, batch vs device count
@@ -215,6 +230,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--out", default="train_out", help="output folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress line and no per-evaluation lines")
+    add_parallel_options(p)
     p.set_defaults(func=_cmd_train)
 
     e = subparsers.add_parser(

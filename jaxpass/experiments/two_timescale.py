@@ -20,10 +20,16 @@ never seen by an optimiser). Rows (:data:`ROWS`):
   otherwise), then scored with WMMSE like the others.
 
 Every WMMSE score uses ``eval_wmmse_iterations`` updates (default 20) for
-every row, so rows differ only in where the pinches are. The short-term
-KDL-network row (TT's proposed) plugs in through ``solver=kkt_solver(duals)``
-once a trained short-term network exists (:mod:`jaxpass.optimize.ssca`); it is
-not in this table yet.
+every row, so rows differ only in where the pinches are, except:
+
+* ``tt_kdl`` (TT's proposed): SSCA with the KKT beamformer whose duals come
+  from a trained short-term network (``solver=kkt_solver(held_duals_fn(model))``:
+  the gradient flows through the KKT map, the duals held;
+  :mod:`jaxpass.learn.short_term`), scored on the same held-out slots with
+  that network as the short-term beamformer (the deployed system); its
+  WMMSE-scored rate is recorded as ``wmmse_rate``. It needs a network per K
+  (``Settings.short_term_nets`` or ``run_two_timescale(short_term=...)``);
+  without one it is skipped with a note (the quick run trains none).
 
 Also measured: SSCA convergence (the first iteration whose relative change of
 the averaged surrogate value is below ``1e-3``, and the time per block to get
@@ -49,6 +55,7 @@ import jax
 import numpy as np
 
 from jaxpass import beamforming as bf
+from jaxpass import parallel
 from jaxpass._checks import drop_keys
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
@@ -63,6 +70,7 @@ from jaxpass.slots import draw_slots, sample_homes
 #: row id -> label, in table order
 ROWS = {
     "tt_wmmse": "two-timescale (SSCA, WMMSE short-term)",
+    "tt_kdl": "two-timescale (SSCA, KDL short-term)",
     "tt_start": "SSCA start, no SSCA (WMMSE short-term)",
     "ssca_thp": "SSCA-THP (SSCA, RZF short-term)",
     "digital_mimo": "digital MIMO (N-antenna ULA) + WMMSE",
@@ -93,6 +101,7 @@ class Settings:
     sigma_study_users: int = 4
     sigma_study_power_dbm: float = 20.0
     step_time_slots: int = 100
+    short_term_nets: tuple = ()  # ((K, path), ...): saved short-term networks (jaxpass.learn.short_term) for tt_kdl
 
 
 def quick_settings() -> Settings:
@@ -166,17 +175,25 @@ def converged_iteration(avg_rate) -> np.ndarray:
     return np.where(ok.any(-1), ok.argmax(-1) + 1, -1)
 
 
-def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None) -> dict:
-    """Every row at one scenario (one K, one P, one ``sigma_u`` in ``settings.ssca``) -> ``{row: summary}``."""
+def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None, mesh=None,
+              short_term=None) -> dict:
+    """Every row at one scenario (one K, one P, one ``sigma_u`` in ``settings.ssca``) -> ``{row: summary}``.
+
+    ``short_term``: a trained short-term network for ``cfg``'s K (a
+    :class:`jaxpass.learn.ShortTermNet`); the ``tt_kdl`` row runs only with one.
+
+    ``mesh`` (:func:`jaxpass.parallel.drops_mesh`): the blocks (and the bound's slots) run data-parallel
+    over its devices, same results as one device (``None``: one device).
+    """
     rows = tuple(settings.rows if rows is None else rows)
     opts = settings.ssca
     eval_opts = opts.replace(short_term="wmmse", wmmse_iterations=settings.eval_wmmse_iterations)
-    ev = dict(key=jax.random.key(settings.held_out_seed), num_slots=settings.held_out_slots)
+    ev = dict(key=jax.random.key(settings.held_out_seed), num_slots=settings.held_out_slots, mesh=mesh)
     key = jax.random.key(settings.seed + 1) if key is None else key
     it = settings.eval_wmmse_iterations
     out = {}
     if "tt_wmmse" in rows or "tt_start" in rows:
-        res, sec = _timed(ssca.ssca, cfg, homes, opts.replace(short_term="wmmse"), key=key)
+        res, sec = _timed(ssca.ssca, cfg, homes, opts.replace(short_term="wmmse"), key=key, mesh=mesh)
         conv = converged_iteration(res.avg_rate)
         feasible = bool(np.asarray(is_feasible(cfg, res.positions)).all())
         rate, sec_eval = _timed(ssca.held_out_rate, cfg, res.positions, homes, eval_opts, **ev)
@@ -188,16 +205,19 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
             out["tt_start"] = _summary(start, 0.0)
         if "tt_wmmse" not in rows:
             del out["tt_wmmse"]
+    if "tt_kdl" in rows and short_term is not None:
+        out["tt_kdl"] = _kdl_row(cfg, homes, settings, short_term, key, ev, eval_opts)
     if "ssca_thp" in rows:
         thp_opts = opts.replace(short_term="rzf")
-        res, sec = _timed(ssca.ssca, cfg, homes, thp_opts, key=key)
+        res, sec = _timed(ssca.ssca, cfg, homes, thp_opts, key=key, mesh=mesh)
         rate, _ = _timed(ssca.held_out_rate, cfg, res.positions, homes, thp_opts, **ev)
         out["ssca_thp"] = _summary(rate, sec, feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()))
     slots = None
     if {"digital_mimo", "single_timescale"} & set(rows):
         slots = held_out_slots(cfg, homes, settings, opts)
     if "digital_mimo" in rows:
-        rates, sec = _timed(_digital_rates, cfg, slots, iterations=it)
+        rates, sec = _timed(parallel.batch_call, _digital_rates, cfg, slots, mesh=mesh, in_axes=(None, 0),
+                            iterations=it)
         out["digital_mimo"] = _summary(np.asarray(rates).mean(-1), sec)
     if "uniform_wmmse" in rows:
         rate, sec = _timed(ssca.held_out_rate, cfg, uniform_positions(cfg, homes.dtype), homes, eval_opts, **ev)
@@ -206,13 +226,53 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
         B, S = slots.shape[:2]
         beam = "zf" if cfg.num_users <= cfg.num_waveguides else "wmmse"
         flat = slots.reshape((B * S,) + slots.shape[2:])
-        tuned, sec = _timed(tune_positions, cfg, flat, key=jax.random.fold_in(key, 7), beamformer=beam,
+        tuned, sec = _timed(tune_positions, cfg, flat, key=jax.random.fold_in(key, 7), beamformer=beam, mesh=mesh,
                             **settings.bound_tune)
         X = tuned.positions.reshape((B, S) + tuned.positions.shape[1:])
-        rates = _per_slot_wmmse_rates(cfg, X, slots, iterations=it)
+        rates = parallel.batch_call(_per_slot_wmmse_rates, cfg, X, slots, mesh=mesh, in_axes=(None, 0, 0),
+                                    iterations=it)
         out["single_timescale"] = _summary(np.asarray(rates).mean(-1), sec, beamformer=beam,
                                            feasible=bool(np.asarray(is_feasible(cfg, tuned.positions)).all()))
     return out
+
+
+def _kdl_row(cfg, homes, settings: Settings, model, key, ev: dict, eval_opts) -> dict:
+    """``tt_kdl``: SSCA through the network's KKT beamformer, scored with it (the deployed system) and with WMMSE.
+
+    The SSCA gradient flows through the KKT map with the network's duals held
+    (:func:`jaxpass.learn.short_term.held_duals_fn`, the reading measured there).
+    """
+    from jaxpass.learn.short_term import held_duals_fn
+
+    model.eval()
+    solver = ssca.kkt_solver(held_duals_fn(model))
+    opts = settings.ssca.replace(short_term="kkt")
+    res, sec = _timed(ssca.ssca, cfg, homes, opts, key=key, solver=solver, mesh=ev.get("mesh"))
+    rate, sec_eval = _timed(ssca.held_out_rate, cfg, res.positions, homes, opts, solver=solver, **ev)
+    wmmse_rate = ssca.held_out_rate(cfg, res.positions, homes, eval_opts, **ev)
+    return _summary(rate, sec, eval_seconds=sec_eval, wmmse_rate=_summary(wmmse_rate, 0.0)["mean"],
+                    wmmse_rate_per_block=[float(v) for v in np.asarray(wmmse_rate)],
+                    feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()))
+
+
+def short_term_models(settings: Settings, models: dict | None = None) -> tuple[dict, list]:
+    """``({K: network}, notes)``: the networks of ``models`` or loaded from ``settings.short_term_nets``.
+
+    Without a network for some K of ``settings.users`` the ``tt_kdl`` row is
+    skipped there, with a note (e.g. the quick run, which trains none).
+    """
+    nets, notes = dict(models or {}), []
+    if "tt_kdl" not in settings.rows:
+        return nets, notes
+    for K, path in settings.short_term_nets:
+        if K in settings.users and K not in nets:
+            from jaxpass.learn.short_term import load_short_term
+
+            nets[K] = load_short_term(path, scenario(K))[0]
+    for K in settings.users:
+        if K not in nets:
+            notes.append(f"tt_kdl skipped at K = {K}: no trained short-term network (Settings.short_term_nets)")
+    return nets, notes
 
 
 def step_time(cfg: PassConfig, homes, settings: Settings) -> dict:
@@ -232,13 +292,22 @@ def step_time(cfg: PassConfig, homes, settings: Settings) -> dict:
     return {"slots": settings.step_time_slots, "median_s": float(np.median(times)), "compile_s": compile_s}
 
 
-def run_two_timescale(settings: Settings | None = None) -> dict:
-    """The whole experiment; progress on stderr. Returns the JSON-ready results (:func:`payload`)."""
+def run_two_timescale(settings: Settings | None = None, *, mesh=None, short_term: dict | None = None) -> dict:
+    """The whole experiment; progress on stderr. Returns the JSON-ready results (:func:`payload`).
+
+    ``short_term``: optional ``{K: trained ShortTermNet}`` for the ``tt_kdl`` row
+    (besides ``settings.short_term_nets``; :func:`short_term_models`).
+
+    ``mesh`` (:func:`jaxpass.parallel.drops_mesh`): the blocks run data-parallel over its devices.
+    """
     s = settings or Settings()
     unknown = [r for r in s.rows if r not in ROWS]
     if unknown:
         raise ValueError(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
     t_start = time.perf_counter()
+    nets, notes = short_term_models(s, short_term)
+    for note in notes:
+        _log(f"[two-timescale] {note}")
     sweep = {}
     for K in s.users:
         cfg = scenario(K)
@@ -246,7 +315,7 @@ def run_two_timescale(settings: Settings | None = None) -> dict:
         sweep[K] = {}
         for P in s.powers_dbm:
             t0 = time.perf_counter()
-            sweep[K][P] = run_point(cfg.replace(power_dbm=P), homes, s)
+            sweep[K][P] = run_point(cfg.replace(power_dbm=P), homes, s, mesh=mesh, short_term=nets.get(K))
             _log(f"[two-timescale] K={K} P={P:g} dBm: " + ", ".join(
                 f"{r} {v['mean']:.2f}" for r, v in sweep[K][P].items()) + f" ({time.perf_counter() - t0:.1f} s)")
     cfg = scenario(s.sigma_study_users, s.sigma_study_power_dbm)
@@ -256,18 +325,20 @@ def run_two_timescale(settings: Settings | None = None) -> dict:
     for sig in s.sigma_study if len(sigma_rows) == len(SIGMA_ROWS) else ():
         t0 = time.perf_counter()
         study = dataclasses.replace(s, ssca=s.ssca.replace(sigma_u=sig))
-        sigma[sig] = run_point(cfg, homes, study, rows=SIGMA_ROWS)
+        sigma[sig] = run_point(cfg, homes, study, rows=SIGMA_ROWS, mesh=mesh)
         _log(f"[two-timescale] sigma_u={sig:g} m: " + ", ".join(f"{r} {v['mean']:.2f}" for r, v in sigma[sig].items())
              + f" ({time.perf_counter() - t0:.1f} s)")
     timing = step_time(cfg, homes, s) if "tt_wmmse" in s.rows else None
     return {"settings": s, "sweep": sweep, "sigma": sigma, "step_time": timing,
-            "checks": checks(sweep), "wall_s": time.perf_counter() - t_start}
+            "checks": checks(sweep), "notes": notes, "wall_s": time.perf_counter() - t_start}
 
 
 def checks(sweep: dict) -> list:
     """The issue's orderings, per K and P (informational ``holds`` flags; never raised)."""
     pairs = [("tt_wmmse", "ssca_thp", ">="), ("tt_wmmse", "digital_mimo", ">="), ("ssca_thp", "digital_mimo", ">="),
-             ("tt_wmmse", "uniform_wmmse", ">="), ("tt_wmmse", "single_timescale", "<=")]
+             ("tt_wmmse", "uniform_wmmse", ">="), ("tt_wmmse", "single_timescale", "<="),
+             ("tt_kdl", "ssca_thp", ">="), ("tt_kdl", "digital_mimo", ">="), ("tt_kdl", "uniform_wmmse", ">="),
+             ("tt_kdl", "single_timescale", "<=")]
     out = []
     for K, by_p in sweep.items():
         for P, rows in by_p.items():
@@ -292,7 +363,8 @@ def payload(results: dict) -> dict:
     return {"experiment": "two_timescale", "schema_version": 1, "settings": settings,
             "sweep": {f"K={K}": {f"P={P:g}": rows for P, rows in by_p.items()} for K, by_p in results["sweep"].items()},
             "sigma_study": {f"sigma_u={k:g}": v for k, v in results["sigma"].items()},
-            "step_time": results["step_time"], "checks": results["checks"], "wall_s": results["wall_s"],
+            "step_time": results["step_time"], "checks": results["checks"], "notes": results.get("notes", []),
+            "wall_s": results["wall_s"],
             "env": environment()}
 
 
@@ -330,6 +402,7 @@ def markdown(results: dict) -> str:
     if st:
         lines += [f"One SSCA iteration at N_s = {st['slots']} slots (WMMSE short-term, one block): "
                   f"{st['median_s'] * 1e3:.1f} ms (compile {st['compile_s']:.1f} s).", ""]
+    lines += [f"Note: {n}" for n in results.get("notes", [])]
     fails = [c for c in results["checks"] if not c["holds"]]
     lines.append(f"Checks: {len(results['checks']) - len(fails)} of {len(results['checks'])} hold"
                  + ("" if not fails else "; not holding: " + "; ".join(
@@ -382,16 +455,18 @@ def write_outputs(results: dict, out_dir) -> dict:
 CLI_OPTIONS = ("iterations", "slots_per_iteration", "tau", "wmmse_iterations", "init", "mode", "sigma_u")
 
 
-def _memory_bytes(s: Settings, blocks: int) -> int:
-    """Peak-memory estimate (:func:`jaxpass.experiments.memory.ssca_bytes`) of a run with ``blocks`` blocks."""
+def _memory_bytes(s: Settings, blocks: int, devices: int = 1) -> int:
+    """Peak-memory estimate (:func:`jaxpass.experiments.memory.ssca_bytes`) of a run with ``blocks`` blocks
+    sharded over ``devices`` (:func:`jaxpass.experiments.memory.shards`)."""
     cfg = scenario(max(s.users))
     slots = max(s.held_out_slots, s.ssca.slots_per_iteration, s.step_time_slots)
     bound = dict(s.bound_tune) if "single_timescale" in s.rows else None
-    return memory.ssca_bytes(cfg.num_users, cfg.num_waveguides, cfg.num_pinches, blocks, slots, bound)
+    return memory.ssca_bytes(cfg.num_users, cfg.num_waveguides, cfg.num_pinches, blocks, slots, bound,
+                             devices=devices)
 
 
 def _cmd_ssca(args) -> int:
-    from jaxpass.experiments.cli_args import UserError
+    from jaxpass.experiments.cli_args import UserError, mesh_from_args
 
     base = quick_settings() if args.quick else Settings()
     given = {name: getattr(args, name) for name in CLI_OPTIONS if getattr(args, name) is not None}
@@ -409,10 +484,12 @@ def _cmd_ssca(args) -> int:
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
     progress.set_quiet(args.quiet)
-    need = memory.check_fits(lambda b: _memory_bytes(s, b), s.blocks, flag="--blocks")
+    mesh = mesh_from_args(args)
+    devices = memory.shards(mesh)
+    need = memory.check_fits(lambda b: _memory_bytes(s, b, devices), s.blocks, flag="--blocks")
     print(f"jaxpass ssca: K in {list(s.users)}, P in {list(s.powers_dbm)} dBm, {s.blocks} blocks (seed {s.seed}), "
           f"rows {list(s.rows)}{' [quick]' if args.quick else ''}" + memory.header_note(need), flush=True)
-    results = run_two_timescale(s)
+    results = run_two_timescale(s, mesh=mesh)
     print(markdown(results))
     for kind, path in write_outputs(results, args.out).items():
         print(f"wrote {kind}: {path}")
@@ -421,7 +498,7 @@ def _cmd_ssca(args) -> int:
 
 def add_command(subparsers) -> None:
     """``jaxpass ssca``: the two-timescale experiments (rate vs P per K, sigma_u study, timing)."""
-    from jaxpass.experiments.cli_args import add_options, positive_float, positive_int
+    from jaxpass.experiments.cli_args import add_options, add_parallel_options, positive_float, positive_int
 
     p = subparsers.add_parser(
         "ssca",
@@ -448,4 +525,5 @@ def add_command(subparsers) -> None:
                                               f"--quick: {getattr(quick, action.dest)})")
     p.add_argument("--out", default="ssca_out", help="output folder (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    add_parallel_options(p)
     p.set_defaults(func=_cmd_ssca)

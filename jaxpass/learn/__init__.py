@@ -9,7 +9,7 @@
     loss, aux = sum_rate_loss(model, cfg, users)
 """
 
-from jaxpass.learn import decode, models
+from jaxpass.learn import decode, models, short_term
 from jaxpass.learn.decode import predict, sum_rate_loss
 from jaxpass.learn.models import (
     ARCHITECTURES,
@@ -22,19 +22,36 @@ from jaxpass.learn.models import (
     count_parameters,
     duals_fn,
 )
+from jaxpass.learn.short_term import (
+    GramShortTermNet,
+    ShortTermOptions,
+    fit_short_term,
+    held_duals_fn,
+    load_short_term,
+    save_short_term,
+    short_term_score,
+)
 
 __all__ = [
     "ARCHITECTURES",
     "BlackBoxResNet",
     "BlackBoxTransformer",
+    "GramShortTermNet",
     "KDLResNet",
     "KDLTransformer",
     "KDLTransformerOCA",
     "ShortTermNet",
+    "ShortTermOptions",
     "count_parameters",
     "decode",
     "duals_fn",
+    "fit_short_term",
+    "held_duals_fn",
+    "load_short_term",
     "models",
     "predict",
+    "save_short_term",
+    "short_term",
+    "short_term_score",
     "sum_rate_loss",
 ]

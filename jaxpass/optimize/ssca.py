@@ -125,6 +125,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from jaxpass import beamforming as bf
+from jaxpass import parallel
 from jaxpass._checks import (
     check_choice,
     check_finite,
@@ -562,7 +563,7 @@ def _block_positions(cfg: PassConfig, X, B: int, dtype, name: str):
     return jnp.broadcast_to(jnp.asarray(X).astype(dtype), (B, N, L))
 
 
-def ssca(cfg: PassConfig, homes, options: SscaOptions | None = None, *, key, X0=None, solver=None,
+def ssca(cfg: PassConfig, homes, options: SscaOptions | None = None, *, key, X0=None, solver=None, mesh=None,
          **changes) -> SscaResult:
     """Two-timescale long-term positions by SSCA (TT Algorithms 1-2; the batching driver).
 
@@ -580,6 +581,9 @@ def ssca(cfg: PassConfig, homes, options: SscaOptions | None = None, *, key, X0=
         projected onto the feasible set. Default: ``options.init``.
       solver: optional short-term solver ``(cfg, H) -> (W, aux)`` (e.g.
         :func:`kkt_solver`), overriding ``options.short_term``.
+      mesh: ``None`` (default device) or a mesh from :func:`jaxpass.parallel.drops_mesh`: the
+        blocks run data-parallel over its devices and hosts (padded to a multiple of the device
+        count; same blocks and keys, same results).
       **changes: option fields to override, e.g. ``iterations=50, short_term="rzf"``.
 
     Returns:
@@ -592,12 +596,13 @@ def ssca(cfg: PassConfig, homes, options: SscaOptions | None = None, *, key, X0=
     keys = drop_keys(key, (B,))
     if X0 is not None:
         X0 = _block_positions(cfg, X0, B, batch.dtype, "X0")
-    out = ssca_batch(keys, cfg, batch, X0, options, as_solver(solver))
+    out = parallel.batch_call(ssca_batch, keys, cfg, batch, X0, mesh=mesh, in_axes=(0, None, 0, 0),
+                              options=options, solver=as_solver(solver))
     return jax.tree.map(lambda a: a[0], out) if jnp.ndim(homes) == 2 else out
 
 
 def held_out_rate(cfg: PassConfig, X, homes, options: SscaOptions | None = None, *, key, num_slots: int = 1000,
-                  solver=None, **changes):
+                  solver=None, mesh=None, **changes):
     """Mean sum rate of positions ``X`` on ``num_slots`` held-out slots per block (driver of :func:`evaluate`).
 
     Args:
@@ -606,6 +611,7 @@ def held_out_rate(cfg: PassConfig, X, homes, options: SscaOptions | None = None,
       options: :class:`SscaOptions` (the short-term solver and the slot statistics).
       key: ``jax.random`` key (split per block); use one the optimisation did not.
       num_slots: slots per block. solver: optional short-term solver.
+      mesh: ``None`` or a mesh from :func:`jaxpass.parallel.drops_mesh` (blocks data-parallel, same results).
 
     Returns:
       ``()`` or ``(B,)`` mean sum rate [bps/Hz].
@@ -616,7 +622,8 @@ def held_out_rate(cfg: PassConfig, X, homes, options: SscaOptions | None = None,
     batch = _block_homes(cfg, homes, "held_out_rate")
     B = batch.shape[0]
     Xb = _block_positions(cfg, X, B, batch.dtype, "X")
-    out = evaluate_batch(drop_keys(key, (B,)), cfg, Xb, batch, options, as_solver(solver), num_slots=num_slots)
+    out = parallel.batch_call(evaluate_batch, drop_keys(key, (B,)), cfg, Xb, batch, mesh=mesh, in_axes=(0, None, 0, 0),
+                              options=options, solver=as_solver(solver), num_slots=num_slots)
     return out[0] if jnp.ndim(homes) == 2 else out
 
 
