@@ -26,7 +26,7 @@ computation) can delay the exit until it returns; on CPU it came within
 ``KeyboardInterrupt``), only in the main thread, and restores the previous
 ones when it returns.
 
-Devices and processes (``demo``, ``tune``, ``powermin``, ``ee``:
+Devices and processes (``demo``, ``tune``, ``powermin``, ``ee``, ``reproduce``, ``ssca``, ``train``:
 :func:`jaxpass.experiments.cli_args.add_parallel_options`): ``--devices N``
 runs the drops data-parallel on the first ``N`` local devices (``1``: one
 device, unsharded); without it, on all devices of all processes when there
@@ -78,7 +78,8 @@ def _cmd_demo(args) -> int:
 
     progress.set_quiet(args.quiet)
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
-    need = memory.check_fits(lambda d: memory.demo_bytes(K, N, L, d, tune_steps=args.tune_steps), args.drops,
+    need = memory.check_fits(lambda d: memory.demo_bytes(K, N, L, d, tune_steps=args.tune_steps,
+                                                     devices=memory.shards(mesh_from_args(args))), args.drops,
                              flag="--drops")
     print(f"jaxpass demo: preset {args.preset} (K={cfg.num_users}, N={cfg.num_waveguides}, "
           f"L={cfg.num_pinches}, P={float(cfg.power_dbm):g} dBm), {args.drops} drops, seed {args.seed}, "

@@ -106,6 +106,8 @@ def test_parallel_flags_in_help_of_reproduce_ssca_train(capsys):
 @pytest.mark.parametrize("command, flag", [(["reproduce", "table1", "--drops"], "--drops"),
                                            (["reproduce", "sweeps", "--drops"], "--drops"),
                                            (["ssca", "--quick", "--blocks"], "--blocks"),
+                                           (["demo", "--drops"], "--drops"), (["tune", "--drops"], "--drops"),
+                                           (["powermin", "--drops"], "--drops"),
                                            (["train", "--stream", "--train-drops", "100000000", "--batch-size"], "--batch-size")])
 def test_memory_check_counts_the_share_of_one_device(tmp_path, capsys, monkeypatch, command, flag):
     """The refusal's suggested size grows with the memories the batch is sharded over (memory.shards)."""

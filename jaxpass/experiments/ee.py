@@ -547,14 +547,15 @@ def _check_memory(cfg: PassConfig, args, options: E.DesignOptions) -> int:
         return options.grid_points or E.default_grid_points(longest, spacing)
 
     K = cfg.num_users
+    devices = memory.shards(mesh_from_args(args))
     if options.grid_points is not None:
-        memory.check_fits(lambda g: memory.ee_bytes(K, args.drops, held, g, options), options.grid_points,
+        memory.check_fits(lambda g: memory.ee_bytes(K, args.drops, held, g, options, devices=devices), options.grid_points,
                           flag="--grid-points", hint="")
     elif options.grid_spacing is not None:
-        memory.check_fits(lambda sp: memory.ee_bytes(K, args.drops, held, points(sp), options),
+        memory.check_fits(lambda sp: memory.ee_bytes(K, args.drops, held, points(sp), options, devices=devices),
                           options.grid_spacing, flag="--grid-spacing", decreasing=True, integer=False, hint="")
     G = points(options.grid_spacing)
-    return memory.check_fits(lambda d: memory.ee_bytes(K, d, held, G, options), args.drops, flag="--drops")
+    return memory.check_fits(lambda d: memory.ee_bytes(K, d, held, G, options, devices=devices), args.drops, flag="--drops")
 
 
 def _dbm(text: str) -> float:

@@ -593,7 +593,8 @@ def _cmd_powermin(args) -> int:
     K = max(cfg.num_users, settings.layout_users, *settings.k_values)
     N = min(max(cfg.num_waveguides, *settings.n_values), settings.exhaustive_max_n)  # the exhaustive grid's N
     samples = args.samples if args.check_mc else 0
-    need = memory.check_fits(lambda d: memory.powermin_bytes(K, N, d, chunk=settings.exhaustive.chunk, samples=samples),
+    need = memory.check_fits(lambda d: memory.powermin_bytes(K, N, d, chunk=settings.exhaustive.chunk, samples=samples,
+                                                           devices=memory.shards(mesh_from_args(args))),
                              settings.drops, flag="--drops")
     print(f"jaxpass powermin: PB preset K={cfg.num_users}, N={cfg.num_waveguides}, D={float(cfg.length_x):g} m, "
           f"beta_b={float(cfg.blockage_rate):g}/m, Gamma={settings.snr_db:g} dB, {settings.drops} drops, "

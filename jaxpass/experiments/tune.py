@@ -160,9 +160,12 @@ def _cmd_tune(args) -> int:
     progress.set_quiet(args.quiet)
     mem_opts = options_from_args(args, TuneOptions, CLI_OPTIONS)
 
+    devices = memory.shards(mesh_from_args(args))
+
     def fits(c, drops, flag):  # the memory estimate, before anything compiles (refuses what cannot fit)
         L = c.num_users, c.num_waveguides, c.num_pinches
-        return memory.check_fits(lambda d: memory.tune_command_bytes(*L, d, mem_opts), drops, flag=flag)
+        return memory.check_fits(lambda d: memory.tune_command_bytes(*L, d, mem_opts, devices=devices), drops,
+                                 flag=flag)
 
     if args.users is not None:
         users, cfg = _file_drops(args)
