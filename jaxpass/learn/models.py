@@ -364,13 +364,17 @@ class ShortTermNet(nnx.Module):
         self.layers = nnx.List([_Layer(cross=False, **layer) for _ in range(num_layers)])
         self.head = nnx.Linear(d_model, 2, **kw)
 
-    def __call__(self, H, snr):
-        """``H (B, K, N)`` complex, ``snr (B,)`` -> raw logits ``(B, K, 2)`` (``[..., 0]`` lam, ``[..., 1]`` share)."""
+    def _inputs(self, H, snr):
+        """Checked ``H (B, K, N)``, ``snr (B,)`` and the parameters' dtype (shared by the subclasses)."""
         H = jnp.asarray(H)
         check_shape("H", H, (None, self.num_users, self.num_waveguides))
         snr = jnp.asarray(snr)
         check_shape("snr", snr, (H.shape[0],))
-        dt = self.embed.kernel[...].dtype
+        return H, snr, self.embed.kernel[...].dtype
+
+    def __call__(self, H, snr):
+        """``H (B, K, N)`` complex, ``snr (B,)`` -> raw logits ``(B, K, 2)`` (``[..., 0]`` lam, ``[..., 1]`` share)."""
+        H, snr, dt = self._inputs(H, snr)
         re, im = jnp.real(H).astype(dt), jnp.imag(H).astype(dt)
         nrm = jnp.sqrt(jnp.sum(re**2 + im**2, axis=(-2, -1), keepdims=True))
         nrm = jnp.where(nrm > 0, nrm, 1.0)

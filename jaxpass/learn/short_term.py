@@ -195,11 +195,7 @@ class GramShortTermNet(ShortTermNet):
 
     def __call__(self, H, snr):
         """``H (B, K, N)`` complex, ``snr (B,)`` -> logits ``(B, K, 2)`` (``[..., 0]`` lam, ``[..., 1]`` share)."""
-        H = jnp.asarray(H)
-        check_shape("H", H, (None, self.num_users, self.num_waveguides))
-        snr = jnp.asarray(snr)
-        check_shape("snr", snr, (H.shape[0],))
-        dt = self.embed.kernel[...].dtype
+        H, snr, dt = self._inputs(H, snr)
         node, edge = gram_features(H, snr)
         h = self.embed(node.astype(dt))
         for layer in self.layers:
