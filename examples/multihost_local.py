@@ -8,8 +8,9 @@ program: ``jaxpass.parallel.initialize()`` reads ``JAX_COORDINATOR_ADDRESS``,
 ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, draws the same drops from the same
 seed, and ``tune_positions(..., mesh=drops_mesh())`` tunes them data-parallel
 over all 4 devices (each process computes the drops of its own devices; the
-result is gathered to every process). Process 0 then runs the same call on one
-local device and checks that the results are identical.
+result is gathered to every process). It then scores a ``jaxpass reproduce
+table1`` row (uniform + ZF on the table's drops) over the same mesh. Process 0
+runs both on one local device too and checks that the results are identical.
 
 Run: python examples/multihost_local.py [--processes 2] [--devices-per-process 2] [--drops 6]
 On a real cluster drop the launcher part: start the worker code (``worker()``)
@@ -37,6 +38,7 @@ def worker(args) -> None:
 
     import jaxpass as jp
     from jaxpass import parallel
+    from jaxpass.experiments import table1
 
     parallel.initialize()  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID
     mesh = parallel.drops_mesh()  # all devices of all processes
@@ -46,19 +48,27 @@ def worker(args) -> None:
     t0 = time.perf_counter()
     res = jp.optimize.tune_positions(cfg, users, key=jax.random.key(1), mesh=mesh, **opts)
     seconds = time.perf_counter() - t0
+    ts = table1.Settings(num_pinches=(4,), drops=args.drops, wmmse_iterations=2)  # a table1 row, sharded
+    t_cfg = table1.table_config(4)
+    t_users = table1.table_drops(t_cfg, args.drops)
+    row = table1.run_row("uniform_zf", t_cfg, t_users, ts, mesh=mesh)
     rank = jax.process_index()
     out = {"process": rank, "process_count": jax.process_count(), "global_devices": jax.device_count(),
            "local_devices": jax.local_device_count(), "drops": args.drops, "seconds": seconds,
-           "sum_rate": np.asarray(res.sum_rate).tolist(), "positions": np.asarray(res.positions).tolist()}
+           "sum_rate": np.asarray(res.sum_rate).tolist(), "positions": np.asarray(res.positions).tolist(),
+           "table1_uniform_zf": np.asarray(row.rates).tolist()}
     if rank == 0:  # the same call on one local device: the single-process result
         ref = jp.optimize.tune_positions(cfg, users, key=jax.random.key(1), **opts)
         diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                  for a, b in zip(jax.tree.leaves(res), jax.tree.leaves(ref), strict=True)]
+        one = table1.run_row("uniform_zf", t_cfg, t_users, ts)
+        diffs.append(float(np.max(np.abs(np.asarray(row.rates) - np.asarray(one.rates)))))
         out["max_abs_diff_vs_one_device"] = max(diffs)
         out["identical_to_one_device"] = all(d == 0.0 for d in diffs)
     print(f"process {rank}/{jax.process_count()}: {jax.device_count()} global devices "
           f"({jax.local_device_count()} local), {args.drops} drops tuned in {seconds:.1f} s (with compilation), "
-          f"mean sum rate {float(np.mean(out['sum_rate'])):.3f} bps/Hz"
+          f"mean sum rate {float(np.mean(out['sum_rate'])):.3f} bps/Hz, table1 uniform + ZF row "
+          f"{float(np.mean(out['table1_uniform_zf'])):.3f} bps/Hz"
           + (f"; identical to one device: {out['identical_to_one_device']}" if rank == 0 else ""), flush=True)
     if args.json:
         with open(args.json.format(process=rank), "w") as fh:

@@ -253,7 +253,7 @@ def test_power_min_and_energy_on_8_devices_match_one():
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
-    """2 processes x 2 CPU devices (jax.distributed, gloo): tune_positions on 6 drops = one device."""
+    """2 processes x 2 CPU devices (jax.distributed, gloo): tune_positions and a table1 row on 6 drops = one device."""
     script = ROOT / "examples" / "multihost_local.py"
     out = tmp_path / "process-{process}.json"
     proc = subprocess.run([sys.executable, str(script), "--json", str(out), "--timeout", "240"],
@@ -265,6 +265,8 @@ def test_two_processes_match_one(tmp_path):
     for i, r in enumerate(results):
         assert (r["process"], r["process_count"], r["global_devices"], r["local_devices"], r["drops"]) == (i, 2, 4, 2, 6)
         assert len(r["sum_rate"]) == 6 and np.all(np.isfinite(r["sum_rate"]))
+        assert len(r["table1_uniform_zf"]) == 6 and np.all(np.isfinite(r["table1_uniform_zf"]))
+    assert results[0]["table1_uniform_zf"] == results[1]["table1_uniform_zf"]
     assert results[0]["sum_rate"] == results[1]["sum_rate"] and results[0]["positions"] == results[1]["positions"]
     assert results[0]["max_abs_diff_vs_one_device"] <= 1e-6 * max(abs(v) for v in results[0]["sum_rate"]), results[0]
     assert "identical to one device" in proc.stdout
