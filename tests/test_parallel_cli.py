@@ -19,17 +19,22 @@ from jaxpass.cli import main
 TINY_TUNE = ["tune", "--drops", "5", "--steps", "3", "--starts", "1"]
 
 
+def _assert_devices_refused(argv, name, devices, out, capsys):
+    """``jaxpass <argv>`` with a bad ``--devices``: one line naming the local device count, exit 2, no ``out``."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    local, platform = jax.local_device_count(), jax.local_devices()[0].platform
+    assert captured.err == (f"jaxpass {name}: error: --devices must be between 1 and {local} "
+                            f"(the number of local {platform} devices), got {devices}\n")
+    assert captured.out == ""
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command", [["demo"], ["tune"], ["powermin", "--quick"], ["ee"]])
 @pytest.mark.parametrize("devices", ["0", "999"])
 def test_bad_device_count_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, command, devices):
     out = tmp_path / "out"
-    assert main([*command, "--devices", devices, "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    local, platform = jax.local_device_count(), jax.local_devices()[0].platform
-    assert captured.err == (f"jaxpass {command[0]}: error: --devices must be between 1 and {local} "
-                            f"(the number of local {platform} devices), got {devices}\n")
-    assert captured.out == ""
-    assert not out.exists()
+    _assert_devices_refused([*command, "--devices", devices, "--out", str(out)], command[0], devices, out, capsys)
 
 
 def test_parallel_flags_in_help(capsys):
@@ -85,14 +90,9 @@ NEW_COMMANDS = [["reproduce", "table1"], ["reproduce", "sweeps"], ["ssca"], ["tr
 def test_bad_device_count_on_reproduce_ssca_train(tmp_path, capsys, command, devices):
     """Checked with --out, before any computation: one line, exit 2, nothing written (no compilation)."""
     out = tmp_path / "out"
-    assert main([*command, "--quick", "--devices", devices, "--out", str(out)] if command[0] != "train"
-                else [*command, "--devices", devices, "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    local, platform = jax.local_device_count(), jax.local_devices()[0].platform
-    assert captured.err == (f"jaxpass {command[0]}: error: --devices must be between 1 and {local} "
-                            f"(the number of local {platform} devices), got {devices}\n")
-    assert captured.out == ""
-    assert not out.exists()
+    quick = ["--quick"] if command[0] != "train" else []
+    _assert_devices_refused([*command, *quick, "--devices", devices, "--out", str(out)], command[0], devices, out,
+                            capsys)
 
 
 def test_parallel_flags_in_help_of_reproduce_ssca_train(capsys):
