@@ -18,6 +18,7 @@ from pathlib import Path
 SUITE = {
     "energy": "benchmarks.energy",
     "learn_aligned": "benchmarks.learn_aligned",
+    "learn_table1": "benchmarks.learn_table1",
     "mm_pdd": "benchmarks.mm_pdd",
     "power_min": "benchmarks.power_min",
     "short_term": "benchmarks.short_term",

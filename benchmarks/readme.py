@@ -432,8 +432,9 @@ def render_learn_aligned(results: Path) -> str:
     rows = [[r["row"], f"{rate(r['test']['mean'])} ± {rate(r['test']['std'])}",
              f"{rate(r['fresh']['mean'])} ± {rate(r['fresh']['std'])}",
              "—" if r.get("ms_per_64") is None else f"{r['ms_per_64']:.2f}"] for r in d["rows"]]
-    acc = {a["row"]: a["status"] for a in d.get("acceptance", [])}
-    passing = [r for r, st in acc.items() if st == "PASS"]
+    acc = d.get("acceptance", [])
+    passing = [a["row"] for a in acc if a["status"] == "PASS" and a.get("kind", "learned") == "learned"]
+    refined = [a for a in acc if a.get("kind") == "refined"]
     tr = d.get("training", {})
     out = [f"`python -m benchmarks --only learn_aligned` (the table1 drops: K = N = 4, L = 8, P = 10 dBm, 64 test drops "
            f"of seed 0 and fresh drops of another seed; float32; {env_line(d)}; "
@@ -445,6 +446,12 @@ def render_learn_aligned(results: Path) -> str:
            f"{'passes' if len(passing) == 1 else 'pass'}"
            + (f"; the ranker trained on {tr['options']['train_drops']} drops labelled by the search "
               f"({tr['label_s']:.0f} s to label, {tr['train_s']:.0f} s to train)." if "train_s" in tr else ".")]
+    if refined:
+        ok = [a["row"] for a in refined if a["status"] == "PASS"]
+        out += ["", "Learned start + refinement (undominated by the tuning curve and faster and better than at least "
+                f"one of its points): {', '.join(ok) if ok else 'no refined row'} "
+                f"{'passes' if len(ok) == 1 else 'pass'}; {len(refined) - len(ok)} of {len(refined)} refined rows "
+                "do not. Figure: `benchmarks/results/learn_aligned-cpu-2core.png`."]
     return "\n".join(out)
 
 

@@ -11,6 +11,13 @@ set through the environment in ``pytest_configure`` (before the workers
 start) and in this process's ``jax.config``; a ``JAX_COMPILATION_CACHE_DIR``
 the user set is respected. Cache keys include the program, the compile
 options and the jax version, so a hit is the same executable.
+
+Compile effort: the suite's configs are tiny, so most of its time is XLA
+compilation, not running. The session sets ``JAX_DISABLE_MOST_OPTIMIZATIONS=1``
+(XLA backend optimisation level 0, no expensive LLVM passes; the same HLO, so
+the same maths, rounded at most slightly differently) for the workers and every
+subprocess, which cuts the compile time by about a third. Set
+``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` to test fully optimised code.
 """
 
 import os
@@ -24,7 +31,8 @@ import pytest
 
 import jaxpass as jp
 
-_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+              "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
 def pytest_configure(config):
@@ -33,6 +41,7 @@ def pytest_configure(config):
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jaxpass_cache
     for name, value in _CACHE_ENV.items():
         os.environ.setdefault(name, value)
+    jax.config.update("jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0"))
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

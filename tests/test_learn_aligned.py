@@ -115,6 +115,17 @@ def test_top_k_never_worse_and_permutation_invariant(setup):
     np.testing.assert_allclose(a.sum_rate, b.sum_rate, rtol=1e-4)
 
 
+def test_refine_starts_at_the_decode_and_never_loses(setup):
+    cfg, users, model = setup
+    decoded = al.predict_aligned(model, cfg, users)
+    out = nnx.jit(lambda m, u: al.refine(m, cfg, u, pos.TuneOptions(beamformer="zf", steps=10)))(model, users)
+    np.testing.assert_allclose(out.start_rate, decoded.sum_rate, rtol=1e-4)
+    np.testing.assert_allclose(out.history[:, 0], decoded.sum_rate, rtol=1e-4)
+    assert np.all(np.asarray(out.sum_rate) >= np.asarray(decoded.sum_rate) - 1e-4)
+    assert bool(jnp.all(jp.is_feasible(cfg, out.positions)))
+    np.testing.assert_allclose(_power(out.W), cfg.power, rtol=1e-5)
+
+
 def test_teacher_labels_match_the_search(setup):
     cfg, users, _ = setup
     labels = al.make_teacher_labels(cfg, users, spacings=SPACINGS, chunk=4)  # exercises the padded tail

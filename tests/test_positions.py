@@ -240,6 +240,27 @@ def test_tune_drop_under_a_users_jit_and_vmap_equals_the_driver(small):
     np.testing.assert_array_equal(mine.start, res.start)
 
 
+def test_refine_drop_is_tune_drop_from_one_given_start(small):
+    """refine_drop(X0 = the candidate tune_drop kept) is tune_drop with starts=1; from uniform it only improves."""
+    cfg, users, _ = small
+    opts = pos.TuneOptions(**{**FAST, "starts": 1})
+    keys = jax.random.split(jax.random.key(0), users.shape[0])
+    tuned = jax.jit(jax.vmap(lambda k, u: pos.tune_drop(k, cfg, u, opts)))(keys, users)
+    starts = jax.vmap(lambda k, u, i: pos._candidates(cfg, opts, u, k)[i])(keys, users, tuned.start)
+    refine = jax.jit(jax.vmap(lambda u, X: pos.refine_drop(cfg, u, X, opts)))
+    refined = refine(users, starts)
+    np.testing.assert_allclose(refined.positions, tuned.positions, atol=1e-6)
+    np.testing.assert_allclose(refined.history, tuned.history, rtol=1e-5)
+    np.testing.assert_array_equal(refined.start, 0)
+    X0 = jnp.broadcast_to(jp.uniform_positions(cfg), (users.shape[0], cfg.num_waveguides, cfg.num_pinches))
+    up = refine(users, X0)
+    np.testing.assert_allclose(up.start_rate, _uniform_zf(cfg, users), rtol=1e-3)  # float32 ZF at SNR ~1e7
+    assert bool(jnp.all(jp.is_feasible(cfg, up.positions)))
+    assert np.all(np.asarray(up.sum_rate - up.start_rate) > 0.05)
+    with pytest.raises(ValueError, match="X0"):
+        pos.refine_drop(cfg, users[0], jnp.zeros((cfg.num_waveguides, cfg.num_pinches + 1)), opts)
+
+
 def test_stacked_configs_vmap_over_power_levels(small):
     """PassConfig.stack + vmap: one compiled call over scenarios equals one call per scenario."""
     cfg, users, _ = small

@@ -43,12 +43,17 @@ def _cmd_table1(args) -> int:
     from jaxpass.experiments import table1
 
     s = table1.quick_settings() if args.quick else table1.Settings()
-    s = dataclasses.replace(s, seed=args.seed, **_given(args, drops=None, num_pinches=tuple, rows=tuple))
+    s = dataclasses.replace(s, seed=args.seed, **_given(args, drops=None, num_pinches=tuple, rows=tuple,
+                                                        learned_dir=None))
+    if args.train_steps is not None:
+        s = dataclasses.replace(s, learn={**s.learn, "steps": args.train_steps})
     try:
         for L in s.num_pinches:
             table1.table_config(L, s.power_dbm)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
+    if s.learned_dir is not None and os.path.exists(s.learned_dir) and not os.path.isdir(s.learned_dir):
+        raise UserError(f"--learned-dir {s.learned_dir} exists and is not a folder")
     mesh = mesh_from_args(args)
     devices = memory.shards(mesh)
     need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.num_pinches), d, s.tune, devices=devices),
@@ -107,7 +112,14 @@ def add_command(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0, help="PRNG seed of the drops (default: %(default)s)")
     t.add_argument("--num-pinches", type=positive_int, nargs="+", default=None, metavar="L",
                    help="pinches per waveguide (default: 8 16; 8 with --quick)")
-    t.add_argument("--rows", nargs="+", choices=list(table1.ROWS), default=None, help="subset of rows (default: all)")
+    t.add_argument("--rows", nargs="+", choices=list(table1.ROWS), default=None,
+                   help="rows to run (default: the optimisation rows; the learned rows "
+                   f"{', '.join(table1.LEARNED_ROWS)} are trained here unless --learned-dir holds them)")
+    t.add_argument("--learned-dir", default=None, metavar="DIR",
+                   help="folder of trained models, DIR/<model>-L<L> (as `jaxpass train --out DIR/<model>-L<L>` "
+                   "writes); a model missing there is trained and saved there")
+    t.add_argument("--train-steps", type=positive_int, default=None,
+                   help="training steps of each paper model trained here (default 2000; 4 with --quick)")
     t.add_argument("--out", default=None, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     add_parallel_options(t)

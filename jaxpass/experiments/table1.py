@@ -1,4 +1,4 @@
-"""JB Table I, optimisation rows (``jaxpass reproduce table1``; docs/model.md §3.3-§3.5).
+"""JB Table I: optimisation rows, and learned rows on request (``jaxpass reproduce table1``; docs/model.md §3.3-§3.5).
 
 K = N = 4 users and waveguides, L in {8, 16} pinches, P = 10 dBm, the JB preset
 (``PassConfig.joint_beamforming``), ``drops`` test drops from a fixed seed
@@ -18,6 +18,16 @@ the same drops for every row and both L). Rows:
   dedicated, perfectly phase-aligned waveguide per user would give with equal
   power and no interference (a reference, not a bound: ZF can place pinches
   off the user's x and beat the equal-power split).
+
+Learned rows (:data:`LEARNED_ROWS`, opt-in through ``rows``; :func:`learned_row`):
+the papers' KDL-Transformer, its OCA variant, KDL-ResNet and the black-box
+Transformer / ResNet (JB §IV-§V, :mod:`jaxpass.learn.models`), loaded from
+``learned_dir`` (``jaxpass train --out``) or trained here for a step budget
+(``learn``) on drops of ``learn_seed`` (never the table's); jaxpass's aligned
+model (:mod:`jaxpass.learn.aligned`, fitted here) and the same model's layout
+refined by ``refine_steps`` projected Adam steps. Their s/drop is the
+compiled inference (decode and beamformer); the training time, samples/s and
+the in-sample training rate go to the JSON beside the held-out rates.
 
 Columns: mean +- std sum rate over the drops [bps/Hz], the fraction of drops
 whose returned positions are feasible (PASS rows only), seconds per drop (one
@@ -42,6 +52,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +67,8 @@ from jaxpass.geometry import is_feasible, sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
 
-#: row id -> label, in table order
-ROWS = {
+#: optimisation row id -> label, in table order (the default rows)
+OPTIMISATION_ROWS = {
     "uniform_zf": "uniform + ZF",
     "uniform_wmmse": "uniform + WMMSE",
     "tune_zf": "tuning (ZF)",
@@ -71,8 +82,28 @@ ROWS = {
     "interference_free": "interference-free reference (one waveguide per user, equal power)",
 }
 
+#: learned row id -> label (JB §IV's models and jaxpass's aligned model): opt-in with ``rows``
+LEARNED_ROWS = {
+    "kdl_transformer": "KDL-Transformer (JB)",
+    "kdl_oca": "KDL-Transformer, OCA (JB)",
+    "kdl_resnet": "KDL-ResNet (JB)",
+    "blackbox_transformer": "black-box Transformer (JB)",
+    "blackbox_resnet": "black-box ResNet (JB)",
+    "aligned": "aligned model (jaxpass, learned)",
+    "aligned_refine": "aligned model + refinement (jaxpass)",
+}
+
+#: learned row id -> :data:`jaxpass.learn.models.ARCHITECTURES` name (the papers' models, trained by ``jaxpass train``)
+PAPER_MODELS = {"kdl_transformer": "kdl-transformer", "kdl_oca": "kdl-transformer-oca", "kdl_resnet": "kdl-resnet",
+                "blackbox_transformer": "blackbox-transformer", "blackbox_resnet": "blackbox-resnet"}
+
+#: every row id -> label
+ROWS = {**OPTIMISATION_ROWS, **LEARNED_ROWS}
+
 #: JB Table I (K = 4, P = 10 dBm) as quoted in docs/model.md §3.4, by (row, L) [bps/Hz]
-PAPER = {("mm_pdd", 8): 49.76, ("mm_pdd", 16): 47.20, ("hybrid_mimo", 8): 32.14}
+PAPER = {("mm_pdd", 8): 49.76, ("mm_pdd", 16): 47.20, ("hybrid_mimo", 8): 32.14, ("kdl_transformer", 8): 65.83,
+         ("kdl_oca", 8): 55.61, ("kdl_resnet", 8): 43.03, ("blackbox_transformer", 8): 15.99,
+         ("blackbox_resnet", 8): 16.46}
 #: paper-only rows (no jaxpass counterpart in this table), by L
 PAPER_ONLY = {8: {"KDL-Transformer (JB, paper)": 65.83}}
 
@@ -89,8 +120,18 @@ class Settings:
     drops: int = 64
     seed: int = 0
     power_dbm: float = 10.0
-    rows: tuple = tuple(ROWS)
+    rows: tuple = tuple(OPTIMISATION_ROWS)
     tune: dict = field(default_factory=lambda: dict(steps=1000, starts=16))
+    #: the papers' models: :class:`jaxpass.learn.train.TrainOptions` overrides (a step budget; JB §V's sizes)
+    learn: dict = field(default_factory=lambda: dict(steps=2000, eval_every=100, log_every=100))
+    #: folder of trained models, ``<learned_dir>/<model>-L<L>`` (``jaxpass train --out``); None: train, keep nothing
+    learned_dir: str | None = None
+    #: model size kwargs by model name (default: the papers' sizes)
+    learn_sizes: dict = field(default_factory=dict)
+    learn_seed: int = 1000
+    #: the aligned model: :class:`jaxpass.learn.aligned.AlignedOptions` overrides; top_k and refine steps
+    aligned: dict = field(default_factory=dict)
+    refine_steps: int = 20
     wmmse_iterations: int = 100
     mm_pdd: dict = field(default_factory=lambda: dict(max_outer=100, max_inner=50))
     mm_pdd_float64: bool = True
@@ -102,7 +143,17 @@ def quick_settings() -> Settings:
     """``--quick``: L = 8 only, 4 drops, short tuning and MM-PDD runs (a smoke test, < 2 min on CPU)."""
     return Settings(num_pinches=(8,), drops=4,
                     tune=dict(steps=20, starts=2, assignments=4, spacings=(0.0,), random_starts=1),
-                    wmmse_iterations=20, mm_pdd=dict(max_outer=3, max_inner=5), hybrid_iterations=20)
+                    wmmse_iterations=20, mm_pdd=dict(max_outer=3, max_inner=5), hybrid_iterations=20,
+                    learn=dict(steps=4, train_drops=256, eval_every=2, log_every=2), learn_sizes=QUICK_MODEL_SIZES,
+                    aligned=dict(train_drops=256, steps=30, hidden=16, layers=1, batch_size=64), refine_steps=2)
+
+
+_QUICK_TRANSFORMER = dict(d_model=16, num_heads=2, ffn=32)
+_QUICK_RESNET = dict(width=16, hidden=32, num_blocks=2)
+#: ``--quick`` model sizes by model name (the full table uses the papers', ``jaxpass.learn.models``' defaults)
+QUICK_MODEL_SIZES = {"kdl-transformer": _QUICK_TRANSFORMER, "kdl-transformer-oca": _QUICK_TRANSFORMER,
+                     "blackbox-transformer": _QUICK_TRANSFORMER, "kdl-resnet": _QUICK_RESNET,
+                     "blackbox-resnet": _QUICK_RESNET}
 
 
 @dataclass
@@ -117,6 +168,7 @@ class RowResult:
     compile_s: float
     feasible: np.ndarray | None = None  # (drops,) bool, rows that return positions
     extra: dict = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)  # learned rows: the trained model (not serialised)
 
     @property
     def seconds_per_drop(self) -> float:
@@ -261,8 +313,9 @@ def interference_free_row(cfg: PassConfig, users, *, mesh=None) -> RowResult:
     return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s, None)
 
 
-def run_row(row: str, cfg: PassConfig, users, settings: Settings, *, mesh=None) -> RowResult:
-    """Dispatch one row id of :data:`ROWS` (``mesh``: the drops data-parallel over its devices)."""
+def run_row(row: str, cfg: PassConfig, users, settings: Settings, *, mesh=None, model=None) -> RowResult:
+    """Dispatch one row id of :data:`ROWS` (``mesh``: the drops data-parallel over its devices;
+    ``model``: a learned row's trained model, e.g. the ``aligned`` row's for ``aligned_refine``)."""
     if row in ("uniform_zf", "uniform_wmmse"):
         return uniform_row(cfg, users, row.split("_")[1], settings.wmmse_iterations, mesh=mesh)
     if row.startswith("tune_"):
@@ -277,6 +330,8 @@ def run_row(row: str, cfg: PassConfig, users, settings: Settings, *, mesh=None) 
                         wmmse_iterations=settings.wmmse_iterations, mesh=mesh)
     if row == "interference_free":
         return interference_free_row(cfg, users, mesh=mesh)
+    if row in LEARNED_ROWS:
+        return learned_row(cfg, users, row, settings, mesh=mesh, model=model)
     raise ValueError(f"unknown row {row!r}; choose from {list(ROWS)}")
 
 
@@ -298,13 +353,120 @@ def run_table1(settings: Settings | None = None, *, mesh=None) -> dict:
         tables[int(L)] = []
         for i, row in enumerate(s.rows, start=1):
             t0 = time.perf_counter()
-            r = run_row(row, cfg, users, s, mesh=mesh)
+            previous = {p.row: p.model for p in tables[int(L)]}
+            r = run_row(row, cfg, users, s, mesh=mesh, model=previous.get("aligned") if row == "aligned_refine" else None)
             tables[int(L)].append(r)
             _log(f"[table1] L={L} [{i}/{len(s.rows)}] {r.label}: {np.mean(r.rates):.2f} ± {np.std(r.rates):.2f} "
                  f"bps/Hz, {r.seconds_per_drop * 1e3:.3g} ms/drop, compile {r.compile_s:.1f} s "
                  f"({time.perf_counter() - t0:.1f} s)")
     return {"settings": s, "tables": tables, "acceptance": acceptance(tables, s),
             "wall_s": time.perf_counter() - t_start}
+
+
+# ------------------------------------------------------------------ learned rows
+def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
+    """The trained model of a JB learned row: loaded from ``learned_dir`` or trained here; ``(model, extra)``.
+
+    Training (:func:`jaxpass.learn.train.train`): ``settings.learn`` overrides
+    :class:`~jaxpass.learn.train.TrainOptions` (default: 2000 steps of batch 64
+    on the authors' fixed 30 000-drop split, JB §V sizes and schedule); the
+    training drops come from seed ``learn_seed``, never the table's, and the
+    test drops it evaluates on during training are the table's drops (so its
+    metrics log is the sum-rate-vs-epoch curve of JB Fig. 3 on the rows' drops).
+    """
+    from jaxpass.learn import checkpoint as ckpt
+    from jaxpass.learn import train as tr
+
+    name = PAPER_MODELS[row]
+    folder = None if settings.learned_dir is None else os.path.join(settings.learned_dir, f"{name}-L{cfg.num_pinches}")
+    if folder is not None and ckpt.checkpoint_steps(os.path.join(folder, "checkpoints")):
+        model, saved_cfg, meta = tr.load_checkpoint(folder)
+        if ckpt.cfg_to_dict(tr.canonical_cfg(saved_cfg)) != ckpt.cfg_to_dict(tr.canonical_cfg(cfg)):
+            raise ValueError(f"the checkpoint in {folder} was trained on another scenario than this table's "
+                             f"(K = N = 4, L = {cfg.num_pinches}, P = {settings.power_dbm:g} dBm)")
+        history = tr._read_metrics(os.path.join(folder, "metrics.jsonl"), meta["step"])
+        return model, {"source": f"checkpoint {folder} (step {meta['step']})", "train": {"steps": meta["step"]},
+                       "history": history}
+    options = tr.TrainOptions(model=name, data_seed=settings.learn_seed, test_seed=settings.seed,
+                              test_drops=drops, checkpoint_every=0,
+                              model_kwargs=settings.learn_sizes.get(name, ())).replace(**settings.learn)
+    res = tr.train(cfg, options, out_dir=folder, progress=False)
+    last = next((r for r in reversed(res.history) if r.get("train_sum_rate") is not None), {})
+    train = {"steps": res.step, "batch_size": options.batch_size, "train_drops": options.train_drops,
+             "epochs": res.step * options.batch_size / options.train_drops, "train_s": res.train_seconds,
+             "samples_per_s": res.samples_per_s, "in_sample_sum_rate": last.get("train_sum_rate"),
+             "options": {k: _jsonable_option(v) for k, v in options.asdict().items()}}
+    return res.model, {"source": "trained here" + ("" if folder is None else f" (saved to {folder})"),
+                       "train": train, "history": res.history}
+
+
+def _jsonable_option(v):
+    return [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v
+
+
+def _aligned_model(cfg: PassConfig, settings: Settings):
+    """jaxpass's aligned model (:mod:`jaxpass.learn.aligned`), fitted here on drops of ``learn_seed``."""
+    from flax import nnx
+
+    from jaxpass.learn import aligned as al
+
+    options = al.AlignedOptions(**settings.aligned)
+    t0 = time.perf_counter()
+    fit = al.fit_aligned(jax.random.key(settings.learn_seed), cfg, options)
+    jax.block_until_ready(nnx.state(fit.model))
+    train_s = time.perf_counter() - t0
+    steps = options.steps + options.finetune_steps
+    return fit.model, {"source": "trained here", "train": {
+        "steps": steps, "batch_size": options.batch_size, "train_drops": options.train_drops, "train_s": train_s,
+        "samples_per_s": steps * min(options.batch_size, options.train_drops) / train_s,
+        "options": {k: _jsonable_option(v) for k, v in options.asdict().items()}}}
+
+
+def learned_row(cfg: PassConfig, users, row: str, settings: Settings, *, mesh=None, model=None) -> RowResult:
+    """A learned row of :data:`LEARNED_ROWS` on the table's drops (compiled inference timed as every row).
+
+    The papers' models are loaded from ``settings.learned_dir`` or trained
+    here (:func:`_paper_model`); the aligned model is fitted here
+    (``aligned_refine`` reuses ``model``, the ``aligned`` row's, when given).
+    Inference: positions and beamformer of every drop in one compiled call
+    (decode and beamformer included; ``aligned_refine``: plus
+    ``refine_steps`` projected Adam steps from the decoded layout,
+    :func:`jaxpass.learn.aligned.refine`). ``extra`` holds the training record
+    (steps, time, samples/s, the last in-sample training sum rate) and, for
+    the papers' models, the metrics history (test sum rate per evaluation).
+    """
+    from flax import nnx
+
+    from jaxpass.learn import aligned as al
+    from jaxpass.learn.decode import predict
+
+    if row in PAPER_MODELS:
+        model, extra = _paper_model(cfg, row, settings, users.shape[0])
+    elif row in ("aligned", "aligned_refine"):
+        extra = {"source": "the aligned row's model"}
+        if model is None:
+            model, extra = _aligned_model(cfg, settings)
+    else:
+        raise ValueError(f"unknown learned row {row!r}; choose from {list(LEARNED_ROWS)}")
+    graphdef, state = nnx.split(model)
+    refine = tuning.TuneOptions(beamformer="zf", steps=settings.refine_steps) if row == "aligned_refine" else None
+
+    def run(state, users):
+        m = nnx.merge(graphdef, state)
+        if refine is not None:
+            out = al.refine(m, cfg, users, refine)
+            return out.positions, out.sum_rate
+        if isinstance(m, al.AlignedNet):
+            out = m.decode_info(cfg, m(users))
+            return out.positions, out.sum_rate
+        X, W = predict(m, cfg, users)
+        return X, jax.vmap(lambda X, W, u: sum_rate(effective_channel(cfg, X, u), W, cfg.noise_power))(X, W, users)
+
+    (X, rates), seconds, compile_s = run_batched(run, state, users, mesh=mesh, in_axes=(None, 0))
+    if refine is not None:
+        extra = {**extra, "refine_steps": settings.refine_steps}
+    return RowResult(row, ROWS[row], cfg.num_pinches, np.asarray(rates), seconds, compile_s,
+                     np.asarray(is_feasible(cfg, X)), extra, model)
 
 
 def acceptance(tables: dict, settings: Settings) -> list:
@@ -338,7 +500,7 @@ def markdown(results: dict) -> str:
             paper = PAPER.get((r.row, L))
             lines.append(f"| {r.label} | {np.mean(r.rates):.2f} ± {np.std(r.rates):.2f} | {feas} | "
                          f"{r.seconds_per_drop:.3g} | {r.compile_s:.1f} | {'—' if paper is None else f'{paper:.2f}'} |")
-        for name, value in PAPER_ONLY.get(L, {}).items():
+        for name, value in ({} if any(r.row == "kdl_transformer" for r in rows) else PAPER_ONLY.get(L, {})).items():
             lines.append(f"| {name} | — | — | — | — | {value:.2f} |")
         lines.append("")
     if results["acceptance"]:

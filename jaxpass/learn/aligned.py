@@ -129,7 +129,7 @@ from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
 from jaxpass.geometry import sample_users
 from jaxpass.metrics import sum_rate
-from jaxpass.optimize.positions import aligned_positions, assignment_table
+from jaxpass.optimize.positions import TuneOptions, TuneResult, aligned_positions, assignment_table, refine_drop
 
 DEFAULT_SPACINGS = (0.0, 0.03, 0.1)
 
@@ -385,6 +385,29 @@ class AlignedNet(nnx.Module):
         return out.positions, out.W
 
 
+def refine(model: AlignedNet, cfg: PassConfig, users, options: TuneOptions, *, top_k: int | None = None) -> TuneResult:
+    """Learned start + gradient refinement (issue 13 item 5): the decoded layout polished by ``tune_positions``' ascent.
+
+    The model's decoded positions (``top_k`` candidates scored, the best kept)
+    start :func:`jaxpass.optimize.positions.refine_drop` (one start,
+    ``options.steps`` projected Adam steps through ``options.beamformer``,
+    ``"zf"`` as the decode; the best iterate is kept, so never worse than the
+    decode when both use ZF). Pure: works under ``jax.jit``/``nnx.jit``.
+
+    Args:
+      model: a trained :class:`AlignedNet`.
+      cfg: the scenario it was built for (``K <= N``).
+      users: ``(B, K, 2)`` drops [m].
+      options: :class:`~jaxpass.optimize.positions.TuneOptions` (``steps``, ``beamformer``, learning rates).
+      top_k: candidates decoded (default: the model's).
+
+    Returns:
+      batched :class:`~jaxpass.optimize.positions.TuneResult` (``start_rate``: the decoded layout's rate).
+    """
+    start = model.decode_info(cfg, model(users), top_k=top_k)
+    return jax.vmap(lambda u, X: refine_drop(cfg, u, X, options))(users, start.positions)
+
+
 # ------------------------------------------------------------------ losses
 def teacher_loss(model: AlignedNet, cfg: PassConfig, users, labels: TeacherLabels, *, temperature: float = 0.05):
     """Cross-entropy of the candidate ranking against the teacher: ``(loss, aux)``.
@@ -608,4 +631,4 @@ def _check_users(cfg: PassConfig, users, *, batch: bool):
 
 __all__ = ["AlignedNet", "AlignedOptions", "AlignedOutput", "DEFAULT_SPACINGS", "Decoded", "FitResult",
            "TeacherLabels", "aligned_layout", "build_aligned", "candidate_table", "finetune_loss", "fit_aligned",
-           "make_teacher_labels", "predict_aligned", "sum_rate_loss", "teacher_labels", "teacher_loss"]
+           "make_teacher_labels", "predict_aligned", "refine", "sum_rate_loss", "teacher_labels", "teacher_loss"]

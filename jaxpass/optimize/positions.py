@@ -451,10 +451,45 @@ def tune_drop(key, cfg: PassConfig, users, options: TuneOptions = TuneOptions())
     opts = options
     opts.check_scenario(cfg)
     check_shape("users", users, (cfg.num_users, 2))
-    dt = users.dtype
-    K = cfg.num_users
     cands = _candidates(cfg, opts, users, key)
-    C = cands.shape[0]
+    rates, Ws = _screen(cfg, opts, users, cands)
+    _, top = jax.lax.top_k(rates, min(opts.starts, cands.shape[0]))
+    return _polish_and_finish(cfg, opts, users, cands[top], Ws[top], top, jnp.max(rates))
+
+
+def refine_drop(cfg: PassConfig, users, X0, options: TuneOptions = TuneOptions()) -> TuneResult:
+    """Polish ONE given start ``X0`` of one drop (no candidate search): a learned start + refinement.
+
+    The same projected Adam ascent as :func:`tune_drop` (``options.steps``
+    steps, ``options.beamformer``; ``options.starts`` and the candidate options
+    are not used), started at ``X0`` (projected first, so any layout works),
+    with the best iterate kept, so the result is never worse than the start.
+    Pure; works under the caller's ``jax.jit``/``jax.vmap`` like
+    :func:`tune_drop`::
+
+        run = jax.jit(jax.vmap(lambda u, X: refine_drop(cfg, u, X, TuneOptions(steps=20))))
+
+    Args:
+      cfg: the scenario.
+      users: ``(K, 2)`` user coordinates [m], floating point.
+      X0: ``(N, L)`` start positions [m] (e.g. a trained model's, :mod:`jaxpass.learn.aligned`).
+      options: :class:`TuneOptions`.
+
+    Returns:
+      :class:`TuneResult`; ``start_rate`` is the rate at the projected ``X0``, ``start`` is 0.
+    """
+    opts = options
+    opts.check_scenario(cfg)
+    check_shape("users", users, (cfg.num_users, 2))
+    check_shape("X0", X0, (cfg.num_waveguides, cfg.num_pinches))
+    cands = project_positions(cfg, jnp.asarray(X0, users.dtype))[None]
+    rates, Ws = _screen(cfg, opts, users, cands)
+    return _polish_and_finish(cfg, opts, users, cands, Ws, jnp.zeros((1,), jnp.int32), rates[0])
+
+
+def _screen(cfg: PassConfig, opts: TuneOptions, users, cands):
+    """``(C, N, L)`` candidate layouts -> ``(C,)`` sum rates (``-inf`` if not finite), ``(C, N, K)`` beamformers."""
+    K, dt = cfg.num_users, users.dtype
     zero_duals = (jnp.zeros((K,), dt), jnp.zeros((K,), dt))
     screen_iters = max(opts.wmmse_iterations, 10)
 
@@ -462,11 +497,14 @@ def tune_drop(key, cfg: PassConfig, users, options: TuneOptions = TuneOptions())
         v, (W, _) = _objective(cfg, opts, users, (X, zero_duals), None, screen_iters)
         return jnp.where(jnp.isfinite(v), v, -jnp.inf), W
 
-    rates, Ws = jax.vmap(screen)(cands)
-    S = min(opts.starts, C)
-    _, top = jax.lax.top_k(rates, S)
+    return jax.vmap(screen)(cands)
+
+
+def _polish_and_finish(cfg: PassConfig, opts: TuneOptions, users, starts, Ws, index, start_rate) -> TuneResult:
+    """Polish every start (``(S, N, L)``, their screening beamformers ``Ws``), keep the best, final beamformer."""
+    dt = users.dtype
     (best_v, best_params, best_W), histories = jax.vmap(
-        lambda X, W: _polish(cfg, opts, users, X, W))(cands[top], Ws[top])
+        lambda X, W: _polish(cfg, opts, users, X, W))(starts, Ws)
     i = jnp.argmax(jnp.where(jnp.isfinite(best_v), best_v, -jnp.inf))
     X, duals = jax.tree.map(lambda a: a[i], best_params)
     W_prev = best_W[i]
@@ -488,8 +526,8 @@ def tune_drop(key, cfg: PassConfig, users, options: TuneOptions = TuneOptions())
         W=W,
         sum_rate=sum_rate(H, W, cfg.noise_power),
         history=histories[i],
-        start_rate=jnp.max(rates),
-        start=top[i].astype(jnp.int32),
+        start_rate=start_rate,
+        start=index[i].astype(jnp.int32),
         lam=lam,
         share=share,
     )
@@ -557,4 +595,4 @@ def tune_positions(cfg: PassConfig, users, options: TuneOptions | None = None, *
 
 
 __all__ = ["BEAMFORMERS", "TuneOptions", "TuneResult", "aligned_positions", "assignment_table", "candidate_labels",
-           "random_positions", "tune_batch", "tune_drop", "tune_positions", "tuning_inputs"]
+           "random_positions", "refine_drop", "tune_batch", "tune_drop", "tune_positions", "tuning_inputs"]

@@ -1,0 +1,82 @@
+"""JB Table I learned rows (jaxpass.experiments.table1.learned_row) and the training-throughput benchmark."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import learn_table1
+from jaxpass.cli import main
+from jaxpass.experiments import table1
+
+ROWS = ("kdl_resnet", "aligned", "aligned_refine")
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("learned")
+    s = dataclasses.replace(table1.quick_settings(), rows=ROWS, learned_dir=str(folder))
+    return s, folder, table1.run_table1(s)
+
+
+def test_learned_rows_train_evaluate_and_refine(learned):
+    s, folder, results = learned
+    rows = {r.row: r for r in results["tables"][8]}
+    assert list(rows) == list(ROWS)
+    for r in rows.values():
+        assert r.rates.shape == (s.drops,) and np.all(np.isfinite(r.rates)) and bool(np.all(r.feasible))
+        assert r.seconds > 0 and r.model is not None
+    kdl = rows["kdl_resnet"].summary()
+    assert kdl["paper"] == 43.03 and kdl["source"].startswith("trained here")
+    assert kdl["train"]["steps"] == s.learn["steps"] and kdl["train"]["samples_per_s"] > 0
+    assert kdl["train"]["in_sample_sum_rate"] is not None
+    evals = [h for h in kdl["history"] if h.get("test_sum_rate_mean") is not None]
+    assert [h["step"] for h in evals] == [0, 2, 4]  # eval_every = 2 on the table's drops
+    assert evals[-1]["test_sum_rate_mean"] == pytest.approx(float(np.mean(rows["kdl_resnet"].rates)), rel=1e-4)
+    assert (folder / "kdl-resnet-L8" / "checkpoints").is_dir()
+    # the refined layout starts at the aligned model's decode (the same model) and never loses
+    assert rows["aligned_refine"].model is rows["aligned"].model
+    assert np.all(rows["aligned_refine"].rates >= rows["aligned"].rates - 1e-3)
+    assert rows["aligned"].summary()["train"]["steps"] == s.aligned["steps"]
+    text = table1.markdown(results)
+    assert "KDL-ResNet (JB)" in text and "43.03" in text and "KDL-Transformer (JB, paper)" in text
+    json.dumps(table1.payload(results))  # serialisable: the model is not in the JSON
+
+
+def test_learned_row_loads_a_saved_model_and_refuses_another_scenario(learned):
+    s, folder, results = learned
+    first = results["tables"][8][0]
+    cfg = table1.table_config(8, s.power_dbm)
+    users = table1.table_drops(cfg, s.drops, s.seed)
+    again = table1.learned_row(cfg, users, "kdl_resnet", s)
+    assert again.extra["source"].startswith("checkpoint")
+    np.testing.assert_allclose(again.rates, first.rates, rtol=1e-6)
+    shutil.copytree(folder / "kdl-resnet-L8", folder / "kdl-resnet-L4")
+    cfg4 = table1.table_config(4, s.power_dbm)
+    with pytest.raises(ValueError, match="trained on another scenario"):
+        table1.learned_row(cfg4, table1.table_drops(cfg4, s.drops, s.seed), "kdl_resnet", s)
+    with pytest.raises(ValueError, match="unknown learned row"):
+        table1.learned_row(cfg, users, "uniform_zf", s)
+
+
+def test_reproduce_table1_learned_dir_must_be_a_folder(tmp_path, capsys):
+    path = tmp_path / "file"
+    path.write_text("x")
+    assert main(["reproduce", "table1", "--quick", "--rows", "aligned", "--learned-dir", str(path),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--learned-dir" in capsys.readouterr().err
+
+
+def test_throughput_measures_the_peak_fraction_and_reports():
+    s = learn_table1.quick_settings()
+    tp = learn_table1.throughput(table1.table_config(8), s)
+    for name in ("train step", "inference"):
+        d = tp[name]
+        assert d["seconds"] > 0 and d["samples_per_s"] == pytest.approx(s.throughput_batch / d["seconds"])
+        assert d["flops"] is not None and d["flops"] > 0 and 0 < d["peak_fraction"] < 10
+    assert tp["train step"]["flops"] > 2 * tp["inference"]["flops"]  # backward + update cost more than forward
+    assert tp["acceptance"]["status"] in ("PASS", "FAIL") and tp["peak_flops_per_s"] > 0
+    text = learn_table1.report({"throughput": tp, "rows": []})
+    assert "fraction of the f32 matmul peak" in text and "train step" in text
