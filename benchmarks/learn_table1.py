@@ -57,7 +57,7 @@ REFERENCE_ROWS = ("uniform_wmmse", "tune_zf")
 @dataclasses.dataclass(frozen=True)
 class Settings:
     rows: tuple = REFERENCE_ROWS + tuple(table1.LEARNED_ROWS)
-    learn: dict = dataclasses.field(default_factory=lambda: dict(steps=2000, eval_every=100, log_every=100))
+    learn: dict = dataclasses.field(default_factory=lambda: dict(steps=1000, eval_every=50, log_every=50))
     learn_sizes: dict = dataclasses.field(default_factory=dict)
     aligned: dict = dataclasses.field(default_factory=dict)
     refine_steps: int = 20

@@ -455,6 +455,19 @@ def render_learn_aligned(results: Path) -> str:
     return "\n".join(out)
 
 
+def render_learn_table1(results: Path) -> str:
+    from benchmarks.learn_table1 import report
+
+    d = load(results, "learn_table1")
+    learn = d["settings"]["learn"]
+    return "\n".join([
+        f"`python -m benchmarks --only learn_table1` (JB Table I scenario: K = N = 4, L = 8, P = 10 dBm; the 64 test "
+        f"drops of seed {d['table_settings']['seed']}; the JB models at the papers' sizes, trained here for "
+        f"{learn['steps']} steps of batch 64 on the fixed 30 000-drop split of seed "
+        f"{d['table_settings']['learn_seed']}; float32; {env_line(d)}; "
+        "`benchmarks/results/learn_table1-cpu-2core.{json,png}`):", "", report(d)])
+
+
 def render_short_term(results: Path) -> str:
     d = load(results, "short_term")
     c, o = d["config"], d["config"]["options"]
@@ -504,6 +517,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "throughput": render_throughput,
     "two_timescale": render_two_timescale,
     "learn_aligned": render_learn_aligned,
+    "learn_table1": render_learn_table1,
     "short_term": render_short_term,
     "scaling": render_scaling,
 }

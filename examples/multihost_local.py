@@ -9,8 +9,12 @@ program: ``jaxpass.parallel.initialize()`` reads ``JAX_COORDINATOR_ADDRESS``,
 seed, and ``tune_positions(..., mesh=drops_mesh())`` tunes them data-parallel
 over all 4 devices (each process computes the drops of its own devices; the
 result is gathered to every process). It then scores a ``jaxpass reproduce
-table1`` row (uniform + ZF on the table's drops) over the same mesh. Process 0
-runs both on one local device too and checks that the results are identical.
+table1`` row (uniform + ZF on the table's drops) over the same mesh, and
+trains a small KDL-ResNet for 4 steps data-parallel over the 4 devices
+(:func:`jaxpass.learn.train.train`, batch 8 sharded, orbax checkpoints at steps
+2 and 4 written by both processes into one folder). Process 0 runs all three
+on one local device too and compares: the tuning and the row are identical,
+the trained parameters equal to float32 rounding.
 
 Run: python examples/multihost_local.py [--processes 2] [--devices-per-process 2] [--drops 6]
 On a real cluster drop the launcher part: start the worker code (``worker()``)
@@ -35,6 +39,7 @@ def worker(args) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives on CPU
 
     import numpy as np
+    from flax import nnx
 
     import jaxpass as jp
     from jaxpass import parallel
@@ -52,6 +57,15 @@ def worker(args) -> None:
     t_cfg = table1.table_config(4)
     t_users = table1.table_drops(t_cfg, args.drops)
     row = table1.run_row("uniform_zf", t_cfg, t_users, ts, mesh=mesh)
+    # training, data-parallel over the 4 global devices (each process feeds its devices' shards of every batch),
+    # with orbax checkpoints written by both processes into one shared folder
+    from jaxpass.learn import checkpoint as ckpt
+    from jaxpass.learn import train as tr
+
+    topts = tr.TrainOptions(model="kdl-resnet", model_kwargs=dict(width=8, hidden=16, num_blocks=1), steps=4,
+                            batch_size=8, train_drops=32, test_drops=4, eval_every=2, log_every=2, checkpoint_every=2)
+    train_dir = args.train_dir or os.path.join(os.getcwd(), "multihost-train")
+    trained = tr.train(cfg, topts, out_dir=train_dir, progress=False)
     rank = jax.process_index()
     out = {"process": rank, "process_count": jax.process_count(), "global_devices": jax.device_count(),
            "local_devices": jax.local_device_count(), "drops": args.drops, "seconds": seconds,
@@ -65,11 +79,19 @@ def worker(args) -> None:
         diffs.append(float(np.max(np.abs(np.asarray(row.rates) - np.asarray(one.rates)))))
         out["max_abs_diff_vs_one_device"] = max(diffs)
         out["identical_to_one_device"] = all(d == 0.0 for d in diffs)
+        alone = tr.train(cfg, topts, devices=jax.local_devices()[:1], progress=False)  # one device, no files
+        p4, p1 = (jax.tree.leaves(nnx.state(m.model, nnx.Param)) for m in (trained, alone))
+        scale = max(float(np.max(np.abs(np.asarray(b)))) for b in p1)  # relative to the largest parameter
+        out["train_max_rel_diff_vs_one_device"] = max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(p4, p1, strict=True)) / scale
+        out["checkpoint_steps"] = ckpt.checkpoint_steps(os.path.join(train_dir, "checkpoints"))
     print(f"process {rank}/{jax.process_count()}: {jax.device_count()} global devices "
           f"({jax.local_device_count()} local), {args.drops} drops tuned in {seconds:.1f} s (with compilation), "
           f"mean sum rate {float(np.mean(out['sum_rate'])):.3f} bps/Hz, table1 uniform + ZF row "
           f"{float(np.mean(out['table1_uniform_zf'])):.3f} bps/Hz"
-          + (f"; identical to one device: {out['identical_to_one_device']}" if rank == 0 else ""), flush=True)
+          + (f"; identical to one device: {out['identical_to_one_device']}; training on 4 devices vs one: max "
+             f"relative parameter difference {out['train_max_rel_diff_vs_one_device']:.1e}, checkpoints at steps "
+             f"{out['checkpoint_steps']}" if rank == 0 else ""), flush=True)
     if args.json:
         with open(args.json.format(process=rank), "w") as fh:
             json.dump(out, fh)
@@ -88,6 +110,7 @@ def launch(args) -> int:
            str(args.devices_per_process), "--drops", str(args.drops), "--steps", str(args.steps)]
     if args.json:
         cmd += ["--json", args.json]
+    cmd += ["--train-dir", args.train_dir or os.path.join(os.getcwd(), f"multihost-train-{address.split(':')[1]}")]
     procs = []
     for rank in range(args.processes):
         env = dict(os.environ, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(args.processes),
@@ -117,6 +140,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=5, help="tuning steps per start")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds before the processes are stopped")
     ap.add_argument("--json", help="write each process's result to this path ({process} is its index)")
+    ap.add_argument("--train-dir", help="folder of the training run's checkpoints (default: a new one here)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

@@ -14,10 +14,14 @@ options and the jax version, so a hit is the same executable.
 
 Compile effort: the suite's configs are tiny, so most of its time is XLA
 compilation, not running. The session sets ``JAX_DISABLE_MOST_OPTIMIZATIONS=1``
-(XLA backend optimisation level 0, no expensive LLVM passes; the same HLO, so
-the same maths, rounded at most slightly differently) for the workers and every
-subprocess, which cuts the compile time by about a third. Set
-``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` to test fully optimised code.
+(XLA backend optimisation level 0, no expensive LLVM passes) and, with it, the
+CPU flags of :data:`FAST_COMPILE_FLAGS` in ``XLA_FLAGS`` (XLA's classic
+elemental emitters instead of the fusion emitters, one LLVM module per
+program) for the workers and every subprocess: the same HLO, so the same maths,
+rounded at most slightly differently, compiled about 3x faster (``tune_batch``
+of the table1 quick run: 5.3 s -> 1.8 s on the 2-core CI machine). Set
+``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` to test fully optimised code (the
+8-device sharding checks always do, tests/test_parallel.py).
 """
 
 import os
@@ -35,13 +39,31 @@ _CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT
               "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
+#: XLA CPU flags added to ``XLA_FLAGS`` with ``JAX_DISABLE_MOST_OPTIMIZATIONS=1`` (module docstring)
+FAST_COMPILE_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_cpu_parallel_codegen_split_count=1")
+
+
+def fast_compile() -> bool:
+    """True when the session compiles with the low-effort settings (``JAX_DISABLE_MOST_OPTIMIZATIONS``)."""
+    return os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "1") not in ("", "0")
+
+
+def optimised_env(env: dict) -> dict:
+    """``env`` for a subprocess that must compile fully optimised code (the fast-compile settings removed)."""
+    flags = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in FAST_COMPILE_FLAGS)
+    return {**env, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0", "XLA_FLAGS": flags}
+
+
 def pytest_configure(config):
     if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller
         config._jaxpass_cache = tempfile.mkdtemp(prefix="jaxpass-test-jax-cache-")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jaxpass_cache
     for name, value in _CACHE_ENV.items():
         os.environ.setdefault(name, value)
-    jax.config.update("jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0"))
+    if fast_compile():  # before any backend starts (XLA reads XLA_FLAGS then)
+        flags = os.environ.get("XLA_FLAGS", "").split()
+        os.environ["XLA_FLAGS"] = " ".join(flags + [f for f in FAST_COMPILE_FLAGS if f not in flags])
+    jax.config.update("jax_disable_most_optimizations", fast_compile())
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

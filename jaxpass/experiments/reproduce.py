@@ -119,7 +119,7 @@ def add_command(subparsers) -> None:
                    help="folder of trained models, DIR/<model>-L<L> (as `jaxpass train --out DIR/<model>-L<L>` "
                    "writes); a model missing there is trained and saved there")
     t.add_argument("--train-steps", type=positive_int, default=None,
-                   help="training steps of each paper model trained here (default 2000; 4 with --quick)")
+                   help="training steps of each paper model trained here (default 1000; 4 with --quick)")
     t.add_argument("--out", default=None, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     add_parallel_options(t)

@@ -123,7 +123,7 @@ class Settings:
     rows: tuple = tuple(OPTIMISATION_ROWS)
     tune: dict = field(default_factory=lambda: dict(steps=1000, starts=16))
     #: the papers' models: :class:`jaxpass.learn.train.TrainOptions` overrides (a step budget; JB §V's sizes)
-    learn: dict = field(default_factory=lambda: dict(steps=2000, eval_every=100, log_every=100))
+    learn: dict = field(default_factory=lambda: dict(steps=1000, eval_every=50, log_every=50))
     #: folder of trained models, ``<learned_dir>/<model>-L<L>`` (``jaxpass train --out``); None: train, keep nothing
     learned_dir: str | None = None
     #: model size kwargs by model name (default: the papers' sizes)
@@ -368,7 +368,7 @@ def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
     """The trained model of a JB learned row: loaded from ``learned_dir`` or trained here; ``(model, extra)``.
 
     Training (:func:`jaxpass.learn.train.train`): ``settings.learn`` overrides
-    :class:`~jaxpass.learn.train.TrainOptions` (default: 2000 steps of batch 64
+    :class:`~jaxpass.learn.train.TrainOptions` (default: 1000 steps of batch 64
     on the authors' fixed 30 000-drop split, JB §V sizes and schedule); the
     training drops come from seed ``learn_seed``, never the table's, and the
     test drops it evaluates on during training are the table's drops (so its

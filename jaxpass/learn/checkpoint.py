@@ -157,20 +157,21 @@ def _ocp():
 
 
 def checkpoint_steps(directory) -> list[int]:
-    """The saved steps in ``directory`` (sorted), ``[]`` when it is missing or holds none. Reads only."""
+    """The saved (finalized) steps in ``directory`` (sorted), ``[]`` when it is missing or holds none.
+
+    Reads the folder only (``orbax.checkpoint.step.checkpoint_steps``, no
+    ``CheckpointManager``), so one process of a multi-host job may call it alone
+    (a manager synchronises all processes).
+    """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         return []
     ocp = _ocp()
     with _quiet_absl():
         try:
-            mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+            return sorted(int(s) for s in ocp.step.checkpoint_steps(directory))
         except Exception as err:  # noqa: BLE001 - orbax raises many types; report one line
             raise CheckpointError(f"cannot read checkpoint folder {directory}: {_one_line(err)}") from None
-        try:
-            return sorted(int(s) for s in mngr.all_steps())
-        finally:
-            mngr.close()
 
 
 def _one_line(err, limit: int = 300) -> str:

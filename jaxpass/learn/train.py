@@ -308,8 +308,8 @@ def evaluate(model: nnx.Module, cfg: PassConfig, users, *, eval_fn=None, devices
     graphdef, state = nnx.split(model)
     users = np.asarray(users)
     dtype = users.dtype if np.issubdtype(users.dtype, np.floating) else jnp.result_type(float)
-    return _eval_jit(graphdef, _replicate(state, mesh), canonical_cfg(cfg), shard_batch(users, mesh, dtype),
-                     eval_fn or _default_loss())
+    return parallel.gather(_eval_jit(graphdef, _replicate(state, mesh), canonical_cfg(cfg),
+                                     shard_batch(users, mesh, dtype), eval_fn or _default_loss()))
 
 
 # ------------------------------------------------------------------ driver
@@ -366,10 +366,16 @@ def shard_batch(batch: np.ndarray, mesh, dtype=None) -> jax.Array:
 
 
 def _replicate(tree, mesh):
+    """Every leaf replicated on every device of ``mesh``, also on several hosts (each process puts its
+    addressable copies, :func:`jax.make_array_from_callback`; PRNG keys through their raw key data)."""
     sharding = NamedSharding(mesh, P())
-    return jax.tree.map(lambda x: jax.make_array_from_callback(
-        np.shape(x), sharding, lambda idx, x=x: np.asarray(x)[idx]) if not ckpt._is_key(x) else
-        jax.device_put(x, sharding), tree)
+
+    def put(x):
+        host = np.asarray(jax.random.key_data(x) if ckpt._is_key(x) else x)
+        out = jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(x)) if ckpt._is_key(x) else out
+
+    return jax.tree.map(put, tree)
 
 
 def _Progress(total: int, enabled: bool):
@@ -533,7 +539,7 @@ def _train(cfg, options, *, loss_fn, eval_fn, model, out_dir, resume, devices, p
         return record
 
     def run_eval(step, record):
-        rates = np.asarray(_eval_jit(eval_graphdef, state[0], cfg, test_users, eval_fn), np.float64)
+        rates = np.asarray(parallel.gather(_eval_jit(eval_graphdef, state[0], cfg, test_users, eval_fn)), np.float64)
         record.update(test_sum_rate_mean=float(rates.mean()), test_sum_rate_std=float(rates.std()))
         return record
 
