@@ -57,6 +57,8 @@ def test_learned_row_loads_a_saved_model_and_refuses_another_scenario(learned):
     cfg4 = table1.table_config(4, s.power_dbm)
     with pytest.raises(ValueError, match="trained on another scenario"):
         table1.learned_row(cfg4, table1.table_drops(cfg4, s.drops, s.seed), "kdl_resnet", s)
+    with pytest.raises(ValueError, match="holds this table's test drops"):
+        table1.learned_row(cfg, users, "kdl_resnet", dataclasses.replace(s, seed=s.learn_seed))
     with pytest.raises(ValueError, match="unknown learned row"):
         table1.learned_row(cfg, users, "uniform_zf", s)
 

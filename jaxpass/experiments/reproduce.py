@@ -116,8 +116,9 @@ def add_command(subparsers) -> None:
                    help="rows to run (default: the optimisation rows; the learned rows "
                    f"{', '.join(table1.LEARNED_ROWS)} are trained here unless --learned-dir holds them)")
     t.add_argument("--learned-dir", default=None, metavar="DIR",
-                   help="folder of trained models, DIR/<model>-L<L> (as `jaxpass train --out DIR/<model>-L<L>` "
-                   "writes); a model missing there is trained and saved there")
+                   help="folder of trained models, DIR/<model>-L<L> (as `jaxpass train --data-seed 1000 --out "
+                   "DIR/<model>-L<L>` writes: trained on drops other than the table's seed); a model missing there "
+                   "is trained and saved there")
     t.add_argument("--train-steps", type=positive_int, default=None,
                    help="training steps of each paper model trained here (default 1000; 4 with --quick)")
     t.add_argument("--out", default=None, help="output folder")

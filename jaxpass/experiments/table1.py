@@ -384,6 +384,10 @@ def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
         if ckpt.cfg_to_dict(tr.canonical_cfg(saved_cfg)) != ckpt.cfg_to_dict(tr.canonical_cfg(cfg)):
             raise ValueError(f"the checkpoint in {folder} was trained on another scenario than this table's "
                              f"(K = N = 4, L = {cfg.num_pinches}, P = {settings.power_dbm:g} dBm)")
+        saved = meta.get("options", {})
+        if saved.get("data_seed") == settings.seed and not saved.get("stream"):
+            raise ValueError(f"the model in {folder} was trained on drops of seed {settings.seed}, which holds this "
+                             f"table's test drops; train it on another seed (jaxpass train --data-seed 1000)")
         history = tr._read_metrics(os.path.join(folder, "metrics.jsonl"), meta["step"])
         return model, {"source": f"checkpoint {folder} (step {meta['step']})", "train": {"steps": meta["step"]},
                        "history": history}
