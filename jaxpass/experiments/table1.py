@@ -94,7 +94,7 @@ LEARNED_ROWS = {
 }
 
 #: learned row id -> :data:`jaxpass.learn.models.ARCHITECTURES` name (the papers' models, trained by ``jaxpass train``)
-PAPER_MODELS = {"kdl_transformer": "kdl-transformer", "kdl_oca": "kdl-transformer-oca", "kdl_resnet": "kdl-resnet",
+JB_MODEL_NAMES = {"kdl_transformer": "kdl-transformer", "kdl_oca": "kdl-transformer-oca", "kdl_resnet": "kdl-resnet",
                 "blackbox_transformer": "blackbox-transformer", "blackbox_resnet": "blackbox-resnet"}
 
 #: every row id -> label
@@ -377,7 +377,7 @@ def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
     from jaxpass.learn import checkpoint as ckpt
     from jaxpass.learn import train as tr
 
-    name = PAPER_MODELS[row]
+    name = JB_MODEL_NAMES[row]
     folder = None if settings.learned_dir is None else os.path.join(settings.learned_dir, f"{name}-L{cfg.num_pinches}")
     if folder is not None and ckpt.checkpoint_steps(os.path.join(folder, "checkpoints")):
         model, saved_cfg, meta = tr.load_checkpoint(folder)
@@ -444,7 +444,7 @@ def learned_row(cfg: PassConfig, users, row: str, settings: Settings, *, mesh=No
     from jaxpass.learn import aligned as al
     from jaxpass.learn.decode import predict
 
-    if row in PAPER_MODELS:
+    if row in JB_MODEL_NAMES:
         model, extra = _paper_model(cfg, row, settings, users.shape[0])
     elif row in ("aligned", "aligned_refine"):
         extra = {"source": "the aligned row's model"}

@@ -454,7 +454,7 @@ def tune_drop(key, cfg: PassConfig, users, options: TuneOptions = TuneOptions())
     cands = _candidates(cfg, opts, users, key)
     rates, Ws = _screen(cfg, opts, users, cands)
     _, top = jax.lax.top_k(rates, min(opts.starts, cands.shape[0]))
-    return _polish_and_finish(cfg, opts, users, cands[top], Ws[top], top, jnp.max(rates))
+    return _polish_and_finish(cfg, opts, users, cands[top], Ws[top], index=top, start_rate=jnp.max(rates))
 
 
 def refine_drop(cfg: PassConfig, users, X0, options: TuneOptions = TuneOptions()) -> TuneResult:
@@ -484,7 +484,7 @@ def refine_drop(cfg: PassConfig, users, X0, options: TuneOptions = TuneOptions()
     check_shape("X0", X0, (cfg.num_waveguides, cfg.num_pinches))
     cands = project_positions(cfg, jnp.asarray(X0, users.dtype))[None]
     rates, Ws = _screen(cfg, opts, users, cands)
-    return _polish_and_finish(cfg, opts, users, cands, Ws, jnp.zeros((1,), jnp.int32), rates[0])
+    return _polish_and_finish(cfg, opts, users, cands, Ws, index=jnp.zeros((1,), jnp.int32), start_rate=rates[0])
 
 
 def _screen(cfg: PassConfig, opts: TuneOptions, users, cands):
@@ -500,7 +500,7 @@ def _screen(cfg: PassConfig, opts: TuneOptions, users, cands):
     return jax.vmap(screen)(cands)
 
 
-def _polish_and_finish(cfg: PassConfig, opts: TuneOptions, users, starts, Ws, index, start_rate) -> TuneResult:
+def _polish_and_finish(cfg: PassConfig, opts: TuneOptions, users, starts, Ws, *, index, start_rate) -> TuneResult:
     """Polish every start (``(S, N, L)``, their screening beamformers ``Ws``), keep the best, final beamformer."""
     dt = users.dtype
     (best_v, best_params, best_W), histories = jax.vmap(
