@@ -52,6 +52,7 @@ def test_learned_row_loads_a_saved_model_and_refuses_another_scenario(learned):
     users = table1.table_drops(cfg, s.drops, s.seed)
     again = table1.learned_row(cfg, users, "kdl_resnet", s)
     assert again.extra["source"].startswith("checkpoint")
+    assert again.extra["history"] == first.extra["history"]  # train.read_metrics: the run's metrics.jsonl
     np.testing.assert_allclose(again.rates, first.rates, rtol=1e-6)
     shutil.copytree(folder / "kdl-resnet-L8", folder / "kdl-resnet-L4")
     cfg4 = table1.table_config(4, s.power_dbm)

@@ -102,10 +102,12 @@ def add_command(subparsers) -> None:
 
     t = sub.add_parser(
         "table1",
-        help="JB Table I: uniform/tuned positions, MM-PDD, MIMO baselines (table1.json, table1.md)",
+        help="JB Table I: uniform/tuned positions, MM-PDD, MIMO baselines; learned rows on request "
+        "(table1.json, table1.md)",
         description="K = N = 4, L in {8, 16}, P = 10 dBm, 64 fixed-seed drops: uniform + ZF/WMMSE, gradient "
-        "tuning with each beamformer, MM-PDD (JB Alg. 1), hybrid and digital MIMO. Mean ± std sum rate, "
-        "time per drop (compile apart), the paper's numbers.",
+        "tuning with each beamformer, MM-PDD (JB Alg. 1), hybrid and digital MIMO; with --rows also the JB "
+        "learning models (loaded from --learned-dir or trained) and jaxpass's aligned model (+ refinement). "
+        "Mean ± std sum rate, time per drop (compile apart), the paper's numbers.",
     )
     t.add_argument("--quick", action="store_true", help="L = 8, 4 drops, short runs (smoke test, < 2 min on CPU)")
     t.add_argument("--drops", type=positive_int, default=None, help="number of test drops (default 64; 4 with --quick)")

@@ -388,7 +388,7 @@ def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
         if saved.get("data_seed") == settings.seed and not saved.get("stream"):
             raise ValueError(f"the model in {folder} was trained on drops of seed {settings.seed}, which holds this "
                              f"table's test drops; train it on another seed (jaxpass train --data-seed 1000)")
-        history = tr._read_metrics(os.path.join(folder, "metrics.jsonl"), meta["step"])
+        history = tr.read_metrics(os.path.join(folder, "metrics.jsonl"), meta["step"])
         return model, {"source": f"checkpoint {folder} (step {meta['step']})", "train": {"steps": meta["step"]},
                        "history": history}
     options = tr.TrainOptions(model=name, data_seed=settings.learn_seed, test_seed=settings.seed,

@@ -398,7 +398,8 @@ def _metadata(cfg_json, options, model_name, state, dtype) -> dict:
     return json.loads(json.dumps(meta))  # as it reads back from the checkpoint (tuples -> lists)
 
 
-def _read_metrics(path, upto: int) -> list:
+def read_metrics(path, upto: int) -> list:
+    """The records of a run's ``metrics.jsonl`` (one dict per line) with ``step <= upto``; ``[]`` if there is none."""
     records = []
     if os.path.isfile(path):
         with open(path) as fh:
@@ -495,7 +496,7 @@ def _train(cfg, options, *, loss_fn, eval_fn, model, out_dir, resume, devices, p
             ckpt.check_compatible(saved, meta, directory=ck_dir)
             state = ckpt.restore_state(ck_dir, saved["step"], state)
             start = int(saved["step"])
-            history = _read_metrics(metrics_path, start)
+            history = read_metrics(metrics_path, start)
         elif steps:
             raise ckpt.CheckpointError(f"{ck_dir} already holds checkpoints (latest step {steps[-1]}); "
                                        "resume it or choose another output folder")
