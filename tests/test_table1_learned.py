@@ -42,6 +42,8 @@ def test_learned_rows_train_evaluate_and_refine(learned):
     assert rows["aligned"].summary()["train"]["steps"] == s.aligned["steps"]
     text = table1.markdown(results)
     assert "KDL-ResNet (JB)" in text and "43.03" in text and "KDL-Transformer (JB, paper)" in text
+    assert "(with learned rows)" in text and f"- KDL-ResNet (JB): trained here (saved to {folder}" in text
+    assert "- aligned model + refinement (jaxpass): the aligned row's model" in text
     json.dumps(table1.payload(results))  # serialisable: the model is not in the JSON
 
 

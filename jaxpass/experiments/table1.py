@@ -493,7 +493,8 @@ def acceptance(tables: dict, settings: Settings) -> list:
 def markdown(results: dict) -> str:
     """Markdown tables (one per L) and the acceptance lines."""
     s = results["settings"]
-    lines = [f"JB Table I (optimisation rows): K = N = 4, P = {s.power_dbm:g} dBm, {s.drops} drops (seed {s.seed}); "
+    kind = "with learned rows" if any(r in LEARNED_ROWS for r in s.rows) else "optimisation rows"
+    lines = [f"JB Table I ({kind}): K = N = 4, P = {s.power_dbm:g} dBm, {s.drops} drops (seed {s.seed}); "
              "sum rate mean ± std [bps/Hz], time per drop with compilation apart", ""]
     for L, rows in results["tables"].items():
         lines += [f"### L = {L}", "",
@@ -507,6 +508,17 @@ def markdown(results: dict) -> str:
         for name, value in ({} if any(r.row == "kdl_transformer" for r in rows) else PAPER_ONLY.get(L, {})).items():
             lines.append(f"| {name} | — | — | — | — | {value:.2f} |")
         lines.append("")
+        for r in rows:
+            t = r.extra.get("train")
+            if t:
+                in_sample = t.get("in_sample_sum_rate")
+                lines.append(f"- {r.label}: {r.extra['source']}, {t['steps']} steps"
+                             + (f" in {t['train_s']:.0f} s ({t['samples_per_s']:.0f} samples/s)" if "train_s" in t else "")
+                             + ("" if in_sample is None else f", last in-sample training rate {in_sample:.2f}"))
+            elif r.row in LEARNED_ROWS:
+                lines.append(f"- {r.label}: {r.extra.get('source', '')}")
+        if any(r.row in LEARNED_ROWS for r in rows):
+            lines.append("")
     if results["acceptance"]:
         lines += [f"Acceptance (L = 8): mean >= {TARGET_MEAN:g} bps/Hz, all positions feasible, "
                   f"< {TARGET_SECONDS_PER_DROP:g} s per drop (batched, compile apart):", ""]
