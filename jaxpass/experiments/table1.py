@@ -399,13 +399,9 @@ def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
     train = {"steps": res.step, "batch_size": options.batch_size, "train_drops": options.train_drops,
              "epochs": res.step * options.batch_size / options.train_drops, "train_s": res.train_seconds,
              "samples_per_s": res.samples_per_s, "in_sample_sum_rate": last.get("train_sum_rate"),
-             "options": {k: _jsonable_option(v) for k, v in options.asdict().items()}}
+             "options": options.asdict()}
     return res.model, {"source": "trained here" + ("" if folder is None else f" (saved to {folder})"),
                        "train": train, "history": res.history}
-
-
-def _jsonable_option(v):
-    return [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v
 
 
 def _aligned_model(cfg: PassConfig, settings: Settings):
@@ -423,7 +419,7 @@ def _aligned_model(cfg: PassConfig, settings: Settings):
     return fit.model, {"source": "trained here", "train": {
         "steps": steps, "batch_size": options.batch_size, "train_drops": options.train_drops, "train_s": train_s,
         "samples_per_s": steps * min(options.batch_size, options.train_drops) / train_s,
-        "options": {k: _jsonable_option(v) for k, v in options.asdict().items()}}}
+        "options": options.asdict()}}
 
 
 def learned_row(cfg: PassConfig, users, row: str, settings: Settings, *, mesh=None, model=None) -> RowResult:
