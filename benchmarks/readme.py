@@ -384,6 +384,7 @@ def render_throughput(results: Path) -> str:
 def render_two_timescale(results: Path) -> str:
     d = load(results, "two_timescale")
     s, o = d["settings"], d["settings"]["ssca"]
+    from jaxpass.experiments import two_timescale as tt
     from jaxpass.experiments.two_timescale import ROWS, SIGMA_ROWS
 
     out = [f"`python -m benchmarks --only two_timescale` (or `jaxpass ssca`; TT preset N = 4, L = 8; {s['blocks']} "
@@ -396,25 +397,17 @@ def render_two_timescale(results: Path) -> str:
         powers = list(by_p)
         rows = [[ROWS[r]] + [rate(by_p[P][r]["mean"]) for P in powers] for r in ROWS if all(r in by_p[P] for P in powers)]
         out += [table([f"{K.replace('=', ' = ')} \\ P [dBm]"] + [P.split("=")[1] for P in powers], rows), ""]
-    notes = []
-    checks = d["checks"]
-    fails = [c for c in checks if not c["holds"]]
-    notes.append(f"Orderings (TT Figs. 3-4 and the bound): {len(checks) - len(fails)} of {len(checks)} hold"
-                 + ("." if not fails else "; not holding: " + "; ".join(
-                     f"{c['check']} at K = {c['K']}" + (f", P = {c['P_dbm']:g} dBm" if "P_dbm" in c else "")
-                     for c in fails) + "."))
-    conv = [(K, c) for K, by_p in d["sweep"].items() for P in by_p if "tt_wmmse" in by_p[P]
-            for c in by_p[P]["tt_wmmse"]["converged_iteration"]]
-    if conv:
-        ok = [c for _, c in conv if c >= 0]
-        notes.append(f"SSCA (WMMSE short-term) reached a relative surrogate change below 1e-3 in {len(ok)} of "
-                     f"{len(conv)} block runs" + (f", after {sum(ok) / len(ok):.0f} iterations on average" if ok else "")
-                     + ".")
+    sweep = {int(K.split("=")[1]): {float(P.split("=")[1]): rows for P, rows in by_p.items()}
+             for K, by_p in d["sweep"].items()}
+    notes = [tt.checks_line(d["checks"]).replace("Checks:", "Orderings (TT Figs. 3-4 and the bound):") + "."]
+    notes += tt.precoder_lines(sweep)
+    notes += [line for K, by_p in sweep.items()
+              if (line := tt.convergence_line(by_p, s["blocks"], o["iterations"], f"K = {K}: "))]
     st = d.get("step_time")
     if st:
         notes.append(f"One SSCA iteration at N_s = {st['slots']} slots (one block, WMMSE short-term) takes "
                      f"{ms(st['median_s'])}.")
-    out.append(" ".join(notes))
+    out.append("\n\n".join(notes))
     if d["sigma_study"]:
         out += ["", table(["sigma_u [m]"] + [ROWS[r] for r in SIGMA_ROWS] + ["bound - SSCA"],
                           [[k.split("=")[1]] + [rate(v[r]["mean"]) for r in SIGMA_ROWS]

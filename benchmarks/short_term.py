@@ -60,10 +60,7 @@ class Settings:
 
 
 def quick_settings() -> Settings:
-    return Settings(users=(4,), powers_dbm=(12.0, 28.0),
-                    options=st.ShortTermOptions(steps=20, batch_size=32, blocks=4, slots_per_block=8, screen_slots=4,
-                                                assignments=2, supervised_steps=10, width=16, layers=1),
-                    held_out_blocks=2, held_out_slots=8, screen_slots=4, in_sample=32)
+    return Settings(users=(4,), powers_dbm=(12.0, 28.0), options=st.quick_options(), held_out_blocks=2, held_out_slots=8, screen_slots=4, in_sample=32)
 
 
 def npz_path(out_dir: Path, K: int) -> Path:

@@ -180,17 +180,48 @@ def test_two_timescale_row_uses_the_network_or_is_skipped(tmp_path):
                                                   assignments=2))
     nets, notes = tt.short_term_models(s)
     assert nets == {} and notes == [f"tt_kdl skipped at K = {K}: no trained short-term network "
-                                    "(Settings.short_term_nets)"]
+                                    "(Settings.short_term_nets, short_term_dir; jaxpass ssca --short-term-net / "
+                                    "--short-term-dir)"]
     model = st.build_short_term(CFG, TINY, nnx.Rngs(1))
     path = st.save_short_term(tmp_path / "net.npz", model, TINY, CFG)
     homes = tt.block_homes(CFG, 1, 0)
     out = tt.run_point(CFG, homes, s, short_term=st.load_short_term(path, CFG)[0])
     row = out["tt_kdl"]
-    assert set(row) >= {"mean", "per_block", "wmmse_rate", "feasible"} and row["feasible"] is True
-    assert np.isfinite(row["mean"]) and np.isfinite(row["wmmse_rate"]) and row["mean"] > 0
+    assert set(row) >= {"mean", "per_block", "same_positions", "feasible"} and row["feasible"] is True
+    # scored with the network (the deployed system), and with WMMSE and RZF at the same positions
+    assert row["scored_with"] == "ssca_short_term" and row["per_block"] == row["same_positions"]["ssca_short_term"]
+    assert set(row["same_positions"]) == {"wmmse", "rzf", "ssca_short_term"} and row["mean"] > 0
+    assert all(np.all(np.isfinite(v)) for v in row["same_positions"].values())
     assert "tt_kdl" not in tt.run_point(CFG, homes, s)
     checks = tt.checks({K: {20.0: {"tt_kdl": {"mean": 2.0}, "ssca_thp": {"mean": 1.0}, "digital_mimo": {"mean": 3.0},
                                    "uniform_wmmse": {"mean": 1.0}, "single_timescale": {"mean": 2.5}}}})
     got = {c["check"]: c["holds"] for c in checks if c["check"].startswith("tt_kdl")}
     assert got == {"tt_kdl >= ssca_thp": True, "tt_kdl >= digital_mimo": False, "tt_kdl >= uniform_wmmse": True,
                    "tt_kdl <= single_timescale": True}
+
+
+def test_short_term_dir_trains_once_then_loads(tmp_path, capsys):
+    s = dataclasses.replace(tt.quick_settings(), users=(K,), rows=("tt_kdl",), short_term_dir=str(tmp_path / "nets"),
+                            short_term_options=TINY.replace(steps=2, supervised_steps=1), short_term_seed=5)
+    nets, notes = tt.short_term_models(s)
+    path = tt.short_term_file(s.short_term_dir, K)
+    assert notes == [] and list(nets) == [K] and (tmp_path / "nets" / f"short_term-K{K}.npz").is_file()
+    meta = st.read_meta(path)
+    assert meta["num_users"] == K and meta["train_seed"] == 5 and meta["options"]["steps"] == 2
+    assert "training a short-term network" in capsys.readouterr().err
+    again, _ = tt.short_term_models(s)  # the file is there now: loaded, not trained
+    assert "loaded from" in capsys.readouterr().err
+    for a, b in zip(_params(nets[K]), _params(again[K])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_read_meta_rejects_other_files(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        st.read_meta(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not a network")
+    with pytest.raises(ValueError, match="not a short-term network"):
+        st.read_meta(bad)
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(ValueError, match="not a short-term network"):
+        st.read_meta(tmp_path / "other.npz")

@@ -184,6 +184,29 @@ def test_step_sizes_satisfy_the_papers_conditions(x64):
     assert np.all(np.diff(ratio[36:]) < 0) and ratio[-1] < 0.5 * ratio[100]
 
 
+def test_first_step_is_capped_then_tau_stays_constant(small):
+    cfg, homes, res = small
+    cap = S.SscaOptions().max_first_step
+    # the driver's run: tau raised at t = 0 at most, then held; the first step (gamma^0 = 1) moves
+    # no pinch by more than the cap (the projection onto a convex set containing X^0 only shortens it)
+    assert bool(jnp.all(res.tau >= S.SscaOptions().tau))
+    assert float(jnp.max(jnp.abs(res.X[:, 1] - res.X[:, 0]))) <= cap + 1e-5  # float32 at 20 m: ulp 2e-6
+    opts = S.SscaOptions(**FAST)
+    state = S.ssca_init(cfg, jp.uniform_positions(cfg), opts)
+    assert float(state.tau) == opts.tau
+    g = jnp.full((cfg.num_waveguides, cfg.num_pinches), 1e3).at[0, 0].set(-8e6)  # bps/Hz per m
+    tau0 = S.calibrated_tau(g, state, opts)
+    np.testing.assert_allclose(float(tau0), 8e6 / (2 * cap), rtol=1e-6)  # max|g| / (2 tau) = cap
+    small_g = S.calibrated_tau(g * 1e-6, state, opts)                    # small gradient: the given tau
+    assert float(small_g) == opts.tau
+    later = state._replace(t=jnp.asarray(5, jnp.int32), tau=jnp.asarray(3e7, state.X.dtype))
+    assert float(S.calibrated_tau(g * 100, later, opts)) == 3e7            # constant after t = 0
+    assert float(S.calibrated_tau(g, state, opts.replace(max_first_step=0.0))) == opts.tau  # off
+    assert float(S.calibrated_tau(g.at[1, 1].set(jnp.nan), state, opts)) == opts.tau    # non-finite: kept
+    off = S.ssca(cfg, homes, key=jax.random.key(0), max_first_step=0.0, **FAST)
+    assert bool(jnp.all(off.tau == opts.tau))
+
+
 def test_ssca_improves_the_held_out_rate_over_the_uniform_start():
     """Quasi-static users (sigma_u = 3 mm < lambda = 1 cm): the averaged landscape keeps its phase
     structure and SSCA (WMMSE short-term) must climb it. With sigma_u >> lambda the phase terms
@@ -299,6 +322,7 @@ def test_aligned_start_and_held_out_evaluation(small):
         (dict(slots_per_iteration=0), ValueError, "slots_per_iteration"),
         (dict(tau=0.0), ValueError, "tau"),
         (dict(tau=float("nan")), ValueError, "tau"),
+        (dict(max_first_step=-1e-3), ValueError, "max_first_step"),
         (dict(short_term="zf"), ValueError, "short_term"),
         (dict(wmmse_iterations=0), ValueError, "wmmse_iterations"),
         (dict(mode="implicit"), ValueError, "mode"),

@@ -32,6 +32,43 @@ def test_checks_flag_each_ordering_and_monotonicity():
     assert got[(None, "digital_mimo rises with P")] is False and got[(None, "tt_wmmse rises with P")] is True
 
 
+def test_paired_difference_its_split_and_verdicts():
+    rows = {"a": {"mean": 10.1, "per_block": [10.0, 10.2, 10.1], "scored_with": "wmmse",
+                  "same_positions": {"rzf": [9.9, 10.0, 10.0]}},
+            "b": {"mean": 10.0, "per_block": [9.8, 10.1, 10.1], "scored_with": "rzf"},
+            "c": {"mean": 3.0}}
+    got = tt.paired(rows, "a", "b")
+    np.testing.assert_allclose(got["diff_mean"], 0.1)
+    np.testing.assert_allclose(got["diff_se"], np.std([0.2, 0.1, 0.0], ddof=1) / np.sqrt(3))
+    np.testing.assert_allclose(got["positions_part"], np.mean([0.1, -0.1, -0.1]))  # RZF at a's vs at b's positions
+    np.testing.assert_allclose(got["precoder_part"] + got["positions_part"], got["diff_mean"])
+    assert "precoder_part" not in tt.paired(rows, "b", "a") and tt.paired(rows, "a", "c") == {}
+    assert tt.verdict(True, {}) == "holds" and tt.verdict(False, {}) == "fails"
+    assert tt.verdict(False, {"diff_mean": -0.05, "diff_se": 0.03}) == "tie"     # within 2 standard errors
+    assert tt.verdict(False, {"diff_mean": -0.07, "diff_se": 0.03}) == "fails"
+    assert tt.verdict(False, {"diff_mean": -5e-4, "diff_se": 0.0}) == "tie"      # below float32 resolution
+    line = tt.checks_line([{"K": 4, "P_dbm": 12.0, "check": "x >= y", "verdict": "tie", "diff_mean": -0.05,
+                            "diff_se": 0.03},
+                           {"K": 4, "check": "x rises with P", "verdict": "fails"},
+                           {"K": 6, "P_dbm": 20.0, "check": "x >= z", "verdict": "holds"}])
+    assert line.startswith("Checks: 1 of 3 hold; 1 ties") and "K=4 P=12 x >= y (-0.050 ± 0.030)" in line
+    assert line.endswith("1 fail: K=4 x rises with P")
+
+
+def test_convergence_and_precoder_lines():
+    by_p = {12.0: {"tt_wmmse": {"converged_iteration": [3, -1], "seconds": 10.0}},
+            16.0: {"tt_wmmse": {"converged_iteration": [5, 4], "seconds": 2.0}}}
+    line = tt.convergence_line(by_p, blocks=2, iterations=10)  # 2 s / (2 blocks x 10 iterations) = 0.1 s each
+    assert "in 3 of 4 block runs, after 4.0 iterations on average (median 4, max 5): 400 ms per block" in line
+    assert "10 iterations take 1.00 s per block (batched over 2 blocks, compilation excluded)" in line
+    assert tt.convergence_line({12.0: {"ssca_thp": {}}}, 2, 10) == ""
+    rows = {"tt_kdl": {"mean": 2.0, "per_block": [2.0, 2.0], "scored_with": "ssca_short_term",
+                       "same_positions": {"rzf": [1.5, 1.5], "ssca_short_term": [2.0, 2.0]}},
+            "ssca_thp": {"mean": 1.0, "per_block": [1.0, 1.0], "scored_with": "rzf"}}
+    (line,) = tt.precoder_lines({4: {12.0: rows}})
+    assert line.startswith("K = 4: ") and "12 dBm +1.000 = +0.500 + +0.500 bps/Hz" in line
+
+
 def test_every_row_is_scored_on_the_held_out_slots_of_held_out_rate():
     s = dataclasses.replace(tt.quick_settings(), held_out_slots=5)
     cfg = tt.scenario(4)
@@ -49,7 +86,7 @@ def test_every_row_is_scored_on_the_held_out_slots_of_held_out_rate():
 @pytest.mark.slow
 def test_ssca_command_quick_writes_json_md_png(tmp_path, capsys):
     out = tmp_path / "tt"
-    rows = ["tt_wmmse", "tt_start", "digital_mimo", "uniform_wmmse", "single_timescale"]
+    rows = ["tt_wmmse", "tt_start", "tt_uniform", "ssca_thp", "digital_mimo", "uniform_wmmse", "single_timescale"]
     assert main(["ssca", "--quick", "--rows", *rows, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "two-timescale (SSCA, WMMSE short-term)" in text and "Checks:" in text
@@ -61,10 +98,18 @@ def test_ssca_command_quick_writes_json_md_png(tmp_path, capsys):
         assert sorted(point) == sorted(rows)
         assert all(np.isfinite(r["mean"]) and len(r["per_block"]) == 2 for r in point.values())
         assert point["tt_wmmse"]["feasible"] and point["single_timescale"]["feasible"]
+        for row in ("tt_wmmse", "tt_start", "tt_uniform", "ssca_thp"):  # the same positions, every precoder
+            r = point[row]
+            assert set(r["same_positions"]) == {"wmmse", "rzf", "ssca_short_term"}
+            assert r["per_block"] == r["same_positions"][r["scored_with"]]
+        assert point["ssca_thp"]["scored_with"] == "rzf" and point["tt_wmmse"]["scored_with"] == "wmmse"
+        assert point["ssca_thp"]["same_positions"]["rzf"] == point["ssca_thp"]["same_positions"]["ssca_short_term"]
         assert point["single_timescale"]["mean"] > point["uniform_wmmse"]["mean"]  # re-tuned per slot vs even spread
     for row in ("uniform_wmmse", "digital_mimo", "single_timescale"):  # more power, more rate, on the same slots
         assert sweep["P=28"][row]["mean"] > sweep["P=12"][row]["mean"]
     assert list(payload["sigma_study"]) == ["sigma_u=0.5"] and payload["step_time"]["median_s"] > 0
+    assert {c["verdict"] for c in payload["checks"]} <= {"holds", "tie", "fails"}
+    assert all("diff_se" in c for c in payload["checks"] if "P_dbm" in c)
     assert (out / "two_timescale.md").read_text().startswith("Two-timescale design")
     assert (out / "two_timescale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -76,3 +121,16 @@ def test_ssca_command_quick_writes_json_md_png(tmp_path, capsys):
                                           (["--powers-dbm", "x"], "--powers-dbm")])
 def test_bad_ssca_flags_are_usage_errors(argv, needle, capsys):
     assert_usage_error(["ssca", *argv], needle, capsys)
+
+
+@pytest.mark.parametrize("argv, needle", [(["--short-term-net", "missing.npz"], "missing.npz: no such file"),
+                                          (["--short-term-net", "{file}"], "not a short-term network"),
+                                          (["--short-term-dir", "{file}"], "is not a folder"),
+                                          (["--short-term-steps", "3"], "needs --short-term-dir")])
+def test_bad_short_term_flags_are_one_line_errors(argv, needle, tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("")
+    argv = [a.replace("{file}", str(f)) for a in argv]
+    assert main(["ssca", "--quick", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and not (tmp_path / "o").exists()

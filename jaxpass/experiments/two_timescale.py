@@ -10,6 +10,8 @@ never seen by an optimiser). Rows (:data:`ROWS`):
   the unrolled-WMMSE short-term beamformer, then WMMSE per held-out slot;
 * ``tt_start``: the SSCA run's own start (physics-guided layout screened on
   one mini-batch, or uniform), scored the same way: what SSCA adds;
+* ``tt_uniform``: the same SSCA from evenly spread pinches (``init="uniform"``),
+  scored the same way: what the physics-guided start adds;
 * ``ssca_thp``: TT's SSCA-THP baseline: SSCA with the short-term precoder
   fixed to RZF, scored with RZF (its precoder);
 * ``digital_mimo``: an N-antenna ULA at the origin with WMMSE per slot;
@@ -26,10 +28,24 @@ every row, so rows differ only in where the pinches are, except:
   from a trained short-term network (``solver=kkt_solver(held_duals_fn(model))``:
   the gradient flows through the KKT map, the duals held;
   :mod:`jaxpass.learn.short_term`), scored on the same held-out slots with
-  that network as the short-term beamformer (the deployed system); its
-  WMMSE-scored rate is recorded as ``wmmse_rate``. It needs a network per K
-  (``Settings.short_term_nets`` or ``run_two_timescale(short_term=...)``);
-  without one it is skipped with a note (the quick run trains none).
+  that network as the short-term beamformer (the deployed system). It needs
+  a network per K (``Settings.short_term_nets`` or
+  ``run_two_timescale(short_term=...)``); without one it is skipped with a
+  note (the quick run trains none).
+
+Same positions, other precoders: every SSCA row (and ``tt_start``) is also
+scored on the same held-out slots with WMMSE (``eval_wmmse_iterations``
+updates), with RZF and with the short-term beamformer its SSCA ascended
+(``same_positions`` in the JSON, per block; ``scored_with`` names the one
+the row is reported with). So a gap between two rows splits into a
+precoder part (the other precoder at the same positions) and a positions
+part (the same precoder at the other positions): :func:`checks`.
+
+Every ordering check (:func:`checks`) compares the row means and, paired over
+the blocks (the same homes and held-out slots), gives the mean difference and
+its standard error; ``verdict`` is ``"holds"``, ``"tie"`` (the wrong way by
+at most :data:`TIE_SE` standard errors: not a significant difference) or
+``"fails"``.
 
 Also measured: SSCA convergence (the first iteration whose relative change of
 the averaged surrogate value is below ``1e-3``, and the time per block to get
@@ -72,6 +88,7 @@ ROWS = {
     "tt_wmmse": "two-timescale (SSCA, WMMSE short-term)",
     "tt_kdl": "two-timescale (SSCA, KDL short-term)",
     "tt_start": "SSCA start, no SSCA (WMMSE short-term)",
+    "tt_uniform": "two-timescale from uniform pinches (SSCA, WMMSE short-term)",
     "ssca_thp": "SSCA-THP (SSCA, RZF short-term)",
     "digital_mimo": "digital MIMO (N-antenna ULA) + WMMSE",
     "uniform_wmmse": "uniform positions + WMMSE",
@@ -81,6 +98,10 @@ ROWS = {
 SIGMA_ROWS = ("tt_start", "tt_wmmse", "uniform_wmmse", "single_timescale")
 #: relative change of the averaged surrogate value that counts as converged
 CONVERGED = 1e-3
+#: an ordering the wrong way by at most this many paired standard errors (over blocks) is a tie
+TIE_SE = 2.0
+#: ... or by at most this much [bps/Hz]: below what float32 rates of ~100 bps/Hz resolve after averaging
+TIE_ABS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,12 @@ class Settings:
     sigma_study_power_dbm: float = 20.0
     step_time_slots: int = 100
     short_term_nets: tuple = ()  # ((K, path), ...): saved short-term networks (jaxpass.learn.short_term) for tt_kdl
+    #: folder of short-term networks ``short_term-K<K>.npz``: a K without one is trained there (None: never train)
+    short_term_dir: str | None = None
+    #: options of a network trained here (None: ``ShortTermOptions()``)
+    short_term_options: object = None
+    #: training key of a network trained here: ``jax.random.key(short_term_seed)``
+    short_term_seed: int = 0
 
 
 def quick_settings() -> Settings:
@@ -188,30 +215,42 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
     rows = tuple(settings.rows if rows is None else rows)
     opts = settings.ssca
     eval_opts = opts.replace(short_term="wmmse", wmmse_iterations=settings.eval_wmmse_iterations)
+    rzf_opts = opts.replace(short_term="rzf")
     ev = dict(key=jax.random.key(settings.held_out_seed), num_slots=settings.held_out_slots, mesh=mesh)
     key = jax.random.key(settings.seed + 1) if key is None else key
     it = settings.eval_wmmse_iterations
     out = {}
+
+    def ssca_row(options, scored_with, solver=None):
+        """(SSCA result, row summary): SSCA with ``options``/``solver``, scored on the held-out slots."""
+        res, sec = _timed(ssca.ssca, cfg, homes, options, key=key, solver=solver, mesh=mesh)
+        summary = _scored(cfg, res.positions, homes, ev, _scorers(eval_opts, rzf_opts, options, solver), scored_with,
+                          sec, feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()))
+        return res, summary
+
     if "tt_wmmse" in rows or "tt_start" in rows:
-        res, sec = _timed(ssca.ssca, cfg, homes, opts.replace(short_term="wmmse"), key=key, mesh=mesh)
+        wm_opts = opts.replace(short_term="wmmse")
+        res, row = ssca_row(wm_opts, "wmmse")
         conv = converged_iteration(res.avg_rate)
-        feasible = bool(np.asarray(is_feasible(cfg, res.positions)).all())
-        rate, sec_eval = _timed(ssca.held_out_rate, cfg, res.positions, homes, eval_opts, **ev)
-        out["tt_wmmse"] = _summary(rate, sec, eval_seconds=sec_eval, feasible=feasible,
-                                   converged_iteration=[int(c) for c in conv],
-                                   avg_rate_history_mean=[float(v) for v in np.asarray(res.avg_rate).mean(0)])
+        row.update(converged_iteration=[int(c) for c in conv],
+                   avg_rate_history_mean=[float(v) for v in np.asarray(res.avg_rate).mean(0)])
+        if "tt_wmmse" in rows:
+            out["tt_wmmse"] = row
         if "tt_start" in rows:
-            start, _ = _timed(ssca.held_out_rate, cfg, res.initial, homes, eval_opts, **ev)
-            out["tt_start"] = _summary(start, 0.0)
-        if "tt_wmmse" not in rows:
-            del out["tt_wmmse"]
+            out["tt_start"] = _scored(cfg, res.initial, homes, ev, _scorers(eval_opts, rzf_opts, wm_opts), "wmmse",
+                                      0.0)
+    if "tt_uniform" in rows:
+        out["tt_uniform"] = ssca_row(opts.replace(short_term="wmmse", init="uniform"), "wmmse")[1]
     if "tt_kdl" in rows and short_term is not None:
-        out["tt_kdl"] = _kdl_row(cfg, homes, settings, short_term, key, ev, eval_opts)
+        # the gradient flows through the KKT map with the network's duals held (the reading measured in
+        # jaxpass.learn.short_term); scored with the network, the deployed system
+        from jaxpass.learn.short_term import held_duals_fn
+
+        short_term.eval()
+        out["tt_kdl"] = ssca_row(opts.replace(short_term="kkt"), "ssca_short_term",
+                                 ssca.kkt_solver(held_duals_fn(short_term)))[1]
     if "ssca_thp" in rows:
-        thp_opts = opts.replace(short_term="rzf")
-        res, sec = _timed(ssca.ssca, cfg, homes, thp_opts, key=key, mesh=mesh)
-        rate, _ = _timed(ssca.held_out_rate, cfg, res.positions, homes, thp_opts, **ev)
-        out["ssca_thp"] = _summary(rate, sec, feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()))
+        out["ssca_thp"] = ssca_row(rzf_opts, "rzf")[1]
     slots = None
     if {"digital_mimo", "single_timescale"} & set(rows):
         slots = held_out_slots(cfg, homes, settings, opts)
@@ -236,42 +275,78 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
     return out
 
 
-def _kdl_row(cfg, homes, settings: Settings, model, key, ev: dict, eval_opts) -> dict:
-    """``tt_kdl``: SSCA through the network's KKT beamformer, scored with it (the deployed system) and with WMMSE.
+def _scorers(eval_opts, rzf_opts, options, solver=None) -> dict:
+    """``{name: (options, solver)}``: WMMSE (the table's updates), RZF and the short-term beamformer SSCA ascended."""
+    return {"wmmse": (eval_opts, None), "rzf": (rzf_opts, None), "ssca_short_term": (options, solver)}
 
-    The SSCA gradient flows through the KKT map with the network's duals held
-    (:func:`jaxpass.learn.short_term.held_duals_fn`, the reading measured there).
+
+def _scored(cfg, X, homes, ev: dict, scorers: dict, scored_with: str, seconds: float, **extra) -> dict:
+    """The summary of positions ``X (B, N, L)`` scored with ``scorers[scored_with]``, plus ``same_positions``.
+
+    ``same_positions``: ``{name: per-block held-out rate}`` of ``X`` with every scorer
+    (the same held-out slots); a scorer equal to an earlier one is not recomputed.
     """
-    from jaxpass.learn.short_term import held_duals_fn
+    t0 = time.perf_counter()
+    same, done = {}, {}
+    for name, (options, solver) in scorers.items():
+        ident = (options, id(solver))
+        if ident not in done:
+            done[ident] = [float(v) for v in np.asarray(ssca.held_out_rate(cfg, X, homes, options, solver=solver,
+                                                                           **ev))]
+        same[name] = done[ident]
+    return _summary(same[scored_with], seconds, eval_seconds=time.perf_counter() - t0, scored_with=scored_with,
+                    same_positions=same, **extra)
 
-    model.eval()
-    solver = ssca.kkt_solver(held_duals_fn(model))
-    opts = settings.ssca.replace(short_term="kkt")
-    res, sec = _timed(ssca.ssca, cfg, homes, opts, key=key, solver=solver, mesh=ev.get("mesh"))
-    rate, sec_eval = _timed(ssca.held_out_rate, cfg, res.positions, homes, opts, solver=solver, **ev)
-    wmmse_rate = ssca.held_out_rate(cfg, res.positions, homes, eval_opts, **ev)
-    return _summary(rate, sec, eval_seconds=sec_eval, wmmse_rate=_summary(wmmse_rate, 0.0)["mean"],
-                    wmmse_rate_per_block=[float(v) for v in np.asarray(wmmse_rate)],
-                    feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()))
+
+def short_term_file(folder, num_users: int) -> str:
+    """``<folder>/short_term-K<K>.npz``: where :func:`short_term_models` loads or saves the K-user network."""
+    return os.path.join(folder, f"short_term-K{num_users}.npz")
 
 
 def short_term_models(settings: Settings, models: dict | None = None) -> tuple[dict, list]:
-    """``({K: network}, notes)``: the networks of ``models`` or loaded from ``settings.short_term_nets``.
+    """``({K: network}, notes)`` for the ``tt_kdl`` row, per K of ``settings.users``.
 
-    Without a network for some K of ``settings.users`` the ``tt_kdl`` row is
-    skipped there, with a note (e.g. the quick run, which trains none).
+    In order: ``models``; the files of ``settings.short_term_nets``; then, with
+    ``settings.short_term_dir``, its ``short_term-K<K>.npz`` (:func:`short_term_file`)
+    or, if missing, a network trained now (:func:`jaxpass.learn.short_term.fit_short_term`
+    with ``settings.short_term_options`` and key ``settings.short_term_seed``,
+    progress on stderr) and saved there. Without a network for some K the
+    ``tt_kdl`` row is skipped there, with a note.
     """
     nets, notes = dict(models or {}), []
     if "tt_kdl" not in settings.rows:
         return nets, notes
+    from jaxpass.learn import short_term as st
+
     for K, path in settings.short_term_nets:
         if K in settings.users and K not in nets:
-            from jaxpass.learn.short_term import load_short_term
+            nets[K] = st.load_short_term(path, scenario(K))[0]
+    for K in settings.users:
+        if K in nets or settings.short_term_dir is None:
+            continue
+        path = short_term_file(settings.short_term_dir, K)
+        if os.path.isfile(path):
+            nets[K] = st.load_short_term(path, scenario(K))[0]
+            _log(f"[two-timescale] K = {K}: short-term network loaded from {path}")
+            continue
+        opts = st.ShortTermOptions.resolve(settings.short_term_options)
+        _log(f"[two-timescale] K = {K}: training a short-term network, {opts.steps} steps x {opts.batch_size} slots "
+             f"(seed {settings.short_term_seed})")
 
-            nets[K] = load_short_term(path, scenario(K))[0]
+        def report(t, model, row, K=K, steps=opts.steps):
+            _log(f"[two-timescale] K = {K}: step {t + 1}/{steps}, batch rate {row[2]:.2f} bps/Hz = "
+                 f"{100 * row[1]:.1f} % of WMMSE")
+
+        fit = st.fit_short_term(jax.random.key(settings.short_term_seed), K, opts, callback=report)
+        os.makedirs(settings.short_term_dir, exist_ok=True)
+        st.save_short_term(path, fit.model, opts, scenario(K), train_seed=settings.short_term_seed,
+                           train_s=fit.seconds)
+        _log(f"[two-timescale] K = {K}: trained in {fit.seconds:.0f} s, saved {path}")
+        nets[K] = fit.model
     for K in settings.users:
         if K not in nets:
-            notes.append(f"tt_kdl skipped at K = {K}: no trained short-term network (Settings.short_term_nets)")
+            notes.append(f"tt_kdl skipped at K = {K}: no trained short-term network (Settings.short_term_nets, "
+                         "short_term_dir; jaxpass ssca --short-term-net / --short-term-dir)")
     return nets, notes
 
 
@@ -333,8 +408,45 @@ def run_two_timescale(settings: Settings | None = None, *, mesh=None, short_term
             "checks": checks(sweep), "notes": notes, "wall_s": time.perf_counter() - t_start}
 
 
+def paired(rows: dict, a: str, b: str) -> dict:
+    """Row ``a`` minus row ``b``, paired over the blocks (the same homes and held-out slots).
+
+    Returns ``{}`` without per-block rates for both (or fewer than 2 blocks), else
+    ``diff_mean``, ``diff_se`` (the standard error of the mean difference,
+    ``std(ddof=1) / sqrt(B)``) [bps/Hz] and, where ``a`` was also scored with
+    ``b``'s precoder (``same_positions``), the split of ``diff_mean`` into
+    ``positions_part`` (``b``'s precoder at ``a``'s positions minus ``b``) and
+    ``precoder_part`` (``a``'s precoder minus ``b``'s, both at ``a``'s positions).
+    """
+    pa, pb = rows[a].get("per_block"), rows[b].get("per_block")
+    if pa is None or pb is None or len(pa) != len(pb) or len(pa) < 2:
+        return {}
+    d = np.asarray(pa, np.float64) - np.asarray(pb, np.float64)
+    out = {"diff_mean": float(d.mean()), "diff_se": float(d.std(ddof=1) / np.sqrt(d.size))}
+    other = rows[a].get("same_positions", {}).get(rows[b].get("scored_with"))
+    if other is not None:
+        pos = float(np.mean(np.asarray(other, np.float64) - np.asarray(pb, np.float64)))
+        out.update(positions_part=pos, precoder_part=out["diff_mean"] - pos)
+    return out
+
+
+def verdict(holds: bool, stats: dict) -> str:
+    """``"holds"``; ``"tie"`` when the wrong way by at most :data:`TIE_SE` paired standard errors
+    (or :data:`TIE_ABS`); else ``"fails"``."""
+    if holds:
+        return "holds"
+    if stats and abs(stats["diff_mean"]) <= max(TIE_SE * stats["diff_se"], TIE_ABS):
+        return "tie"
+    return "fails"
+
+
 def checks(sweep: dict) -> list:
-    """The issue's orderings, per K and P (informational ``holds`` flags; never raised)."""
+    """The issue's orderings, per K and P (informational; never raised).
+
+    Each pair check has ``holds`` (the means are ordered as asked), the paired
+    statistics of :func:`paired` and a :func:`verdict`; each row also gets a
+    "rises with P" check (strictly increasing means).
+    """
     pairs = [("tt_wmmse", "ssca_thp", ">="), ("tt_wmmse", "digital_mimo", ">="), ("ssca_thp", "digital_mimo", ">="),
              ("tt_wmmse", "uniform_wmmse", ">="), ("tt_wmmse", "single_timescale", "<="),
              ("tt_kdl", "ssca_thp", ">="), ("tt_kdl", "digital_mimo", ">="), ("tt_kdl", "uniform_wmmse", ">="),
@@ -345,14 +457,77 @@ def checks(sweep: dict) -> list:
             for a, b, op in pairs:
                 if a in rows and b in rows:
                     va, vb = rows[a]["mean"], rows[b]["mean"]
-                    out.append({"K": K, "P_dbm": P, "check": f"{a} {op} {b}", "a": va, "b": vb,
-                                "holds": bool(va >= vb if op == ">=" else va <= vb)})
+                    holds = bool(va >= vb if op == ">=" else va <= vb)
+                    stats = paired(rows, a, b)
+                    out.append({"K": K, "P_dbm": P, "check": f"{a} {op} {b}", "a": va, "b": vb, "holds": holds,
+                                **stats, "verdict": verdict(holds, stats)})
         for row in ROWS:
             means = [rows[row]["mean"] for rows in by_p.values() if row in rows]
             if len(means) > 1:
-                out.append({"K": K, "check": f"{row} rises with P", "values": means,
-                            "holds": bool(np.all(np.diff(means) > 0))})
+                holds = bool(np.all(np.diff(means) > 0))
+                out.append({"K": K, "check": f"{row} rises with P", "values": means, "holds": holds,
+                            "verdict": "holds" if holds else "fails"})
     return out
+
+
+def checks_line(checks_: list) -> str:
+    """One line: how many checks hold, which are ties (with their paired difference) and which fail."""
+    def where(c):
+        return f"K={c['K']}" + (f" P={c['P_dbm']:g}" if "P_dbm" in c else "") + f" {c['check']}"
+
+    ties = [c for c in checks_ if c["verdict"] == "tie"]
+    fails = [c for c in checks_ if c["verdict"] == "fails"]
+    line = f"Checks: {len(checks_) - len(ties) - len(fails)} of {len(checks_)} hold"
+    if ties:
+        line += (f"; {len(ties)} ties (the wrong way by at most {TIE_SE:g} paired standard errors over the blocks, "
+                 f"or {TIE_ABS:g} bps/Hz): "
+                 + "; ".join(f"{where(c)} ({c['diff_mean']:+.3f} ± {c['diff_se']:.3f})" for c in ties))
+    if fails:
+        line += f"; {len(fails)} fail: " + "; ".join(where(c) for c in fails)
+    return line
+
+
+def convergence_line(by_p: dict, blocks: int, iterations: int, prefix: str = "") -> str:
+    """SSCA (WMMSE) convergence over the powers of one K: iterations and time per block ("" without the row).
+
+    ``prefix`` starts the line (e.g. ``"K = 4: "``).
+
+    The time per iteration and block is the batched run's wall time divided by
+    ``blocks x iterations``, from the powers after the first (the first
+    includes compilation; with one power it is used, compilation included).
+    """
+    runs = [by_p[P]["tt_wmmse"] for P in by_p if "tt_wmmse" in by_p[P]]
+    if not runs:
+        return ""
+    conv = [c for r in runs for c in r["converged_iteration"]]
+    ok = [c for c in conv if c >= 0]
+    secs = [r["seconds"] for r in runs]
+    warm = secs[1:] or secs
+    per_it = float(np.median(warm)) / (blocks * iterations)
+    line = (f"{prefix}SSCA (WMMSE short-term) reached a relative surrogate change below {CONVERGED:g} in {len(ok)} of "
+            f"{len(conv)} block runs")
+    if ok:
+        line += (f", after {np.mean(ok):.1f} iterations on average (median {np.median(ok):g}, max {max(ok)}): "
+                 f"{np.mean(ok) * per_it * 1e3:.0f} ms per block")
+    run = per_it * iterations
+    took = f"{run:.2f} s" if run >= 1 else f"{run * 1e3:.1f} ms"
+    compiled = "compilation excluded" if len(secs) > 1 else "compilation included"
+    return line + f"; {iterations} iterations take {took} per block (batched over {blocks} blocks, {compiled})."
+
+
+def precoder_lines(sweep: dict) -> list:
+    """Per K: the precoder's share of ``tt_kdl - ssca_thp`` (:func:`paired`'s split), over the powers."""
+    lines = []
+    for K, by_p in sweep.items():
+        split = [(P, paired(rows, "tt_kdl", "ssca_thp")) for P, rows in by_p.items()
+                 if "tt_kdl" in rows and "ssca_thp" in rows]
+        split = [(P, st) for P, st in split if "precoder_part" in st]
+        if split:
+            lines.append(f"K = {K}: two-timescale (KDL) minus SSCA-THP = precoder part (the network vs RZF at the "
+                         "KDL row's positions) + positions part (RZF at both rows' positions): " + "; ".join(
+                             f"{P:g} dBm {st['diff_mean']:+.3f} = {st['precoder_part']:+.3f} + "
+                             f"{st['positions_part']:+.3f}" for P, st in split) + " bps/Hz.")
+    return lines
 
 
 # ------------------------------------------------------------------ output
@@ -360,6 +535,8 @@ def payload(results: dict) -> dict:
     """The JSON of a run (``two_timescale.json``)."""
     s = results["settings"]
     settings = dataclasses.asdict(s) | {"ssca": s.ssca.asdict()}
+    if s.short_term_options is not None:
+        settings["short_term_options"] = s.short_term_options.asdict()
     return {"experiment": "two_timescale", "schema_version": 1, "settings": settings,
             "sweep": {f"K={K}": {f"P={P:g}": rows for P, rows in by_p.items()} for K, by_p in results["sweep"].items()},
             "sigma_study": {f"sigma_u={k:g}": v for k, v in results["sigma"].items()},
@@ -381,14 +558,9 @@ def markdown(results: dict) -> str:
         for row in ROWS:
             if all(row in by_p[P] for P in powers):
                 lines.append(f"| {ROWS[row]} | " + " | ".join(f"{by_p[P][row]['mean']:.2f}" for P in powers) + " |")
-        conv = [c for P in powers if "tt_wmmse" in by_p[P] for c in by_p[P]["tt_wmmse"]["converged_iteration"]]
+        conv = convergence_line(by_p, s.blocks, s.ssca.iterations)
         if conv:
-            ok = [c for c in conv if c >= 0]
-            secs = [by_p[P]["tt_wmmse"]["seconds"] for P in powers]
-            lines += ["", f"SSCA (WMMSE) converged (relative surrogate change < {CONVERGED:g}) in "
-                      f"{len(ok)}/{len(conv)} block runs, after {np.mean(ok) if ok else float('nan'):.1f} iterations "
-                      f"on average; {np.mean(secs) / s.blocks:.2f} s per block for {s.ssca.iterations} iterations "
-                      "(batched over blocks, compilation included at the first power)."]
+            lines += ["", conv]
         lines.append("")
     if results["sigma"]:
         lines += [f"### sigma_u study (K = {s.sigma_study_users}, P = {s.sigma_study_power_dbm:g} dBm)", "",
@@ -403,10 +575,8 @@ def markdown(results: dict) -> str:
         lines += [f"One SSCA iteration at N_s = {st['slots']} slots (WMMSE short-term, one block): "
                   f"{st['median_s'] * 1e3:.1f} ms (compile {st['compile_s']:.1f} s).", ""]
     lines += [f"Note: {n}" for n in results.get("notes", [])]
-    fails = [c for c in results["checks"] if not c["holds"]]
-    lines.append(f"Checks: {len(results['checks']) - len(fails)} of {len(results['checks'])} hold"
-                 + ("" if not fails else "; not holding: " + "; ".join(
-                     f"K={c['K']}" + (f" P={c['P_dbm']:g}" if "P_dbm" in c else "") + f" {c['check']}" for c in fails)))
+    lines += precoder_lines(results["sweep"])
+    lines.append(checks_line(results["checks"]))
     return "\n".join(lines)
 
 
@@ -452,7 +622,8 @@ def write_outputs(results: dict, out_dir) -> dict:
 
 # ------------------------------------------------------------------ command line
 #: SSCA options the ``ssca`` command exposes (defaults and help from :class:`ssca.SscaOptions`)
-CLI_OPTIONS = ("iterations", "slots_per_iteration", "tau", "wmmse_iterations", "init", "mode", "sigma_u")
+CLI_OPTIONS = ("iterations", "slots_per_iteration", "tau", "max_first_step", "wmmse_iterations", "init", "mode",
+               "sigma_u")
 
 
 def _memory_bytes(s: Settings, blocks: int, devices: int = 1) -> int:
@@ -483,6 +654,7 @@ def _cmd_ssca(args) -> int:
             scenario(K)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
+    s = _short_term_args(s, args)
     progress.set_quiet(args.quiet)
     mesh = mesh_from_args(args)
     devices = memory.shards(mesh)
@@ -494,6 +666,34 @@ def _cmd_ssca(args) -> int:
     for kind, path in write_outputs(results, args.out).items():
         print(f"wrote {kind}: {path}")
     return 0
+
+
+def _short_term_args(s: Settings, args) -> Settings:
+    """``--short-term-net`` / ``--short-term-dir`` / ``--short-term-steps`` into ``s`` (checked: one line, exit 2)."""
+    from jaxpass.experiments.cli_args import UserError
+    from jaxpass.learn import short_term as st
+
+    nets = {}
+    for path in args.short_term_net or ():
+        try:
+            K = st.read_meta(path)["num_users"]
+            st.load_short_term(path, scenario(K))
+        except (ValueError, OSError) as err:
+            raise UserError(f"--short-term-net: {err}") from None
+        if K in nets:
+            raise UserError(f"--short-term-net: two networks for K = {K}: {nets[K]} and {path}")
+        nets[K] = path
+    folder = args.short_term_dir
+    if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--short-term-dir {folder} exists and is not a folder")
+    if args.short_term_steps is not None and folder is None:
+        raise UserError("--short-term-steps needs --short-term-dir (where the trained networks are saved)")
+    options = st.quick_options() if args.quick else st.ShortTermOptions()
+    if args.short_term_steps is not None:
+        options = options.replace(steps=args.short_term_steps,
+                                  supervised_steps=min(options.supervised_steps, args.short_term_steps))
+    return dataclasses.replace(s, short_term_nets=tuple(nets.items()), short_term_dir=folder,
+                               short_term_options=options)
 
 
 def add_command(subparsers) -> None:
@@ -523,6 +723,14 @@ def add_command(subparsers) -> None:
             action.default = None
             action.help = action.help.replace("(default: %(default)s)", f"(default: {getattr(full, action.dest)}; "
                                               f"--quick: {getattr(quick, action.dest)})")
+    p.add_argument("--short-term-net", nargs="+", default=None, metavar="PATH",
+                   help="trained short-term networks for the KDL row, one per K (files of "
+                   "jaxpass.learn.short_term.save_short_term, e.g. benchmarks/results/short_term-K4-cpu-2core.npz)")
+    p.add_argument("--short-term-dir", default=None, metavar="DIR",
+                   help="folder of short-term networks short_term-K<K>.npz for the KDL row: a K without one is "
+                   "trained now (ShortTermOptions defaults; --quick: a tiny one) and saved there")
+    p.add_argument("--short-term-steps", type=positive_int, default=None,
+                   help="training steps of a network trained for --short-term-dir (default: 800; --quick: 20)")
     p.add_argument("--out", default="ssca_out", help="output folder (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
     add_parallel_options(p)

@@ -86,6 +86,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import time
 from typing import NamedTuple
 
@@ -275,6 +276,29 @@ class ShortTermOptions(Options):
             return dict(width=self.width, layers=self.layers, logit_bound=self.logit_bound)
         return dict(d_model=self.width, num_heads=self.heads, num_layers=self.layers, ffn=2 * self.width,
                     dropout=0.0, logit_bound=self.logit_bound)
+
+
+def quick_options() -> ShortTermOptions:
+    """A tiny network and a few steps (about 20 s on 2 CPU cores): smoke runs, not results."""
+    return ShortTermOptions(steps=20, batch_size=32, blocks=4, slots_per_block=8, screen_slots=4, assignments=2,
+                            supervised_steps=10, width=16, layers=1)
+
+
+def read_meta(path) -> dict:
+    """The metadata :func:`save_short_term` wrote in ``path`` (``num_users``, ``options``, ...), without the model.
+
+    Raises ``ValueError`` when ``path`` is not such a file.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    try:
+        with np.load(path) as f:
+            meta = json.loads(bytes(f["__meta__"]).decode())
+    except (OSError, ValueError, KeyError, EOFError):
+        raise ValueError(f"{path} is not a short-term network saved by save_short_term") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("num_users"), int):
+        raise ValueError(f"{path} is not a short-term network saved by save_short_term (no num_users)")
+    return meta
 
 
 def build_short_term(cfg: PassConfig, options: ShortTermOptions | None = None, rngs: nnx.Rngs | None = None):
@@ -640,5 +664,5 @@ def load_short_term(path, cfg: PassConfig | None = None):
 
 __all__ = ["ARCHITECTURES", "BoundedShortTermNet", "GramShortTermNet", "ShortTermFit", "ShortTermOptions",
            "block_channels", "build_short_term", "default_config", "fit_short_term", "gram_features", "held_duals_fn",
-           "kkt_rates", "load_short_term", "network_duals", "save_short_term", "score_channels", "short_term_loss",
-           "short_term_score", "teacher", "training_channels"]
+           "kkt_rates", "load_short_term", "network_duals", "quick_options", "read_meta", "save_short_term",
+           "score_channels", "short_term_loss", "short_term_score", "teacher", "training_channels"]
