@@ -12,9 +12,12 @@ result is gathered to every process). It then scores a ``jaxpass reproduce
 table1`` row (uniform + ZF on the table's drops) over the same mesh, and
 trains a small KDL-ResNet for 4 steps data-parallel over the 4 devices
 (:func:`jaxpass.learn.train.train`, batch 8 sharded, orbax checkpoints at steps
-2 and 4 written by both processes into one folder). Process 0 runs all three
-on one local device too and compares: the tuning and the row are identical,
-the trained parameters equal to float32 rounding.
+2 and 4 written by both processes into one folder); then a 6-step run is
+stopped after its step-4 checkpoint (as a killed job) and resumed from it on
+both processes, and compared with the same run uninterrupted (bit-identical).
+Process 0 runs the training on one local device too (4 and 6 steps,
+uninterrupted, no files) and compares: the tuning and the row are identical, the trained and the
+resumed parameters equal to float32 rounding.
 
 Run: python examples/multihost_local.py [--processes 2] [--devices-per-process 2] [--drops 6]
 On a real cluster drop the launcher part: start the worker code (``worker()``)
@@ -66,8 +69,25 @@ def worker(args) -> None:
                             batch_size=8, train_drops=32, test_drops=4, eval_every=2, log_every=2, checkpoint_every=2)
     train_dir = args.train_dir or os.path.join(os.getcwd(), "multihost-train")
     trained = tr.train(cfg, topts, out_dir=train_dir, progress=False)
+    # a 6-step run stopped after its step-4 checkpoint (as a job killed there), then restarted: every process
+    # resumes the same folder from step 4 to step 6
+    topts6, resume_dir = topts.replace(steps=6), train_dir + "-resume"
+
+    def stop_at_4(record):
+        if record["step"] == 4:
+            raise _Stopped
+
+    try:
+        tr.train(cfg, topts6, out_dir=resume_dir, progress=False, callback=stop_at_4)
+    except _Stopped:
+        pass
+    stopped_at = ckpt.checkpoint_steps(os.path.join(resume_dir, "checkpoints"))
+    resumed = tr.train(cfg, topts6, out_dir=resume_dir, resume=True, progress=False)
+    uninterrupted = tr.train(cfg, topts6, progress=False)  # the same 6 steps on the same 4 devices, no stop
     rank = jax.process_index()
-    out = {"process": rank, "process_count": jax.process_count(), "global_devices": jax.device_count(),
+    resume_identical = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+        *(jax.tree.leaves(nnx.state(m.model, nnx.Param)) for m in (resumed, uninterrupted)), strict=True))
+    out = {"resume_bit_identical": resume_identical, "process": rank, "process_count": jax.process_count(), "global_devices": jax.device_count(),
            "local_devices": jax.local_device_count(), "drops": args.drops, "seconds": seconds,
            "sum_rate": np.asarray(res.sum_rate).tolist(), "positions": np.asarray(res.positions).tolist(),
            "table1_uniform_zf": np.asarray(row.rates).tolist()}
@@ -79,22 +99,44 @@ def worker(args) -> None:
         diffs.append(float(np.max(np.abs(np.asarray(row.rates) - np.asarray(one.rates)))))
         out["max_abs_diff_vs_one_device"] = max(diffs)
         out["identical_to_one_device"] = all(d == 0.0 for d in diffs)
-        alone = tr.train(cfg, topts, devices=jax.local_devices()[:1], progress=False)  # one device, no files
-        p4, p1 = (jax.tree.leaves(nnx.state(m.model, nnx.Param)) for m in (trained, alone))
-        scale = max(float(np.max(np.abs(np.asarray(b)))) for b in p1)  # relative to the largest parameter
-        out["train_max_rel_diff_vs_one_device"] = max(
-            float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(p4, p1, strict=True)) / scale
+        one = jax.local_devices()[:1]
+        alone = tr.train(cfg, topts, devices=one, progress=False)  # one device, no files
+        # (no out_dir: an orbax checkpoint manager is collective, one process alone would wait for the other)
+        alone6 = tr.train(cfg, topts6, devices=one, progress=False)  # 6 steps uninterrupted, one device
+        out["train_max_rel_diff_vs_one_device"] = _max_rel_diff(trained.model, alone.model)
+        out["resumed_max_rel_diff_vs_one_device"] = _max_rel_diff(resumed.model, alone6.model)
+        out["resumed_step"] = int(resumed.step)
         out["checkpoint_steps"] = ckpt.checkpoint_steps(os.path.join(train_dir, "checkpoints"))
+        out["stopped_at_checkpoints"] = stopped_at
+        out["checkpoint_steps_after_resume"] = ckpt.checkpoint_steps(os.path.join(resume_dir, "checkpoints"))
     print(f"process {rank}/{jax.process_count()}: {jax.device_count()} global devices "
           f"({jax.local_device_count()} local), {args.drops} drops tuned in {seconds:.1f} s (with compilation), "
           f"mean sum rate {float(np.mean(out['sum_rate'])):.3f} bps/Hz, table1 uniform + ZF row "
           f"{float(np.mean(out['table1_uniform_zf'])):.3f} bps/Hz"
           + (f"; identical to one device: {out['identical_to_one_device']}; training on 4 devices vs one: max "
              f"relative parameter difference {out['train_max_rel_diff_vs_one_device']:.1e}, checkpoints at steps "
-             f"{out['checkpoint_steps']}" if rank == 0 else ""), flush=True)
+             f"{out['checkpoint_steps']}; a 6-step run stopped at step 4 and resumed: bit-identical to the "
+             f"uninterrupted run: {resume_identical}, vs 6 steps on one device: "
+             f"{out['resumed_max_rel_diff_vs_one_device']:.1e}" if rank == 0 else ""),
+          flush=True)
     if args.json:
         with open(args.json.format(process=rank), "w") as fh:
             json.dump(out, fh)
+
+
+class _Stopped(Exception):
+    """Raised by a training callback: the job "dies" after a checkpoint."""
+
+
+def _max_rel_diff(a, b) -> float:
+    """Largest parameter difference of two models, relative to the largest parameter of ``b``."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    pa, pb = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (a, b))
+    scale = max(float(np.max(np.abs(np.asarray(y)))) for y in pb)
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(pa, pb, strict=True)) / scale
 
 
 def free_port() -> int:

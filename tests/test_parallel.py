@@ -254,7 +254,8 @@ def test_power_min_and_energy_on_8_devices_match_one():
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
-    """2 processes x 2 CPU devices (jax.distributed, gloo): tune_positions and a table1 row on 6 drops = one device."""
+    """2 processes x 2 CPU devices (jax.distributed, gloo): tune_positions and a table1 row on 6 drops = one device;
+    training with checkpoints, and a stopped run resumed by both processes."""
     script = ROOT / "examples" / "multihost_local.py"
     out = tmp_path / "process-{process}.json"
     proc = subprocess.run([sys.executable, str(script), "--json", str(out), "--timeout", "240"],
@@ -274,6 +275,11 @@ def test_two_processes_match_one(tmp_path):
     # training data-parallel over the 2 processes' 4 devices = one device (float32 rounding); both checkpoints kept
     assert results[0]["train_max_rel_diff_vs_one_device"] <= 1e-4, results[0]
     assert results[0]["checkpoint_steps"] == [2, 4], results[0]
+    # a 6-step run stopped after its step-4 checkpoint and resumed by both processes: bit-identical to the same
+    # run uninterrupted on every process, float32 rounding from one device
+    assert results[0]["resume_bit_identical"] and results[1]["resume_bit_identical"], results
+    assert results[0]["stopped_at_checkpoints"] == [2, 4] and results[0]["checkpoint_steps_after_resume"] == [2, 4, 6]
+    assert results[0]["resumed_step"] == 6 and results[0]["resumed_max_rel_diff_vs_one_device"] <= 1e-4, results[0]
 
 
 def test_memory_estimate_is_per_device_when_the_batch_is_sharded():
