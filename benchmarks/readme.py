@@ -484,6 +484,26 @@ def render_short_term(results: Path) -> str:
     ])
 
 
+def render_short_term_convergence(results: Path) -> str:
+    d = load(results, "short_term_convergence")
+    c = d["config"]
+    curves = d["curves"]
+    steps = curves["kdl"]["step"]
+    marks = sorted({steps[0], steps[len(steps) // 4], steps[len(steps) // 2], steps[-1]})
+    rows = [[v["label"]] + [rate(v["held_out_rate"][v["step"].index(m)]) for m in marks]
+            + [f"{100 * v['final_ratio']:.1f} %", f"{d['training'][k]['train_s']:.0f} s",
+               str(d["training"][k]["parameters"])] for k, v in curves.items()]
+    return "\n".join([
+        f"`python -m benchmarks --only short_term_convergence` (TT Fig. 3: K = {c['users']}, both networks trained "
+        f"{c['steps']} steps on the same pool, batches and powers (seed {c['train_seed']}), scored every "
+        f"{c['every']} steps on {c['held_out_blocks']} held-out blocks x {c['held_out_slots']} slots (seed "
+        f"{c['held_out_seed']}) at P = {c['power_dbm']:g} dBm; WMMSE ({c['eval_wmmse_iterations']} updates) "
+        f"{rate(d['wmmse'])} bps/Hz; {env_line(d)}; `benchmarks/results/short_term_convergence-cpu-2core.{{json,png}}`), "
+        "held-out mean sum rate [bps/Hz]:", "",
+        table(["model"] + [f"step {m}" for m in marks] + ["final / WMMSE", "training", "parameters"], rows),
+    ])
+
+
 #: block name -> renderer(results folder) -> markdown
 def render_scaling(results: Path) -> str:
     d = load(results, "scaling")
@@ -509,6 +529,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "power_min": render_power_min,
     "throughput": render_throughput,
     "two_timescale": render_two_timescale,
+    "short_term_convergence": render_short_term_convergence,
     "learn_aligned": render_learn_aligned,
     "learn_table1": render_learn_table1,
     "short_term": render_short_term,

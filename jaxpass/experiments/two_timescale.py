@@ -321,6 +321,10 @@ def short_term_models(settings: Settings, models: dict | None = None) -> tuple[d
     for K, path in settings.short_term_nets:
         if K in settings.users and K not in nets:
             nets[K] = st.load_short_term(path, scenario(K))[0]
+    for K, net in nets.items():
+        if not isinstance(net, st.ShortTermNet):
+            raise ValueError(f"the K = {K} network is a {type(net).__name__}: the KDL row needs a network of KKT "
+                             "duals (architecture gram or transformer)")
     for K in settings.users:
         if K in nets or settings.short_term_dir is None:
             continue
@@ -677,9 +681,12 @@ def _short_term_args(s: Settings, args) -> Settings:
     for path in args.short_term_net or ():
         try:
             K = st.read_meta(path)["num_users"]
-            st.load_short_term(path, scenario(K))
+            net = st.load_short_term(path, scenario(K))[0]
         except (ValueError, OSError) as err:
             raise UserError(f"--short-term-net: {err}") from None
+        if not isinstance(net, st.ShortTermNet):
+            raise UserError(f"--short-term-net: {path} holds a {type(net).__name__}; the KDL row needs a network "
+                            "of KKT duals (architecture gram or transformer)")
         if K in nets:
             raise UserError(f"--short-term-net: two networks for K = {K}: {nets[K]} and {path}")
         nets[K] = path

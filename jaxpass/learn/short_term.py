@@ -38,6 +38,13 @@ reads exactly the invariants:
   softmax share that underflows to exactly 0 would give ``sqrt(0)``'s infinite
   derivative in the KKT map (NaN gradients; seen in training).
 
+TT Fig. 3's black box (``architecture="blackbox"``, :class:`BlackBoxShortTermNet`)
+maps the slot channel to the beamformer itself (an MLP on ``Re``/``Im`` of the
+normalised channel, output scaled to the budget), trained with the same loss
+but without the teacher term; :func:`network_beamformers`,
+:func:`beamformer_fn`, :func:`score_channels` and :func:`short_term_score`
+take either kind (``benchmarks/short_term_convergence.py`` compares them).
+
 The logits are decoded by :func:`jaxpass.learn.decode.short_term_duals`
 (``lam = P/(K sigma^2) softplus(.) / ln 2``, ``share = softmax(.)``). The
 paper's Transformer stays available as ``architecture="transformer"`` (the
@@ -115,7 +122,7 @@ from jaxpass.metrics import sum_rate
 from jaxpass.optimize import ssca
 from jaxpass.slots import SIGMA_U, sample_homes, sample_slots
 
-ARCHITECTURES = ("gram", "transformer")
+ARCHITECTURES = ("gram", "transformer", "blackbox")
 
 
 # ------------------------------------------------------------------ networks
@@ -215,12 +222,62 @@ class BoundedShortTermNet(ShortTermNet):
         return _bound(super().__call__(H, snr), self.logit_bound)
 
 
+class BlackBoxShortTermNet(nnx.Module):
+    """TT Fig. 3's black box: slot channel -> the beamformer itself, no KKT structure.
+
+    An MLP on ``Re``/``Im`` of the channel scaled to unit Frobenius norm and
+    ``log10(snr) - 2``, with ``layers`` hidden layers of ``width`` (GELU), then
+    ``2 N K`` outputs read as ``W (N, K)`` complex and scaled to unit Frobenius
+    norm (:func:`network_beamformers` multiplies by ``sqrt(P)``, so the budget
+    is met by construction). Trained with the same loss as the KKT networks
+    (end-to-end, unsupervised: it has no duals for the teacher term).
+
+    Args:
+      cfg: the scenario (its static ``K, N, L`` are read).
+      width: hidden width. layers: hidden layers (>= 1).
+      param_dtype: parameter dtype. rngs: ``nnx.Rngs`` (``params``).
+    """
+
+    def __init__(self, cfg: PassConfig, *, width: int = 64, layers: int = 3, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.num_users, self.num_waveguides, self.num_pinches = _shapes(cfg)
+        check_positive_int("width", width)
+        check_positive_int("layers", layers)
+        K, N = self.num_users, self.num_waveguides
+        kw = dict(param_dtype=param_dtype, rngs=rngs)
+        self.embed = nnx.Linear(2 * K * N + 1, width, **kw)
+        self.hidden = nnx.List([nnx.Linear(width, width, **kw) for _ in range(layers - 1)])
+        self.head = nnx.Linear(width, 2 * N * K, **kw)
+
+    def __call__(self, H, snr):
+        """``H (B, K, N)`` complex, ``snr (B,)`` -> ``(B, N, K)`` complex beamformers of unit Frobenius norm."""
+        H = jnp.asarray(H)
+        check_shape("H", H, (None, self.num_users, self.num_waveguides))
+        snr = jnp.asarray(snr)
+        check_shape("snr", snr, (H.shape[0],))
+        dt = self.embed.kernel[...].dtype
+        B, K, N = H.shape
+        re, im = jnp.real(H).astype(dt), jnp.imag(H).astype(dt)
+        nrm = jnp.sqrt(jnp.sum(re**2 + im**2, axis=(-2, -1), keepdims=True))
+        nrm = jnp.where(nrm > 0, nrm, 1.0)
+        snr_feat = jnp.log10(jnp.maximum(snr.astype(dt), jnp.finfo(dt).tiny))[:, None] - 2.0
+        x = jnp.concatenate([(re / nrm).reshape(B, -1), (im / nrm).reshape(B, -1), snr_feat], axis=-1)
+        h = jax.nn.gelu(self.embed(x))
+        for layer in self.hidden:
+            h = jax.nn.gelu(layer(h))
+        out = self.head(h).reshape(B, 2, N, K)
+        W = jax.lax.complex(out[:, 0], out[:, 1]).astype(H.dtype)
+        w2 = jnp.sum(jnp.real(W) ** 2 + jnp.imag(W) ** 2, axis=(-2, -1), keepdims=True)
+        return W / jnp.sqrt(jnp.maximum(w2, jnp.finfo(dt).tiny)).astype(W.dtype)
+
+
 # ------------------------------------------------------------------ options
 @dataclasses.dataclass(frozen=True)
 class ShortTermOptions(Options):
     """Options of :func:`fit_short_term`: network sizes, training data, loss and optimiser (module docstring)."""
 
-    architecture: str = option("gram", "network: gram (invariant message passing) or transformer (ShortTermNet)",
+    architecture: str = option("gram", "network: gram (invariant message passing) or transformer (ShortTermNet), "
+                                       "KKT duals; blackbox: the beamformer itself (TT Fig. 3's baseline)",
                                choices=ARCHITECTURES)
     width: int = option(64, "hidden width (gram) or d_model (transformer)")
     layers: int = option(3, "message-passing layers (gram) or self-attention layers (transformer)")
@@ -274,6 +331,8 @@ class ShortTermOptions(Options):
         """Size kwargs of the network class (:func:`build_short_term`)."""
         if self.architecture == "gram":
             return dict(width=self.width, layers=self.layers, logit_bound=self.logit_bound)
+        if self.architecture == "blackbox":
+            return dict(width=self.width, layers=self.layers)
         return dict(d_model=self.width, num_heads=self.heads, num_layers=self.layers, ffn=2 * self.width,
                     dropout=0.0, logit_bound=self.logit_bound)
 
@@ -304,7 +363,8 @@ def read_meta(path) -> dict:
 def build_short_term(cfg: PassConfig, options: ShortTermOptions | None = None, rngs: nnx.Rngs | None = None):
     """An untrained network of ``options.architecture`` for ``cfg``'s shapes (``rngs`` default ``nnx.Rngs(0)``)."""
     options = ShortTermOptions.resolve(options)
-    cls = GramShortTermNet if options.architecture == "gram" else BoundedShortTermNet
+    cls = {"gram": GramShortTermNet, "transformer": BoundedShortTermNet,
+           "blackbox": BlackBoxShortTermNet}[options.architecture]
     return cls(cfg, **options.model_kwargs(), rngs=rngs or nnx.Rngs(0))
 
 
@@ -393,6 +453,23 @@ def network_duals(model: ShortTermNet, cfg: PassConfig, H, power_dbm):
     return jax.vmap(lambda p, r: _decode.short_term_duals(cfg.replace(power_dbm=p), r))(power_dbm, raw)
 
 
+def network_beamformers(model, cfg: PassConfig, H, power_dbm):
+    """``(W (B, N, K), duals)``: the network's beamformer per slot for ``H (B, K, N)`` at ``power_dbm (B,)``.
+
+    A KKT network (:class:`ShortTermNet`): ``W = beamforming.kkt(H, lam, share, P)``
+    with ``duals = (lam, share)`` of :func:`network_duals`; the black box
+    (:class:`BlackBoxShortTermNet`): its unit-norm output times ``sqrt(P)``, ``duals = None``.
+    """
+    if isinstance(model, BlackBoxShortTermNet):
+        snr = jax.vmap(lambda h, p: _decode.mean_snr(cfg.replace(power_dbm=p), h))(H, power_dbm)
+        U = model(H, snr)
+        P = jax.vmap(lambda p: cfg.replace(power_dbm=p).power)(power_dbm)
+        return U * jnp.sqrt(P).astype(U.real.dtype)[:, None, None].astype(U.dtype), None
+    lam, share = network_duals(model, cfg, H, power_dbm)
+    W = jax.vmap(lambda h, a, s_, p: bf.kkt(h, a, s_, cfg.replace(power_dbm=p).power))(H, lam, share, power_dbm)
+    return W, (lam, share)
+
+
 def kkt_rates(cfg: PassConfig, H, lam, share, power_dbm):
     """Sum rate [bps/Hz] of the KKT beamformer ``beamforming.kkt(H, lam, share, P)`` per slot, shape ``(B,)``."""
     def one(h, a, s, p):
@@ -413,8 +490,8 @@ def short_term_loss(model: ShortTermNet, cfg: PassConfig, H, power_dbm, options:
       supervised_weight: weight of the teacher term (may be traced; 0 = unsupervised).
     """
     lam_t, share_t, rate_t = teacher(cfg, H, power_dbm, options.teacher_iterations)
-    lam, share = network_duals(model, cfg, H, power_dbm)
-    rate = kkt_rates(cfg, H, lam, share, power_dbm)
+    W, duals = network_beamformers(model, cfg, H, power_dbm)
+    rate = jax.vmap(lambda h, w, p: sum_rate(h, w, cfg.replace(power_dbm=p).noise_power))(H, W, power_dbm)
     ok = jnp.isfinite(rate) & jnp.isfinite(rate_t) & (rate_t > 0)
     ok &= jnp.all(jnp.isfinite(lam_t), -1) & jnp.all(jnp.isfinite(share_t), -1)
     w = ok / jnp.maximum(jnp.sum(ok), 1).astype(rate.dtype)
@@ -422,11 +499,15 @@ def short_term_loss(model: ShortTermNet, cfg: PassConfig, H, power_dbm, options:
     ratio = jnp.where(ok, rate / safe_t, 0.0)
     unsup = -jnp.sum(w * (ratio if options.normalise else jnp.where(ok, rate, 0.0)))
     scale = jax.vmap(lambda p: cfg.replace(power_dbm=p).power / (cfg.num_users * cfg.noise_power))(power_dbm)
-    lam_t = jnp.where(ok[:, None], lam_t, 0.0)
-    share_t = jnp.where(ok[:, None], share_t, 1.0 / cfg.num_users)
-    sup_b = (jnp.mean((jnp.log1p(lam / scale[:, None]) - jnp.log1p(lam_t / scale[:, None])) ** 2, -1)
-             + jnp.sum((share - share_t) ** 2, -1))
-    sup = jnp.sum(w * sup_b)
+    if duals is None:  # the black box has no duals: end-to-end, unsupervised
+        sup = jnp.zeros((), rate.dtype)
+    else:
+        lam, share = duals
+        lam_t = jnp.where(ok[:, None], lam_t, 0.0)
+        share_t = jnp.where(ok[:, None], share_t, 1.0 / cfg.num_users)
+        sup_b = (jnp.mean((jnp.log1p(lam / scale[:, None]) - jnp.log1p(lam_t / scale[:, None])) ** 2, -1)
+                 + jnp.sum((share - share_t) ** 2, -1))
+        sup = jnp.sum(w * sup_b)
     aux = {"ratio": jnp.sum(w * ratio), "rate": jnp.sum(w * jnp.where(ok, rate, 0.0)),
            "teacher_rate": jnp.sum(w * jnp.where(ok, rate_t, 0.0)), "supervised": sup}
     return unsup + supervised_weight * sup, aux
@@ -482,7 +563,7 @@ def _train_step(model, optimizer, cfg, channels, key, weight, options: ShortTerm
 
 
 def fit_short_term(key, num_users: int, options: ShortTermOptions | None = None, *, cfg: PassConfig | None = None,
-                   channels=None, callback=None, **changes) -> ShortTermFit:
+                   channels=None, callback=None, callback_every: int = 100, **changes) -> ShortTermFit:
     """Train a short-term network for ``num_users`` users on the TT preset (module docstring).
 
     Args:
@@ -493,7 +574,8 @@ def fit_short_term(key, num_users: int, options: ShortTermOptions | None = None,
       options: :class:`ShortTermOptions`; ``**changes`` override fields.
       cfg: optional scenario (its ``num_users`` must be ``num_users``).
       channels: optional ``(M, K, N)`` training pool (default :func:`training_channels`).
-      callback: optional ``callback(step, model, history_row)`` every 100 steps and at the end.
+      callback: optional ``callback(step, model, history_row)`` at step 0, every ``callback_every``
+        steps and at the end (``step`` counts from 0: the model has had ``step + 1`` updates).
 
     Returns:
       :class:`ShortTermFit`.
@@ -504,6 +586,7 @@ def fit_short_term(key, num_users: int, options: ShortTermOptions | None = None,
         raise TypeError(f"cfg must be a PassConfig, got {type(cfg).__name__}")
     if cfg.num_users != num_users:
         raise ValueError(f"num_users must equal cfg.num_users = {cfg.num_users}, got {num_users}")
+    check_positive_int("callback_every", callback_every)
     k_data, k_init, k_steps = jax.random.split(check_key(key), 3)
     t0 = time.perf_counter()
     if channels is None:
@@ -520,7 +603,7 @@ def fit_short_term(key, num_users: int, options: ShortTermOptions | None = None,
         weight = opts.supervised_weight if t < opts.supervised_steps else 0.0
         history.append(_train_step(model, optimizer, cfg, channels, jax.random.fold_in(k_steps, t),
                                    jnp.float32(weight), opts))
-        if callback is not None and (t % 100 == 0 or t == opts.steps - 1):
+        if callback is not None and (t % callback_every == 0 or t == opts.steps - 1):
             callback(t, model, np.asarray(history[-1]))
     hist = np.asarray(jax.device_get(jnp.stack(history)), np.float64)
     seconds = time.perf_counter() - t0
@@ -551,19 +634,40 @@ def held_duals_fn(model: ShortTermNet):
 
 
 # ------------------------------------------------------------------ scoring
+@dataclasses.dataclass(frozen=True)
+class _BeamformerApply:
+    """``(params, rest, cfg, H (K, N)) -> W (N, K)`` at ``cfg``'s power; hashable by the graph definition."""
+
+    graphdef: object
+
+    def __call__(self, params, rest, cfg, H):
+        model = nnx.merge(self.graphdef, params, rest)
+        W, _ = network_beamformers(model, cfg, H[None], jnp.asarray(cfg.power_dbm)[None])
+        return W[0]
+
+
+def beamformer_fn(model):
+    """A ``beamformer(cfg, H (K, N)) -> W (N, K)`` of any short-term network (a ``jax.tree_util.Partial``).
+
+    The KKT networks' ``beamforming.kkt`` of their duals, or the black box's
+    output, at ``cfg``'s power (:func:`network_beamformers`); parameters are
+    traced leaves, as in :func:`jaxpass.learn.models.duals_fn`.
+    """
+    _check_network(model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return jax.tree_util.Partial(_BeamformerApply(graphdef), params, rest)
+
+
+def _check_network(model):
+    if not isinstance(model, (ShortTermNet, BlackBoxShortTermNet)):
+        raise TypeError(f"model must be a ShortTermNet or a BlackBoxShortTermNet, got {type(model).__name__}")
+
+
 @functools.partial(jax.jit, static_argnames="iterations")
-def _score(duals, cfg, X, slots, *, iterations: int):
+def _score(beam, cfg, X, slots, *, iterations: int):
     """``(net (B, S), wmmse (B, S))`` sum rates at the slots ``(B, S, K, 2)`` of positions ``X (B, N, L)``."""
-    it = iterations
-
-    def one(x, users):
-        H = effective_channel(cfg, x, users)
-        lam, share = duals(cfg, H)
-        r_net = sum_rate(H, bf.kkt(H, lam, share, cfg.power), cfg.noise_power)
-        r_w = sum_rate(H, bf.wmmse(H, cfg.power, cfg.noise_power, iterations=it), cfg.noise_power)
-        return r_net, r_w
-
-    return jax.vmap(lambda x, s: jax.vmap(lambda u: one(x, u))(s))(X, slots)
+    return jax.vmap(lambda x, s: _score_channels(beam, cfg, jax.vmap(lambda u: effective_channel(cfg, x, u))(s),
+                                                 iterations=iterations))(X, slots)
 
 
 def short_term_score(model: ShortTermNet, cfg: PassConfig, X, slots, *, wmmse_iterations: int = 20) -> dict:
@@ -580,8 +684,7 @@ def short_term_score(model: ShortTermNet, cfg: PassConfig, X, slots, *, wmmse_it
       ``{"net", "wmmse", "ratio", "net_per_block", "wmmse_per_block"}``: mean sum
       rates [bps/Hz] over every slot, their ratio, and the per-block means (lists).
     """
-    if not isinstance(model, ShortTermNet):
-        raise TypeError(f"model must be a ShortTermNet, got {type(model).__name__}")
+    _check_network(model)
     _decode.check_model_config(model, cfg)
     check_positive_int("wmmse_iterations", wmmse_iterations)
     N, L, K = cfg.num_waveguides, cfg.num_pinches, cfg.num_users
@@ -591,18 +694,17 @@ def short_term_score(model: ShortTermNet, cfg: PassConfig, X, slots, *, wmmse_it
     check_shape("X", X, (None, N, L))
     check_shape("slots", slots, (shape_of(X)[0], None, K, 2))
     model.eval()
-    net, wm = _score(duals_fn(model), cfg, jnp.asarray(X), jnp.asarray(slots),
-                     iterations=wmmse_iterations)
+    net, wm = _score(beamformer_fn(model), cfg, jnp.asarray(X), jnp.asarray(slots), iterations=wmmse_iterations)
     net, wm = np.asarray(net, np.float64), np.asarray(wm, np.float64)
     return {"net": float(net.mean()), "wmmse": float(wm.mean()), "ratio": float(net.mean() / wm.mean()),
             "net_per_block": [float(v) for v in net.mean(-1)], "wmmse_per_block": [float(v) for v in wm.mean(-1)]}
 
 
 @functools.partial(jax.jit, static_argnames="iterations")
-def _score_channels(duals, cfg, H, *, iterations: int):
+def _score_channels(beam, cfg, H, *, iterations: int):
+    """``(net (M,), wmmse (M,))`` sum rates of the network's beamformer and of WMMSE on ``H (M, K, N)``."""
     def one(h):
-        lam, share = duals(cfg, h)
-        r_net = sum_rate(h, bf.kkt(h, lam, share, cfg.power), cfg.noise_power)
+        r_net = sum_rate(h, beam(cfg, h), cfg.noise_power)
         r_w = sum_rate(h, bf.wmmse(h, cfg.power, cfg.noise_power, iterations=iterations), cfg.noise_power)
         return r_net, r_w
 
@@ -614,13 +716,12 @@ def score_channels(model: ShortTermNet, cfg: PassConfig, H, *, wmmse_iterations:
 
     Returns ``{"net", "wmmse", "ratio"}`` (mean sum rates [bps/Hz] at ``cfg``'s power and their ratio).
     """
-    if not isinstance(model, ShortTermNet):
-        raise TypeError(f"model must be a ShortTermNet, got {type(model).__name__}")
+    _check_network(model)
     _decode.check_model_config(model, cfg)
     check_positive_int("wmmse_iterations", wmmse_iterations)
     check_shape("H", H, (None, cfg.num_users, cfg.num_waveguides))
     model.eval()
-    net, wm = _score_channels(duals_fn(model), cfg, jnp.asarray(H), iterations=wmmse_iterations)
+    net, wm = _score_channels(beamformer_fn(model), cfg, jnp.asarray(H), iterations=wmmse_iterations)
     net, wm = np.asarray(net, np.float64), np.asarray(wm, np.float64)
     return {"net": float(net.mean()), "wmmse": float(wm.mean()), "ratio": float(net.mean() / wm.mean())}
 
@@ -662,7 +763,8 @@ def load_short_term(path, cfg: PassConfig | None = None):
     return model, meta
 
 
-__all__ = ["ARCHITECTURES", "BoundedShortTermNet", "GramShortTermNet", "ShortTermFit", "ShortTermOptions",
-           "block_channels", "build_short_term", "default_config", "fit_short_term", "gram_features", "held_duals_fn",
-           "kkt_rates", "load_short_term", "network_duals", "quick_options", "read_meta", "save_short_term",
-           "score_channels", "short_term_loss", "short_term_score", "teacher", "training_channels"]
+__all__ = ["ARCHITECTURES", "BlackBoxShortTermNet", "BoundedShortTermNet", "GramShortTermNet", "ShortTermFit",
+           "ShortTermOptions", "beamformer_fn", "block_channels", "build_short_term", "default_config",
+           "fit_short_term", "gram_features", "held_duals_fn", "kkt_rates", "load_short_term", "network_beamformers",
+           "network_duals", "quick_options", "read_meta", "save_short_term", "score_channels", "short_term_loss",
+           "short_term_score", "teacher", "training_channels"]
