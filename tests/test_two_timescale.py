@@ -86,7 +86,7 @@ def test_every_row_is_scored_on_the_held_out_slots_of_held_out_rate():
 @pytest.mark.slow
 def test_ssca_command_quick_writes_json_md_png(tmp_path, capsys):
     out = tmp_path / "tt"
-    rows = ["tt_wmmse", "tt_start", "tt_uniform", "ssca_thp", "digital_mimo", "uniform_wmmse", "single_timescale"]
+    rows = ["tt_wmmse", "tt_start", "ssca_thp", "digital_mimo", "uniform_wmmse", "single_timescale"]
     assert main(["ssca", "--quick", "--rows", *rows, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "two-timescale (SSCA, WMMSE short-term)" in text and "Checks:" in text
@@ -98,7 +98,7 @@ def test_ssca_command_quick_writes_json_md_png(tmp_path, capsys):
         assert sorted(point) == sorted(rows)
         assert all(np.isfinite(r["mean"]) and len(r["per_block"]) == 2 for r in point.values())
         assert point["tt_wmmse"]["feasible"] and point["single_timescale"]["feasible"]
-        for row in ("tt_wmmse", "tt_start", "tt_uniform", "ssca_thp"):  # the same positions, every precoder
+        for row in ("tt_wmmse", "tt_start", "ssca_thp"):  # the same positions, every precoder
             r = point[row]
             assert set(r["same_positions"]) == {"wmmse", "rzf", "ssca_short_term"}
             assert r["per_block"] == r["same_positions"][r["scored_with"]]
