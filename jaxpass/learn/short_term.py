@@ -82,7 +82,7 @@ network's rate is 101.8-102.4 % of WMMSE's (20 updates) at K = 6 and
 
 Execution (docs/execution_model.md): :func:`block_channels`,
 :func:`teacher`, :func:`network_duals`, :func:`short_term_loss` and
-:func:`kkt_rates` are pure (``cfg`` traced, options static);
+:func:`network_beamformers` are pure (``cfg`` traced, options static);
 :func:`training_channels`, :func:`fit_short_term`, :func:`short_term_score`,
 :func:`save_short_term` and :func:`load_short_term` are the drivers.
 """
@@ -470,15 +470,6 @@ def network_beamformers(model, cfg: PassConfig, H, power_dbm):
     return W, (lam, share)
 
 
-def kkt_rates(cfg: PassConfig, H, lam, share, power_dbm):
-    """Sum rate [bps/Hz] of the KKT beamformer ``beamforming.kkt(H, lam, share, P)`` per slot, shape ``(B,)``."""
-    def one(h, a, s, p):
-        c = cfg.replace(power_dbm=p)
-        return sum_rate(h, bf.kkt(h, a, s, c.power), c.noise_power)
-
-    return jax.vmap(one)(H, lam, share, power_dbm)
-
-
 def short_term_loss(model: ShortTermNet, cfg: PassConfig, H, power_dbm, options: ShortTermOptions = ShortTermOptions(),
                     supervised_weight=0.0):
     """The training loss (module docstring) and ``aux`` (``ratio``, ``rate``, ``teacher_rate``, ``supervised``).
@@ -765,6 +756,6 @@ def load_short_term(path, cfg: PassConfig | None = None):
 
 __all__ = ["ARCHITECTURES", "BlackBoxShortTermNet", "BoundedShortTermNet", "GramShortTermNet", "ShortTermFit",
            "ShortTermOptions", "beamformer_fn", "block_channels", "build_short_term", "default_config",
-           "fit_short_term", "gram_features", "held_duals_fn", "kkt_rates", "load_short_term", "network_beamformers",
+           "fit_short_term", "gram_features", "held_duals_fn", "load_short_term", "network_beamformers",
            "network_duals", "quick_options", "read_meta", "save_short_term", "score_channels", "short_term_loss",
            "short_term_score", "teacher", "training_channels"]
