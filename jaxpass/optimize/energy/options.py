@@ -115,7 +115,7 @@ class DesignOptions(Options):
             raise ValueError(f"set grid_points or grid_spacing, not both (got grid_points={self.grid_points}, "
                              f"grid_spacing={self.grid_spacing} m)")
         check_positive_int("grid_batch", self.grid_batch)
-        check_nonnegative_int("dinkelbach_iterations", self.dinkelbach_iterations)
+        check_positive_int("dinkelbach_iterations", self.dinkelbach_iterations)  # 0: EE would silently be SE
         check_positive_int("line_search", self.line_search)
 
     @property
