@@ -503,15 +503,15 @@ def _cmd_ee(args) -> int:
             cfg.replace(length_x=length)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
+    if args.held_out_drops < 0:
+        raise UserError(f"--held-out-drops must be >= 0, got {args.held_out_drops}")
+    if args.held_out_drops and args.held_out_seed == args.seed:
+        raise UserError(f"--held-out-seed must differ from --seed (both {args.seed}): held-out drops are fresh drops")
     figures = args.figures
     progress.set_quiet(args.quiet)
     need = _check_memory(cfg, args, options)
     print(f"jaxpass ee: EE preset (K={cfg.num_users}, N={cfg.num_pinches}, S_x={float(cfg.length_x):g} m), "
           f"{args.drops} drops, seed {args.seed}, figures {', '.join(figures)}" + memory.header_note(need), flush=True)
-    if args.held_out_drops < 0:
-        raise UserError(f"--held-out-drops must be >= 0, got {args.held_out_drops}")
-    if args.held_out_drops and args.held_out_seed == args.seed:
-        raise UserError(f"--held-out-seed must differ from --seed (both {args.seed}): held-out drops are fresh drops")
     results = run_all(cfg, figures=figures, num_drops=args.drops, seed=args.seed, powers_dbm=args.powers_dbm,
                       element_counts=args.elements, lengths=args.lengths,
                       convergence_counts=args.convergence_elements,
