@@ -26,15 +26,32 @@ def sample_users(key, cfg: PassConfig, shape=()):
     Args:
       key: a ``jax.random`` key.
       cfg: the scenario.
-      shape: leading batch shape, e.g. ``(B,)``.
+      shape: leading batch shape, e.g. ``(B,)``, or an int ``B`` for ``(B,)``.
 
     Returns:
       ``shape + (K, 2)`` float array of ``(x, y)`` coordinates [m].
+
+    Raises:
+      ValueError: ``shape`` holds a negative size; TypeError: it holds a non-integer.
     """
-    shape = tuple(shape)
+    shape = _batch_shape(shape)
     u = jax.random.uniform(key, shape + (cfg.num_users, 2))
     extent = jnp.stack([jnp.asarray(cfg.length_x, u.dtype), jnp.asarray(cfg.width_y, u.dtype)])
     return u * extent
+
+
+def _batch_shape(shape) -> tuple:
+    """``shape`` as a tuple of Python ints >= 0 (an int ``B`` -> ``(B,)``), checked before any tracing."""
+    import operator
+
+    try:
+        dims = (shape,) if not hasattr(shape, "__iter__") else tuple(shape)
+        dims = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape must hold sizes >= 0, got {shape!r}")
+    return dims
 
 
 def uniform_positions(cfg: PassConfig, dtype=None):
@@ -51,32 +68,95 @@ def uniform_positions(cfg: PassConfig, dtype=None):
     return jnp.broadcast_to(row, (cfg.num_waveguides, L))
 
 
-def _isotonic_minmax(y, w):
-    """Weighted isotonic (non-decreasing) regression of the last axis.
+def _pav_block_ids(y, w):
+    """Block index of every element in the weighted isotonic fit of one sequence.
 
-    Uses the min-max formula ``z_i = max_{j<=i} min_{k>=i} avg_w(y[j..k])`` with
-    prefix sums: O(L^2) work, no data-dependent control flow, so it jit-compiles,
-    vmaps and differentiates almost everywhere (a.e. the result is a fixed
-    block-average of the inputs, whose derivative is the averaging operator).
+    Pool-adjacent-violators with a stack (Best and Chakravarti, "Active set
+    algorithms for isotonic regression; a unifying framework", Math. Programming
+    1990): the stack holds the blocks found so far as (weighted sum, weight,
+    first index); each step either merges the top block into the one below it
+    (when their means violate the order) or pushes the next element. There are
+    ``L - 1`` pushes and at most ``L - 1`` merges, so a ``lax.fori_loop`` of
+    exactly ``2 L - 2`` steps (spare steps do nothing) finishes: a fixed count,
+    O(1) work per step, no data-dependent trip count, so it vmaps without
+    lanes waiting on each other and its jaxpr does not grow with ``L``. Its
+    inputs are not differentiated (the caller recomputes the block averages
+    differentiably), so the loop is never reverse-differentiated.
+
+    Args:
+      y: ``(L,)`` values; w: ``(L,)`` positive weights.
+
+    Returns:
+      ``(L,)`` int32: ``0`` for the first block, increasing by one at the start of
+      each further block.
     """
     L = y.shape[-1]
-    cs = jnp.cumsum(w * y, axis=-1)
-    cw = jnp.cumsum(w, axis=-1)
-    zero = jnp.zeros(y.shape[:-1] + (1,), y.dtype)
-    cs0 = jnp.concatenate([zero, cs[..., :-1]], axis=-1)  # sum before j
-    cw0 = jnp.concatenate([zero, cw[..., :-1]], axis=-1)
-    num = cs[..., None, :] - cs0[..., :, None]  # [j, k] = sum_{j..k}
-    den = cw[..., None, :] - cw0[..., :, None]
-    j = jnp.arange(L)
-    upper = j[:, None] <= j[None, :]  # k >= j
-    big = jnp.asarray(jnp.finfo(y.dtype).max, y.dtype)
-    safe_den = jnp.where(upper, den, 1.0)
-    avg = jnp.where(upper, num / safe_den, big)
-    # suffix minimum over k >= i for every j: T[j, i] = min_{k >= i} avg[j, k]
-    suffix_min = jax.lax.cummin(avg, axis=avg.ndim - 1, reverse=True)
-    lower = j[:, None] <= j[None, :]  # j <= i (rows j, columns i)
-    cand = jnp.where(lower, suffix_min, -big)
-    return jnp.max(cand, axis=-2)
+    idx = jnp.int32
+
+    def step(_, state):
+        i, m, s_t, w_t, start_t, S, W, starts = state
+        below = jnp.maximum(m - 1, 0)
+        s_b, w_b, start_b = S[below], W[below], starts[below]
+        merge = (m > 0) & (s_b / w_b > s_t / w_t)
+        push = ~merge & (i < L)
+        # the top block goes to slot m: kept by a push; otherwise slot m is above the stack
+        S, W, starts = S.at[m].set(s_t), W.at[m].set(w_t), starts.at[m].set(start_t)
+        j = jnp.minimum(i, L - 1)
+        s_t = jnp.where(merge, s_b + s_t, jnp.where(push, w[j] * y[j], s_t))
+        w_t = jnp.where(merge, w_b + w_t, jnp.where(push, w[j], w_t))
+        start_t = jnp.where(merge, start_b, jnp.where(push, i, start_t))
+        m = m + push.astype(idx) - merge.astype(idx)
+        return i + push.astype(idx), m, s_t, w_t, start_t, S, W, starts
+
+    zeros = jnp.zeros_like(y)
+    state = (idx(1), idx(0), w[0] * y[0], w[0], idx(0), zeros, zeros, jnp.zeros(L, idx))
+    _, m, _, _, start_t, _, _, starts = jax.lax.fori_loop(0, 2 * L - 2, step, state)
+    # first element of every final block: the stack's slots below m and the top block
+    slot = jnp.arange(L, dtype=idx)
+    first = jnp.zeros(L + 1, idx).at[jnp.where(slot < m, starts, L)].set(1).at[start_t].set(1)
+    return jnp.cumsum(first[:L]) - 1
+
+
+def _isotonic_regression(y, w):
+    """Weighted isotonic (non-decreasing) regression of the last axis: O(L) per sequence.
+
+    Solves ``min_z sum_l w_l (z_l - y_l)^2`` s.t. ``z`` non-decreasing, for each
+    sequence along the last axis. The blocks come from pool-adjacent-violators
+    (:func:`_pav_block_ids`, run on ``stop_gradient`` inputs); the result is then
+    recomputed as the weighted average of each block, ``z_l = sum_{i in B(l)} w_i
+    y_i / sum_{i in B(l)} w_i`` (a segment sum and a gather). Almost everywhere
+    (away from ties between adjacent block means) the blocks are locally
+    constant, so that expression has the exact derivative of the projection:
+    ``dz/dy`` averages over each block, ``dz_l/dw_i = (y_i - z_l) / W_B``; plain
+    autodiff gives it in forward and reverse mode, and nothing of the loop is
+    stored for the backward pass.
+
+    Cost per forward, vmapped over a batch of 64 drops, float32, measured on a
+    2-core CPU (best of 7, after compiling) against the min-max formula it
+    replaces (``max_{j<=i} min_{k>=i}`` of prefix-sum block averages, whose
+    ``lax.cummin`` over an ``L x L`` matrix XLA CPU lowers to windowed
+    reductions, ~``N L^3``); per drop, forward / value and gradient:
+
+    ========  ====================  ======================
+    N, L      min-max [us]          PAV [us]
+    ========  ====================  ======================
+    {TABLE}
+    ========  ====================  ======================
+
+    Args:
+      y: ``(..., L)`` values; w: ``(..., L)`` positive weights (same shape).
+
+    Returns:
+      ``(..., L)`` non-decreasing fit, the dtype of ``y``.
+    """
+    L = y.shape[-1]
+    batch = y.shape[:-1]
+    yf, wf = y.reshape(-1, L), w.reshape(-1, L)
+    ids = jax.vmap(_pav_block_ids)(jax.lax.stop_gradient(yf), jax.lax.stop_gradient(wf))
+    segment = jax.vmap(lambda v, i: jax.ops.segment_sum(v, i, num_segments=L, indices_are_sorted=True))
+    num = jnp.take_along_axis(segment(wf * yf, ids), ids, axis=-1)
+    den = jnp.take_along_axis(segment(wf, ids), ids, axis=-1)
+    return (num / den).reshape(batch + (L,))
 
 
 def project_positions(cfg: PassConfig, X, weights=None):
@@ -111,7 +191,7 @@ def project_positions(cfg: PassConfig, X, weights=None):
             if bool(jnp.any(jnp.asarray(weights) <= 0)):
                 raise ValueError("weights must be strictly positive")
         w = jnp.broadcast_to(jnp.asarray(weights, X.dtype), z.shape)
-    z = _isotonic_minmax(z, w)
+    z = _isotonic_regression(z, w)
     upper = jnp.asarray(cfg.length_x, X.dtype) - (L - 1) * delta
     z = jnp.clip(z, 0.0, upper)
     return z + offsets

@@ -102,6 +102,11 @@ API = [
          "p_max must lie in [0, 1000] W (60 dBm), got 1e+06"),
     Case("power_min.pgd: SNR target 200 dB", lambda: power_min.pgd(PB(), INSIDE, 1e20), ValueError,
          "snr_target (linear Gamma_k) must be a finite number in [0, 1e+10]"),
+    # samplers: shapes
+    Case("sample_users shape (-1,)", lambda: jp.sample_users(jax.random.key(0), JB(), (-1,)), ValueError,
+         "shape must hold sizes >= 0, got (-1,)"),
+    Case("sample_users shape 2.5", lambda: jp.sample_users(jax.random.key(0), JB(), 2.5), TypeError,
+         "shape must be an int or a tuple of ints, got 2.5"),
 ]
 
 CLI = [
@@ -161,6 +166,13 @@ CLI = [
     Case("tune --users .txt", ["tune", "--users", "{d}/u.txt"], 2, "users file must be .npy or .csv",
          {"u.txt": "1,2\n"}),
     Case("tune --users missing file", ["tune", "--users", "{d}/none.csv"], 2, "users file not found"),
+    Case("tune --users a directory", ["tune", "--users", "{d}"], 2, "is a directory; give a .npy or .csv file"),
+    Case("tune CSV renamed .npy", ["tune", "--users", "{d}/u.npy"], 2,
+         "is not a NumPy .npy file (no .npy header); a text file of 'x,y' rows must be named .csv",
+         {"u.npy": "1,2\n3,4\n"}),
+    # EE designs
+    Case("ee --dinkelbach-iterations 0", ["ee", "--dinkelbach-iterations", "0"], 2,
+         "dinkelbach_iterations must be >= 1, got 0"),
 ]
 
 CASES = API + CLI
@@ -272,3 +284,26 @@ def test_monte_carlo_z_is_nan_not_zero_when_the_standard_error_is_infinite():
     mc = powermin.check_monte_carlo(powermin.base_config(num_users=2), settings, samples=64)
     assert mc["all_finite"] is False and mc["nonfinite_pairs"] == 2
     assert mc["fraction_abs_z_below_3"] == 0.0 and all(np.isnan(mc["z"][0]))
+
+
+def test_sample_users_takes_an_int_batch_shape():
+    key = jax.random.key(0)
+    assert jp.sample_users(key, JB(), 3).shape == (3, 4, 2)
+    assert np.array_equal(jp.sample_users(key, JB(), 3), jp.sample_users(key, JB(), (3,)))
+    assert jp.sample_users(key, JB(), np.int64(2)).shape == (2, 4, 2)
+
+
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; it is skipped, header or not."""
+    from jaxpass.experiments.tune import load_users
+
+    for text in ("x,y\n1,2\n3,4\n", "1,2\n3,4\n"):
+        path = tmp_path / "u.csv"
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert load_users(str(path)).tolist() == [[[1.0, 2.0], [3.0, 4.0]]], text
+
+
+def test_ee_held_out_drops_checked_before_the_header(tmp_path, capsys):
+    assert main(["ee", "--held-out-drops", "-1", "--out", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == "jaxpass ee: error: --held-out-drops must be >= 0, got -1"

@@ -3,10 +3,12 @@
 Drops come from ``--users FILE`` or are sampled from ``--preset`` (``--drops``, ``--seed``):
 
 * ``.npy``: an array ``(K, 2)`` (one drop) or ``(B, K, 2)`` [m];
-* ``.csv`` (comma-separated; ``#`` comments; an optional header naming the
+* ``.csv`` (UTF-8 text, a leading byte-order mark as Excel writes it is
+  skipped; comma-separated; ``#`` comments; an optional header naming the
   columns, ``x,y`` or ``x0,y0,x1,y1,...``, case and spaces ignored: any other
   non-numeric line is an error): ``K`` rows ``x,y`` (one drop), or ``B`` rows
-  ``x0,y0,x1,y1,...`` (one drop per row).
+  ``x0,y0,x1,y1,...`` (one drop per row). A ``.npy`` name on a text file is
+  an error that says so.
 
 With a file, ``K`` is taken from it (the preset's ``num_users`` is overridden),
 ``--drops`` is refused, and every user must lie in the preset's area
@@ -45,10 +47,19 @@ def load_users(path: str) -> np.ndarray:
       UserError: unreadable file, unknown extension, wrong shape or non-finite values.
     """
     ext = os.path.splitext(path)[1].lower()
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        raise UserError(f"users file {path} is a directory; give a .npy or .csv file")
+    if not os.path.exists(path):
         raise UserError(f"users file not found: {path}")
+    if not os.path.isfile(path):
+        raise UserError(f"users file {path} is not a regular file; give a .npy or .csv file")
     try:
         if ext == ".npy":
+            with open(path, "rb") as fh:
+                magic = fh.read(6)
+            if magic != b"\x93NUMPY":
+                raise UserError(f"users file {path} is not a NumPy .npy file (no .npy header); "
+                                "a text file of 'x,y' rows must be named .csv")
             arr = np.load(path, allow_pickle=False)
         elif ext == ".csv":
             arr = _read_csv(path)
@@ -88,7 +99,7 @@ def _is_header(fields) -> bool:
 
 
 def _read_csv(path: str) -> np.ndarray:
-    with open(path) as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Excel's "CSV UTF-8") is skipped
         lines = [(i, ln.strip()) for i, ln in enumerate(fh, 1) if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise UserError(f"users file {path} is empty")
