@@ -26,7 +26,12 @@ computation) can delay the exit until it returns; on CPU it came within
 ``KeyboardInterrupt``), only in the main thread, and restores the previous
 ones when it returns.
 
-Devices and processes (``demo``, ``tune``, ``powermin``, ``ee``, ``reproduce``, ``ssca``, ``train``:
+Paths: every path option (:data:`PATH_ARGS`: ``--out``, ``--checkpoint``,
+``--users``, ``--learned-dir``, ``--short-term-net``, ``--short-term-dir``) is
+made absolute (``~`` expanded, relative to the working directory) before the
+command runs; an empty one is an error.
+
+Devices and processes (``demo``, ``tune``, ``powermin``, ``ee``, ``reproduce``, ``ssca``, ``train``, ``evaluate``:
 :func:`jaxpass.experiments.cli_args.add_parallel_options`): ``--devices N``
 runs the drops data-parallel on the first ``N`` local devices (``1``: one
 device, unsharded); without it, on all devices of all processes when there
@@ -174,11 +179,42 @@ def _interrupts_end_the_run(label: list):
             signal.signal(sig, old)
 
 
+#: parsed arguments that hold paths (a str, or a list of them): made absolute before the command runs
+PATH_ARGS = ("out", "checkpoint", "learned_dir", "users", "short_term_net", "short_term_dir")
+
+
+def _absolute(flag: str, text) -> str:
+    """``text`` as an absolute path (``~`` expanded, relative to the working directory); an empty one is refused."""
+    from pathlib import Path
+
+    if not str(text).strip():
+        raise UserError(f"{flag} must name a path, got an empty string")
+    return str(Path(str(text)).expanduser().resolve())
+
+
+def resolve_paths(args) -> None:
+    """Replace every path of :data:`PATH_ARGS` in ``args`` by its absolute form (:func:`_absolute`).
+
+    At the boundary, so the library below (orbax checkpoints, result sets) never
+    sees a relative path and a later ``chdir`` cannot move one.
+    """
+    for name in PATH_ARGS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, (list, tuple)):
+            setattr(args, name, [_absolute(flag, v) for v in value])
+        else:
+            setattr(args, name, _absolute(flag, value))
+
+
 def _run(args, argv) -> int:
     """Check ``--out`` (before any computation), then run the command inside one result set of it."""
     resolve = getattr(args, "resolve_out", None)  # a command whose default folder depends on other flags
     if resolve is not None:
         args.out = resolve(args)
+    resolve_paths(args)
     out = getattr(args, "out", None)
     from jaxpass.experiments import io
 
@@ -225,9 +261,21 @@ def main(argv=None) -> int:
         return _main(argv, label)
 
 
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` selected (``jaxpass reproduce table1`` -> ``table1``'s)."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[name]
+
+
 def _main(argv, label) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser: its usage, and "jaxpass evaluate: error: ..."
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     label[0] = f"jaxpass {args.command}"
     try:
         return _run(args, argv)

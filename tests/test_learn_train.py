@@ -1,8 +1,10 @@
 """Training pipeline (jaxpass.learn.train, .data, .checkpoint; ``jaxpass train`` / ``jaxpass evaluate``).
 
 A tiny nnx model following the jaxpass.learn interface (registered in ARCHITECTURES
-as "tiny-test" for the duration of a test) keeps every test fast; one test runs
-a real registered model (``kdl-resnet``, tiny sizes) through the CLI.
+as "tiny-test" for the duration of a test) keeps every test fast, through the
+library and through the CLI (``jaxpass train`` / ``evaluate``) alike. A real
+registered model (``kdl-resnet``, tiny sizes) is trained by the same driver in
+tests/test_table1_learned.py.
 """
 
 import hashlib
@@ -322,16 +324,42 @@ def test_cli_bad_flags(capsys, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_cli_train_resume_evaluate(tiny, tmp_path, capsys):
-    """``jaxpass train`` (the tiny model, the same options as ``SMALL``), ``--resume``, ``jaxpass evaluate``."""
+def test_cli_train_resume_evaluate(tiny, tmp_path, monkeypatch, capsys):
+    """``jaxpass train`` (the tiny model, the same options as ``SMALL``) stopped after its step-2 checkpoint,
+    ``--resume``, ``jaxpass evaluate``; every path relative to the working directory (orbax needs absolute
+    ones: the CLI resolves them); a resume with another ``--steps`` is refused before anything is printed."""
     from jaxpass.cli import main
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     common = ["train", "--model", TINY, "--model-arg", "hidden=16", "--num-users", "2", "--num-waveguides", "2",
               "--num-pinches", "2", "--batch-size", "8", "--train-drops", "24", "--test-drops", "8",
               "--warmup-steps", "2", "--learning-rate", "3e-3", "--log-every", "1", "--checkpoint-every", "2",
-              "--out", str(out), "--quiet"]
-    assert main(common + ["--steps", "2"]) == 0
+              "--out", "run", "--quiet"]
+
+    class Stop(Exception):
+        pass
+
+    real_train = T.train
+
+    def stopped_at_2(*args, callback=None, **kw):  # an interrupted run: its step-2 checkpoint is saved
+        def cb(record):
+            callback(record)
+            if record["step"] == 2:
+                raise Stop
+        return real_train(*args, callback=cb, **kw)
+
+    monkeypatch.setattr(T, "train", stopped_at_2)
+    with pytest.raises(Stop):
+        main(common + ["--steps", "3"])
+    monkeypatch.setattr(T, "train", real_train)
+    assert ckpt.checkpoint_steps(out / "checkpoints") == [2]
+    capsys.readouterr()
+    before = tree_digest(out)
+    assert main(common + ["--steps", "4", "--resume"]) == 2  # the schedule is laid out over 3 steps
+    o, err = capsys.readouterr()
+    assert "belongs to a run of 3 steps; this run asks for 4" in err and len(err.strip().splitlines()) == 1, err
+    assert "resumed" not in o and tree_digest(out) == before
     assert main(common + ["--steps", "3", "--resume"]) == 0
     text = capsys.readouterr().out
     assert "resumed from step 2" in text and "samples/s" in text
@@ -341,9 +369,54 @@ def test_cli_train_resume_evaluate(tiny, tmp_path, capsys):
     assert summary["step"] == 3 and summary["model"] == TINY and summary["model_kwargs"] == {"hidden": 16}
     assert (out / "train.png").stat().st_size > 1000
     assert ckpt.checkpoint_steps(out / "checkpoints") == [2, 3]
-    assert main(["evaluate", "--checkpoint", str(out)]) == 0
+    assert main(["evaluate", "--checkpoint", "run", "--quiet", "--devices", "1"]) == 0
     text = capsys.readouterr().out
     assert f"{lines[-1]['test_sum_rate_mean']:.2f} ± {lines[-1]['test_sum_rate_std']:.2f} bps/Hz on 8 drops" in text
     assert "ms per 64 drops" in text and "step 3" in text and "the run's held-out test drops" in text
     assert main(common + ["--steps", "3"]) == 2  # a fresh run into a used folder is refused
     assert "already holds checkpoints" in capsys.readouterr().err
+
+
+def test_cli_evaluate_refusals(tiny, tmp_path, monkeypatch, capsys):
+    """``jaxpass evaluate``: too many drops for the memory, a file or a step folder as ``--checkpoint``, an unknown
+    flag: one line each, naming the subcommand, before anything is computed."""
+    from jaxpass.cli import main
+    from jaxpass.experiments.train import model_label
+
+    monkeypatch.chdir(tmp_path)
+    run(tiny.replace(steps=2), "run")  # relative: resolved by train()
+    (tmp_path / "net.npz").write_bytes(b"PK")
+    for argv, needle in [
+        (["--checkpoint", "run", "--drops", "1000000000"], "--drops 1000000000 needs ~"),
+        (["--checkpoint", "net.npz"], f"{tmp_path / 'net.npz'} is a file, not a checkpoint folder"),
+        (["--checkpoint", "run/checkpoints/2"], f"give the run's folder {tmp_path / 'run'} and --step 2"),
+    ]:
+        assert main(["evaluate", *argv]) == 2, argv
+        o, err = capsys.readouterr()
+        assert needle in err and len(err.strip().splitlines()) == 1 and o == "", err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--checkpoint", "run", "--bogus"])
+    assert exc.value.code == 2
+    assert "jaxpass evaluate: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert model_label("kdl-resnet", {}) == "kdl-resnet"  # no double space before " on preset"
+    assert model_label("kdl-resnet", (("width", 8),)) == "kdl-resnet {'width': 8}"
+
+
+def test_cli_train_interrupted_before_its_first_checkpoint(tiny, tmp_path, capsys):
+    """A run stopped while its first checkpoint was being written leaves only orbax's temporary folder:
+    ``--resume`` says so and how to go on; the plain rerun works (and removes it) without absl noise."""
+    from jaxpass.cli import main
+
+    tmp = tmp_path / "run" / "checkpoints" / "2.orbax-checkpoint-tmp-1234"
+    (tmp / "state").mkdir(parents=True)
+    common = ["train", "--model", TINY, "--num-users", "2", "--num-waveguides", "2", "--num-pinches", "2",
+              "--batch-size", "8", "--train-drops", "24", "--test-drops", "8", "--steps", "2",
+              "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(common + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds only the unfinished save 2.orbax-checkpoint-tmp-1234 (the run stopped before its first " \
+           "checkpoint completed); start the run again without --resume" in err and len(err.splitlines()) == 1, err
+    assert main(common) == 0
+    err = capsys.readouterr().err
+    assert err == "", err
+    assert ckpt.checkpoint_steps(tmp_path / "run" / "checkpoints") == [2]

@@ -173,11 +173,25 @@ def train_bytes(K: int, N: int, L: int, batch_size: int, train_drops: int, test_
     return _total(activations + data + eval_bytes(K, N, L, per_device(test_drops, devices)) * scale)
 
 
+def evaluate_bytes(K: int, N: int, L: int, drops: int, *, float64: bool = False, devices: int = 1) -> int:
+    """``jaxpass evaluate``: a learned model's inference on all ``drops`` at once (activations counted as a
+    training batch's, ``64 x`` the channel per drop), the drops on the host and their sum-rate evaluation;
+    the drops sharded over ``devices``."""
+    scale = 2 if float64 else 1
+    share = per_device(drops, devices)
+    activations = 64 * K * N * L * COMPLEX_BYTES * share * scale
+    return _total(activations + drops * K * 2 * 4 * scale + eval_bytes(K, N, L, share) * scale)
+
+
 # ------------------------------------------------------------------ available memory
 def _parse_size(text: str) -> int:
+    """``"8G"`` -> bytes (K/M/G/T, binary, optional ``B``/``iB``); a size must be a finite number > 0."""
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
-    return int(float(text[:-1] if mult > 1 else text) * mult)
+    value = float(text[:-1] if mult > 1 else text)
+    if not (0 < value < float("inf")):
+        raise ValueError(f"size must be > 0, got {text}")
+    return int(value * mult)
 
 
 def host_available_bytes() -> int | None:
@@ -226,7 +240,7 @@ def available_bytes() -> int | None:
         try:
             return _parse_size(env)
         except ValueError:
-            raise UserError(f"${ENV_AVAILABLE} must be a size like 8G or 500M, got {env!r}") from None
+            raise UserError(f"${ENV_AVAILABLE} must be a positive size like 8G or 500M, got {env!r}") from None
     dev = device_available_bytes()
     return dev if dev is not None else host_available_bytes()
 

@@ -16,9 +16,21 @@ processes) and ``--distributed`` starts ``jax.distributed`` first
 (:func:`jaxpass.experiments.cli_args.add_parallel_options`); only process 0
 prints and writes its summary files.
 
-``jaxpass evaluate --checkpoint DIR [--drops N --seed S]`` prints the mean ±
-std sum rate of a checkpoint on held-out drops (default: the run's own test
-drops) and the inference time per 64 drops (network, decoding and beamformer).
+``--resume`` continues the latest checkpoint in ``DIR/checkpoints`` with the
+same options; only the length's spelling (``--steps``/``--epochs`` giving the
+same total), evaluation, logging and checkpoint cadence may change. Another
+total step count is refused (the learning-rate schedule is laid out over it).
+Nothing is printed before every check has passed.
+
+``jaxpass evaluate --checkpoint DIR [--step S] [--drops N --seed S] [--devices N] [--quiet]``
+prints the mean ± std sum rate of a checkpoint on held-out drops (default: the
+run's own test drops) and the inference time per 64 drops (network, decoding
+and beamformer). Its memory estimate
+(:func:`jaxpass.experiments.memory.evaluate_bytes`) is checked before the model
+is loaded: too many ``--drops`` is an error naming a count that fits.
+
+Paths (``--out``, ``--checkpoint``) may be relative to the working directory or
+start with ``~``: the CLI makes them absolute (:func:`jaxpass.cli.resolve_paths`).
 """
 
 from __future__ import annotations
@@ -66,6 +78,12 @@ def parse_model_args(items) -> dict:
     return out
 
 
+def model_label(model: str, model_kwargs) -> str:
+    """``"kdl-resnet"``, or ``"kdl-resnet {'width': 32}"`` with size kwargs (one space, none trailing)."""
+    kwargs = dict(model_kwargs or {})
+    return f"{model} {kwargs}" if kwargs else model
+
+
 def _config(args):
     from jaxpass.experiments.demo import preset
 
@@ -80,7 +98,7 @@ def _config(args):
 def _cmd_train(args) -> int:
     from jaxpass.experiments.io import environment, write_json
     from jaxpass.learn import checkpoint as ckpt
-    from jaxpass.learn.train import train
+    from jaxpass.learn.train import check_same_length, train
 
     opts = options_from_args(args, TrainOptions, CLI_OPTIONS)
     try:
@@ -96,19 +114,23 @@ def _cmd_train(args) -> int:
     need = memory.check_fits(lambda b: memory.train_bytes(K, N, L, b, opts.train_drops, opts.test_drops,
                                                           stream=opts.stream, float64=opts.float64, devices=shards),
                              opts.batch_size, flag="--batch-size")
-    try:
-        saved = ckpt.checkpoint_steps(os.path.join(args.out, "checkpoints")) if args.resume else []
-    except ckpt.CheckpointError as err:
-        raise UserError(str(err)) from None
-    if not quiet:
-        print(f"jaxpass train: {opts.model} {dict(opts.model_kwargs) or ''} on preset {args.preset} "
-              f"(K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, P={float(cfg.power_dbm):g} dBm); "
-              f"{opts.total_steps} steps of {opts.batch_size} drops, "
-              f"{'a stream of drops' if opts.stream else f'{opts.train_drops} training drops'}, "
-              f"{opts.test_drops} test drops; {'float64' if opts.float64 else 'float32'}" + memory.header_note(need),
-              flush=True)
-    if saved:
-        print(f"resumed from step {saved[-1]} ({os.path.join(args.out, 'checkpoints')})", flush=True)
+    if args.resume:  # the cheap checks of a resume first (the rest, model and state, inside train())
+        try:
+            saved = ckpt.read_metadata(os.path.join(args.out, "checkpoints"))
+            check_same_length(saved, opts, directory=os.path.join(args.out, "checkpoints"))
+        except ckpt.CheckpointError as err:
+            raise UserError(str(err)) from None
+
+    def started(step):  # after every check of train(): nothing is printed before a refusal
+        if not quiet:
+            print(f"jaxpass train: {model_label(opts.model, opts.model_kwargs)} on preset {args.preset} "
+                  f"(K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, P={float(cfg.power_dbm):g} dBm); "
+                  f"{opts.total_steps} steps of {opts.batch_size} drops, "
+                  f"{'a stream of drops' if opts.stream else f'{opts.train_drops} training drops'}, "
+                  f"{opts.test_drops} test drops; {'float64' if opts.float64 else 'float32'}"
+                  + memory.header_note(need), flush=True)
+        if step:
+            print(f"resumed from step {step} ({os.path.join(args.out, 'checkpoints')})", flush=True)
 
     def report(record):
         if not quiet and "test_sum_rate_mean" in record:
@@ -120,7 +142,7 @@ def _cmd_train(args) -> int:
     progress = not quiet  # a bar on a terminal, an occasional plain line otherwise
     try:
         res = train(cfg, opts, out_dir=args.out, resume=args.resume, progress=progress, callback=report,
-                    devices=args.devices)  # None: all devices of all processes (the data mesh's default)
+                    on_start=started, devices=args.devices)  # None: all devices of all processes (the default)
     except ckpt.CheckpointError as err:
         raise UserError(str(err)) from None
     except (TypeError, ValueError) as err:  # model kwargs the model refuses, batch vs device count
@@ -176,36 +198,58 @@ def _cmd_evaluate(args) -> int:
     import jax.numpy as jnp
     from flax import nnx
 
+    from jaxpass.experiments import memory, progress
     from jaxpass.experiments.io import compile_and_run
     from jaxpass.learn import checkpoint as ckpt
     from jaxpass.learn import data
     from jaxpass.learn.decode import predict
     from jaxpass.learn.train import canonical_cfg, evaluate, load_checkpoint
 
+    progress.set_quiet(args.quiet)
     try:
-        model, cfg, meta = load_checkpoint(args.checkpoint, args.step)
+        meta = ckpt.read_metadata(_checkpoint_folder(args.checkpoint), args.step)  # reads the JSON only
+        cfg = ckpt.cfg_from_dict(meta["cfg"])
+        opts = meta["options"]
+        seed = opts["test_seed"] if args.seed is None else args.seed
+        drops = opts["test_drops"] if args.drops is None else args.drops
     except ckpt.CheckpointError as err:
         raise UserError(str(err)) from None
-    opts = meta["options"]
-    seed = opts["test_seed"] if args.seed is None else args.seed
-    drops = opts["test_drops"] if args.drops is None else args.drops
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"checkpoint {args.checkpoint} has unusable metadata: {err}") from None
+    float64 = meta.get("dtype") == "float64"
+    shards = memory.shards(mesh_from_args(args))  # --devices/--distributed, checked before anything runs
+    memory.check_fits(lambda d: memory.evaluate_bytes(cfg.num_users, cfg.num_waveguides, cfg.num_pinches, d,
+                                                      float64=float64, devices=shards), drops, flag="--drops")
+    try:
+        model, cfg, meta = load_checkpoint(args.checkpoint, meta["step"], devices=args.devices)
+    except ckpt.CheckpointError as err:
+        raise UserError(str(err)) from None
     which = ("the run's held-out test drops" if seed == opts["test_seed"] and drops == opts["test_drops"]
              else "WARNING: the training drops" if seed == opts["data_seed"] and not opts["stream"] else "held-out drops")
-    float64 = meta.get("dtype") == "float64"
     with jax.enable_x64(True) if float64 else contextlib.nullcontext():
         dtype = np.float64 if float64 else np.float32
         users = data.sample_drops(seed, cfg, drops, dtype)
-        rates = np.asarray(evaluate(model, cfg, users), np.float64)
+        rates = np.asarray(evaluate(model, cfg, users, devices=args.devices), np.float64)
         graphdef, state = nnx.split(model)
         run = jax.jit(lambda state, cfg, u: predict(nnx.merge(graphdef, state), cfg, u))
         bench = jnp.asarray(data.sample_drops(seed, cfg, 64, dtype))
         _, seconds, compile_s = compile_and_run(run, state, canonical_cfg(cfg), bench, repeats=5)
-    print(f"jaxpass evaluate: {meta['model']} {meta['model_kwargs'] or ''} at step {meta['step']} "
+    print(f"jaxpass evaluate: {model_label(meta['model'], meta['model_kwargs'])} at step {meta['step']} "
           f"({meta['dtype']}), K={cfg.num_users}, N={cfg.num_waveguides}, L={cfg.num_pinches}, "
           f"P={float(cfg.power_dbm):g} dBm")
     print(f"sum rate {rates.mean():.2f} ± {rates.std():.2f} bps/Hz on {drops} drops (seed {seed}, {which}); "
           f"inference {seconds * 1e3:.3g} ms per 64 drops (network + decode + beamformer, compile {compile_s:.1f} s)")
     return 0
+
+
+def _checkpoint_folder(path) -> str:
+    """The checkpoints folder of ``--checkpoint``: ``path/checkpoints`` when there is one (a run's ``--out``), else
+    ``path``; a missing path or a file is refused (:func:`jaxpass.learn.checkpoint.check_folder`)."""
+    from jaxpass.learn import checkpoint as ckpt
+
+    path = ckpt.check_folder(path)
+    sub = os.path.join(path, "checkpoints")
+    return sub if os.path.isdir(sub) else path
 
 
 def add_command(subparsers) -> None:
@@ -243,5 +287,7 @@ def add_command(subparsers) -> None:
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     e.add_argument("--drops", type=positive_int, default=None, help="number of drops (default: the run's test drops)")
     e.add_argument("--seed", type=int, default=None, help="seed of the drops (default: the run's test seed)")
+    e.add_argument("--quiet", action="store_true", help="no progress on stderr (stdout unchanged)")
+    add_parallel_options(e)
     e.set_defaults(func=_cmd_evaluate)
 

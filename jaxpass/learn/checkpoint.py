@@ -156,6 +156,27 @@ def _ocp():
     return ocp
 
 
+def absolute(directory) -> str:
+    """``directory`` as an absolute path (``~`` expanded, relative to the working directory, links resolved).
+
+    orbax needs absolute paths ("Checkpoint path should be absolute"); every entry
+    point of this module goes through this, so relative folders work everywhere.
+    """
+    from pathlib import Path
+
+    return str(Path(os.fspath(directory)).expanduser().resolve())
+
+
+def unfinished_saves(directory) -> list[str]:
+    """Names of orbax's temporary step folders in ``directory`` (``<step>.orbax-checkpoint-tmp...``): saves
+    that never completed (the run was stopped while writing them)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [n for n in names if ".orbax-checkpoint-tmp" in n]
+
+
 def checkpoint_steps(directory) -> list[int]:
     """The saved (finalized) steps in ``directory`` (sorted), ``[]`` when it is missing or holds none.
 
@@ -163,7 +184,7 @@ def checkpoint_steps(directory) -> list[int]:
     ``CheckpointManager``), so one process of a multi-host job may call it alone
     (a manager synchronises all processes).
     """
-    directory = os.fspath(directory)
+    directory = absolute(directory)
     if not os.path.isdir(directory):
         return []
     ocp = _ocp()
@@ -181,13 +202,39 @@ def _one_line(err, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _resolve_step(directory, step):
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
+def check_folder(directory) -> str:
+    """``directory`` (absolute) if it exists and is a folder; else a :class:`CheckpointError` saying what it is."""
+    directory = absolute(directory)
+    if not os.path.exists(directory):
         raise CheckpointError(f"no checkpoint: folder {directory} does not exist")
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"no checkpoint: {directory} is a file, not a checkpoint folder (give the --out "
+                              "folder of a `jaxpass train` run, or its checkpoints/ folder)")
+    return directory
+
+
+def _no_saved_step(directory) -> CheckpointError:
+    """The error for a folder without a finished step, with what it holds instead (a step folder, an unfinished save)."""
+    name = os.path.basename(directory)
+    if name.isdigit() and os.path.isdir(os.path.join(directory, "meta")):
+        run = os.path.dirname(directory)
+        if os.path.basename(run) == "checkpoints":
+            run = os.path.dirname(run)
+        return CheckpointError(f"no checkpoint in {directory}: it is the folder of one saved step; give the run's "
+                               f"folder {run} and --step {int(name)}")
+    tmp = unfinished_saves(directory)
+    if tmp:
+        return CheckpointError(f"no checkpoint in {directory} (no saved step): it holds only the unfinished save "
+                               f"{tmp[-1]} (the run stopped before its first checkpoint completed); start the run "
+                               "again without --resume")
+    return CheckpointError(f"no checkpoint in {directory} (no saved step)")
+
+
+def _resolve_step(directory, step):
+    directory = check_folder(directory)
     steps = checkpoint_steps(directory)
     if not steps:
-        raise CheckpointError(f"no checkpoint in {directory} (no saved step)")
+        raise _no_saved_step(directory)
     if step is None:
         return steps[-1]
     if step not in steps:
@@ -202,9 +249,10 @@ def read_metadata(directory, step: int | None = None) -> dict:
       CheckpointError: missing folder or step, unreadable metadata, or another format.
     """
     ocp = _ocp()
+    directory = absolute(directory)
     step = _resolve_step(directory, step)
     with _quiet_absl():
-        mngr = ocp.CheckpointManager(os.fspath(directory),
+        mngr = ocp.CheckpointManager(directory,
                                      options=ocp.CheckpointManagerOptions(read_only=True, create=False))
         try:
             meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -273,7 +321,7 @@ def restore_state(directory, step: int, template):
       CheckpointError: an unreadable step or arrays that do not fit the template.
     """
     ocp = _ocp()
-    directory = os.fspath(directory)
+    directory = absolute(directory)
 
     def abstract(x):
         shape = jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x
@@ -310,7 +358,7 @@ class CheckpointWriter:
 
     def __init__(self, directory, *, keep: int = 3):
         ocp = _ocp()
-        self.directory = os.fspath(directory)
+        self.directory = absolute(directory)
         with _quiet_absl():
             self._mngr = ocp.CheckpointManager(
                 self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=int(keep), create=True))

@@ -420,7 +420,7 @@ def _jsonable(value):
 
 def train(cfg: PassConfig, options: TrainOptions | None = None, *, seed: int | None = None, loss_fn=None,
           eval_fn=None, model: nnx.Module | None = None, out_dir=None, resume: bool = False, devices=None,
-          progress: bool | None = None, callback=None, **changes) -> TrainResult:
+          progress: bool | None = None, callback=None, on_start=None, **changes) -> TrainResult:
     """Train ``options.model`` on drops of ``cfg``; see the module docstring.
 
     Args:
@@ -434,16 +434,22 @@ def train(cfg: PassConfig, options: TrainOptions | None = None, *, seed: int | N
         reported (default :func:`~jaxpass.learn.decode.sum_rate_loss`: the true sum rate).
       model: a model to train instead of ``ARCHITECTURES[options.model](cfg, **model_kwargs)``
         (its parameters are cast to the run's dtype).
-      out_dir: folder for ``checkpoints/`` and ``metrics.jsonl`` (None: nothing is written).
+      out_dir: folder for ``checkpoints/`` and ``metrics.jsonl`` (None: nothing is written); a relative
+        folder is taken relative to the working directory.
       resume: continue from the latest checkpoint in ``out_dir/checkpoints``
         (refused with :class:`~jaxpass.learn.checkpoint.CheckpointError` if it is
-        missing, corrupt or of another model / size / scenario / data setup).
-        Without ``resume``, a folder that already holds checkpoints is refused.
+        missing, corrupt or of another model / size / scenario / data setup, or
+        if ``options.total_steps`` differs from the saved run's: the learning-rate
+        schedule's warm-up and decay are laid out over the total, so a resume
+        keeps it). Without ``resume``, a folder that already holds checkpoints is refused.
       devices: devices of the data mesh (default: all).
       progress: a progress line on stderr (default: when stderr is a terminal).
       callback: ``callback(record)`` after each metrics record is written (and
         after its checkpoint, if any); an exception it raises stops the run
         (the checkpoints written so far stay valid, e.g. to resume).
+      on_start: ``on_start(step)`` once every check has passed (and a resumed
+        state is restored), before the first step; ``step`` is the step the run
+        starts from (0, or the resumed checkpoint's).
 
     Returns:
       :class:`TrainResult`.
@@ -455,12 +461,37 @@ def train(cfg: PassConfig, options: TrainOptions | None = None, *, seed: int | N
     if not isinstance(cfg, PassConfig):
         raise TypeError(f"cfg must be a PassConfig, got {type(cfg).__name__}")
     ctx = jax.enable_x64(True) if options.float64 else contextlib.nullcontext()
+    if out_dir is not None:
+        out_dir = ckpt.absolute(out_dir)
     with ctx:
         return _train(cfg, options, loss_fn=loss_fn, eval_fn=eval_fn, model=model, out_dir=out_dir,
-                      resume=resume, devices=devices, progress=progress, callback=callback)
+                      resume=resume, devices=devices, progress=progress, callback=callback, on_start=on_start)
 
 
-def _train(cfg, options, *, loss_fn, eval_fn, model, out_dir, resume, devices, progress, callback):
+def check_same_length(saved: dict, options: TrainOptions, *, directory="checkpoint") -> None:
+    """Refuse to resume a checkpoint whose run had another total step count than ``options``.
+
+    The schedule (:func:`learning_rate_schedule`) spreads warm-up and decay over
+    ``total_steps``, so resuming with another ``steps`` / ``epochs`` would jump the
+    learning rate at the resume. ``steps`` and ``epochs`` may change as long as the
+    total stays (e.g. ``epochs=2`` for ``steps=6`` at 3 steps per epoch).
+
+    Raises:
+      CheckpointError: one line naming both totals.
+    """
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    try:
+        before = TrainOptions(**{k: v for k, v in saved.get("options", {}).items() if k in fields}).total_steps
+    except (TypeError, ValueError) as err:
+        raise ckpt.CheckpointError(f"checkpoint {directory} has unusable options: {err}") from None
+    if before != options.total_steps:
+        raise ckpt.CheckpointError(
+            f"checkpoint {directory} belongs to a run of {before} steps; this run asks for {options.total_steps} "
+            f"(--steps/--epochs): the learning-rate schedule is laid out over the total, so a resume must keep "
+            f"--steps {before}; to train longer, start a new run in another folder")
+
+
+def _train(cfg, options, *, loss_fn, eval_fn, model, out_dir, resume, devices, progress, callback, on_start=None):
     dtype = np.float64 if options.float64 else np.float32
     cfg_json = ckpt.cfg_to_dict(cfg)
     cfg = canonical_cfg(cfg)
@@ -494,6 +525,7 @@ def _train(cfg, options, *, loss_fn, eval_fn, model, out_dir, resume, devices, p
         if resume:
             saved = ckpt.read_metadata(ck_dir)  # raises on a missing / corrupt folder
             ckpt.check_compatible(saved, meta, directory=ck_dir)
+            check_same_length(saved, options, directory=ck_dir)
             state = ckpt.restore_state(ck_dir, saved["step"], state)
             start = int(saved["step"])
             history = read_metrics(metrics_path, start)
@@ -549,6 +581,8 @@ def _train(cfg, options, *, loss_fn, eval_fn, model, out_dir, resume, devices, p
         meta.update(step=step, epoch=epoch, position=pos)
         writer.save(step, state, meta)
 
+    if on_start is not None:
+        on_start(start)
     t_run = time.perf_counter()
     timed_steps, timed_s = 0, 0.0
     losses, rates = [], []
@@ -615,7 +649,7 @@ def load_checkpoint(directory, step: int | None = None, *, devices=None):
     Raises:
       CheckpointError: missing, corrupt or unknown checkpoint (one line).
     """
-    directory = os.fspath(directory)
+    directory = ckpt.check_folder(directory)  # absolute; a file or a missing folder is refused here
     sub = os.path.join(directory, "checkpoints")
     if os.path.isdir(sub):
         directory = sub
