@@ -124,9 +124,10 @@ def test_available_bytes_override_and_host(monkeypatch):
     assert memory.available_bytes() == 8 * 2**30
     monkeypatch.setenv(memory.ENV_AVAILABLE, "500M")
     assert memory.available_bytes() == 500 * 2**20
-    monkeypatch.setenv(memory.ENV_AVAILABLE, "lots")
-    with pytest.raises(UserError, match="JAXPASS_AVAILABLE_MEMORY"):
-        memory.available_bytes()
+    for bad in ("lots", "-5G", "0", "inf", "nanM"):  # a size is a finite number > 0
+        monkeypatch.setenv(memory.ENV_AVAILABLE, bad)
+        with pytest.raises(UserError, match="JAXPASS_AVAILABLE_MEMORY must be a positive size"):
+            memory.available_bytes()
     monkeypatch.delenv(memory.ENV_AVAILABLE)
     host = memory.host_available_bytes()
     assert host is None or host > 0
