@@ -91,6 +91,10 @@ def _cmd_demo(args) -> int:
           f"uniform pinch positions"
           + (", then tuned ones" if args.tune_steps and cfg.num_users <= cfg.num_waveguides else "")
           + memory.header_note(need), flush=True)
+    if args.tune_steps and cfg.num_users > cfg.num_waveguides:
+        print(f"note: no tuned-positions row (--tune-steps {args.tune_steps} ignored): tuning is for the sum-rate "
+              f"problem with K <= N, and preset {args.preset} has K = {cfg.num_users} users on "
+              f"N = {cfg.num_waveguides} waveguide(s)", flush=True)
     results, users, X, tuned = demo.run_demo(cfg, drops=args.drops, seed=args.seed,
                                              wmmse_iterations=args.wmmse_iterations, tune_steps=args.tune_steps,
                                              progress=True, mesh=mesh_from_args(args))

@@ -31,6 +31,21 @@ def test_demo_on_a_tdma_preset_skips_zf(tmp_path, capsys):
     payload = json.loads((out / "demo.json").read_text())
     assert "ZF" not in payload["methods"] and "WMMSE" in payload["methods"]
     assert not any("tuned" in m for m in payload["methods"])  # tuning is the K <= N sum-rate problem
+    assert "note: no tuned-positions row (--tune-steps 300 ignored)" in capsys.readouterr().out  # said, not silent
+
+
+def test_output_paths_checked_before_computing(tmp_path, monkeypatch, capsys):
+    """An empty --out, or a folder where a result file goes, is refused before anything runs or prints."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "D" / "tune.json").mkdir(parents=True)
+    for argv, needle in [(["demo", "--out", ""], "jaxpass demo: error: --out must name a path, got an empty string"),
+                         (["tune", "--out", "D", "--steps", "2"],
+                          f"jaxpass tune: error: --out {tmp_path / 'D'}: tune.json is a directory where a result "
+                          "file goes")]:
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and needle in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(tmp_path)) == ["D"] and os.listdir(tmp_path / "D") == ["tune.json"]
 
 
 @pytest.mark.parametrize(

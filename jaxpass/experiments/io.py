@@ -228,12 +228,20 @@ class ResultSet:
                       and not p.name.startswith("."))
 
 
+#: name endings of the files commands write into ``--out``: a folder there with such a name is in a result's way
+RESULT_SUFFIXES = (".json", ".jsonl", ".md", ".png", ".pdf", ".svg", ".npz", ".npy", ".csv", ".txt")
+
+
 def check_out_dir(path) -> None:
     """Raise ``ValueError`` (one line naming ``path``) unless ``path`` is, or can be made, a writable folder.
 
+    Also refused: a folder inside ``path`` named like a result file (``tune.json/``,
+    ``run.json/``: :data:`RESULT_SUFFIXES`), where a command's file would go.
     Nothing is created; call it before any computation so a bad ``--out`` fails at once.
     """
     p = Path(path)
+    if not str(path).strip():
+        raise ValueError("must name a folder, got an empty string")
     if p.is_symlink() and not p.exists():
         raise ValueError(f"{path}: is a broken symbolic link")
     if p.exists():
@@ -241,6 +249,11 @@ def check_out_dir(path) -> None:
             raise ValueError(f"{path}: exists and is not a directory")
         if not os.access(p, os.W_OK | os.X_OK):
             raise ValueError(f"{path}: directory is not writable")
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(p):
+                if entry.is_dir() and os.path.splitext(entry.name)[1].lower() in RESULT_SUFFIXES:
+                    raise ValueError(f"{path}: {entry.name} is a directory where a result file goes; "
+                                     "move it away or write elsewhere")
         return
     parent = p.absolute()
     while not parent.exists() and not parent.is_symlink():
