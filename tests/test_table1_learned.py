@@ -66,6 +66,33 @@ def test_learned_row_loads_a_saved_model_and_refuses_another_scenario(learned):
         table1.learned_row(cfg, users, "uniform_zf", s)
 
 
+def test_learned_dir_is_checked_against_the_request(learned, monkeypatch, capsys):
+    """The saved model's name (not the folder's), scenario and steps must match the row and --train-steps; checked
+    before any row runs. A relative --learned-dir works."""
+    s, folder, results = learned
+    cfg = table1.table_config(8, s.power_dbm)
+    users = table1.table_drops(cfg, s.drops, s.seed)
+    shutil.copytree(folder / "kdl-resnet-L8", folder / "kdl-transformer-L8")  # a ResNet under a Transformer's name
+    try:
+        with pytest.raises(ValueError, match="holds model 'kdl-resnet', not 'kdl-transformer'"):
+            table1.learned_row(cfg, users, "kdl_transformer", s)
+        with pytest.raises(ValueError, match="is at step 4, but the table asks for 8 training steps"):
+            table1.learned_row(cfg, users, "kdl_resnet", dataclasses.replace(s, learn={**s.learn, "steps": 8}))
+        monkeypatch.chdir(folder.parent)
+        quick = ["reproduce", "table1", "--quick", "--learned-dir", folder.name, "--out", "t1"]
+        for argv, needle in [(["--rows", "kdl_transformer"], "holds model 'kdl-resnet', not 'kdl-transformer'"),
+                             (["--rows", "kdl_resnet", "--train-steps", "8"], "give --train-steps 4 to use it")]:
+            assert main(quick + argv) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and needle in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        shutil.rmtree(folder / "kdl-transformer-L8")
+    assert main(quick + ["--rows", "kdl_resnet", "--quiet"]) == 0  # relative folders, loaded (not trained)
+    out = capsys.readouterr().out
+    assert f"KDL-ResNet (JB): checkpoint {folder / 'kdl-resnet-L8'} (step 4)" in out, out
+    assert (folder.parent / "t1" / "table1.json").is_file()
+
+
 def test_reproduce_table1_learned_dir_must_be_a_folder(tmp_path, capsys):
     path = tmp_path / "file"
     path.write_text("x")

@@ -54,6 +54,11 @@ def _cmd_table1(args) -> int:
         raise UserError(str(err)) from None
     if s.learned_dir is not None and os.path.exists(s.learned_dir) and not os.path.isdir(s.learned_dir):
         raise UserError(f"--learned-dir {s.learned_dir} exists and is not a folder")
+    if s.learned_dir is not None:
+        try:  # the saved models' name, scenario and length against the request: metadata only, before any row runs
+            table1.check_learned_dir(s)
+        except ValueError as err:
+            raise UserError(f"--learned-dir: {str(err).splitlines()[0]}") from None
     mesh = mesh_from_args(args)
     devices = memory.shards(mesh)
     need = memory.check_fits(lambda d: memory.table_bytes(4, 4, max(s.num_pinches), d, s.tune, devices=devices),
@@ -119,7 +124,8 @@ def add_command(subparsers) -> None:
                    f"{', '.join(table1.LEARNED_ROWS)} are trained here unless --learned-dir holds them)")
     t.add_argument("--learned-dir", default=None, metavar="DIR",
                    help="folder of trained models, DIR/<model>-L<L> (as `jaxpass train --data-seed 1000 --out "
-                   "DIR/<model>-L<L>` writes: trained on drops other than the table's seed); a model missing there "
+                   "DIR/<model>-L<L>` writes: trained on drops other than the table's seed); a saved model's name, "
+                   "scenario and steps must match the row and --train-steps; a model missing there "
                    "is trained and saved there")
     t.add_argument("--train-steps", type=positive_int, default=None,
                    help="training steps of each paper model trained here (default 1000; 4 with --quick)")

@@ -23,7 +23,9 @@ Learned rows (:data:`LEARNED_ROWS`, opt-in through ``rows``; :func:`learned_row`
 the papers' KDL-Transformer, its OCA variant, KDL-ResNet and the black-box
 Transformer / ResNet (JB §IV-§V, :mod:`jaxpass.learn.models`), loaded from
 ``learned_dir`` (``jaxpass train --out``) or trained here for a step budget
-(``learn``) on drops of ``learn_seed`` (never the table's); jaxpass's aligned
+(``learn``) on drops of ``learn_seed`` (never the table's); a saved model must
+match its row (:func:`check_saved_model`: the model name in its metadata, not
+the folder's, the scenario, and ``learn``'s step count); jaxpass's aligned
 model (:mod:`jaxpass.learn.aligned`, fitted here) and the same model's layout
 refined by ``refine_steps`` projected Adam steps. Their s/drop is the
 compiled inference (decode and beamformer); the training time, samples/s and
@@ -364,6 +366,70 @@ def run_table1(settings: Settings | None = None, *, mesh=None) -> dict:
 
 
 # ------------------------------------------------------------------ learned rows
+def learned_folder(settings: Settings, row: str, num_pinches: int) -> str | None:
+    """``<learned_dir>/<model>-L<L>``, where the JB learned row ``row`` is loaded from or saved to (None: no folder)."""
+    if settings.learned_dir is None:
+        return None
+    return os.path.join(settings.learned_dir, f"{JB_MODEL_NAMES[row]}-L{int(num_pinches)}")
+
+
+def _paper_options(row: str, settings: Settings, drops: int):
+    """The :class:`~jaxpass.learn.train.TrainOptions` a JB learned row is trained with here."""
+    from jaxpass.learn import train as tr
+
+    name = JB_MODEL_NAMES[row]
+    return tr.TrainOptions(model=name, data_seed=settings.learn_seed, test_seed=settings.seed,
+                           test_drops=drops, checkpoint_every=0,
+                           model_kwargs=settings.learn_sizes.get(name, ())).replace(**settings.learn)
+
+
+def check_saved_model(meta: dict, folder, row: str, cfg: PassConfig, settings: Settings) -> None:
+    """Refuse a saved model that is not what the row asks for: another model (the folder name is not trusted),
+    another scenario, another training length than ``settings.learn``'s (``--train-steps``), or training drops
+    of the table's seed.
+
+    Raises:
+      ValueError: one line naming the folder, the saved value and the requested one.
+    """
+    from jaxpass.learn import checkpoint as ckpt
+    from jaxpass.learn import train as tr
+
+    name = JB_MODEL_NAMES[row]
+    if meta.get("model") != name:
+        raise ValueError(f"the checkpoint in {folder} holds model {meta.get('model')!r}, not {name!r} (the "
+                         f"{LEARNED_ROWS[row]} row); put a {name} run there (jaxpass train --model {name})")
+    saved_cfg = ckpt.cfg_from_dict(meta["cfg"])
+    if ckpt.cfg_to_dict(tr.canonical_cfg(saved_cfg)) != ckpt.cfg_to_dict(tr.canonical_cfg(cfg)):
+        raise ValueError(f"the checkpoint in {folder} was trained on another scenario than this table's "
+                         f"(K = N = 4, L = {cfg.num_pinches}, P = {settings.power_dbm:g} dBm)")
+    steps = _paper_options(row, settings, settings.drops).total_steps
+    if int(meta.get("step", -1)) != steps:
+        raise ValueError(f"the checkpoint in {folder} is at step {meta.get('step')}, but the table asks for "
+                         f"{steps} training steps (--train-steps); give --train-steps {meta.get('step')} to use it, "
+                         "or another --learned-dir")
+    saved = meta.get("options", {})
+    if saved.get("data_seed") == settings.seed and not saved.get("stream"):
+        raise ValueError(f"the model in {folder} was trained on drops of seed {settings.seed}, which holds this "
+                         f"table's test drops; train it on another seed (jaxpass train --data-seed 1000)")
+
+
+def check_learned_dir(settings: Settings) -> None:
+    """:func:`check_saved_model` for every saved model the table would load (metadata only, nothing runs).
+
+    Raises:
+      ValueError: the first saved model that does not match (also a missing or corrupt checkpoint folder
+        that has saved steps, as :class:`~jaxpass.learn.checkpoint.CheckpointError`).
+    """
+    from jaxpass.learn import checkpoint as ckpt
+
+    for L in settings.num_pinches:
+        for row in settings.rows:
+            folder = learned_folder(settings, row, L) if row in JB_MODEL_NAMES else None
+            if folder is not None and ckpt.checkpoint_steps(os.path.join(folder, "checkpoints")):
+                meta = ckpt.read_metadata(os.path.join(folder, "checkpoints"))
+                check_saved_model(meta, folder, row, table_config(L, settings.power_dbm), settings)
+
+
 def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
     """The trained model of a JB learned row: loaded from ``learned_dir`` or trained here; ``(model, extra)``.
 
@@ -377,23 +443,14 @@ def _paper_model(cfg: PassConfig, row: str, settings: Settings, drops: int):
     from jaxpass.learn import checkpoint as ckpt
     from jaxpass.learn import train as tr
 
-    name = JB_MODEL_NAMES[row]
-    folder = None if settings.learned_dir is None else os.path.join(settings.learned_dir, f"{name}-L{cfg.num_pinches}")
+    folder = learned_folder(settings, row, cfg.num_pinches)
     if folder is not None and ckpt.checkpoint_steps(os.path.join(folder, "checkpoints")):
         model, saved_cfg, meta = tr.load_checkpoint(folder)
-        if ckpt.cfg_to_dict(tr.canonical_cfg(saved_cfg)) != ckpt.cfg_to_dict(tr.canonical_cfg(cfg)):
-            raise ValueError(f"the checkpoint in {folder} was trained on another scenario than this table's "
-                             f"(K = N = 4, L = {cfg.num_pinches}, P = {settings.power_dbm:g} dBm)")
-        saved = meta.get("options", {})
-        if saved.get("data_seed") == settings.seed and not saved.get("stream"):
-            raise ValueError(f"the model in {folder} was trained on drops of seed {settings.seed}, which holds this "
-                             f"table's test drops; train it on another seed (jaxpass train --data-seed 1000)")
+        check_saved_model(meta, folder, row, cfg, settings)
         history = tr.read_metrics(os.path.join(folder, "metrics.jsonl"), meta["step"])
         return model, {"source": f"checkpoint {folder} (step {meta['step']})", "train": {"steps": meta["step"]},
                        "history": history}
-    options = tr.TrainOptions(model=name, data_seed=settings.learn_seed, test_seed=settings.seed,
-                              test_drops=drops, checkpoint_every=0,
-                              model_kwargs=settings.learn_sizes.get(name, ())).replace(**settings.learn)
+    options = _paper_options(row, settings, drops)
     res = tr.train(cfg, options, out_dir=folder, progress=False)
     last = next((r for r in reversed(res.history) if r.get("train_sum_rate") is not None), {})
     train = {"steps": res.step, "batch_size": options.batch_size, "train_drops": options.train_drops,
