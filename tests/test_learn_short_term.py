@@ -267,3 +267,18 @@ def test_read_meta_rejects_other_files(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(ValueError, match="not a short-term network"):
         st.read_meta(tmp_path / "other.npz")
+
+
+def test_ssca_refuses_a_short_term_net_for_another_k(tmp_path, capsys):
+    """``ssca --short-term-net`` of a K = 3 network in a K = 4 run: an error naming both K, before anything runs
+    (it used to skip the row as if no network were given and write an empty table)."""
+    from jaxpass.cli import main
+
+    path = st.save_short_term(tmp_path / "short_term-K3.npz", st.build_short_term(tt.scenario(K), TINY, nnx.Rngs(1)),
+                              TINY, tt.scenario(K))
+    assert main(["ssca", "--quick", "--num-users", "4", "--rows", "tt_kdl", "--short-term-net", str(path),
+                 "--out", str(tmp_path / "o")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"--short-term-net: {path} is a network for K = 3 users, but this run has K in [4]" in err
+    assert not (tmp_path / "o").exists()

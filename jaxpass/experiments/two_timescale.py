@@ -689,6 +689,9 @@ def _short_term_args(s: Settings, args) -> Settings:
                             "of KKT duals (architecture gram or transformer)")
         if K in nets:
             raise UserError(f"--short-term-net: two networks for K = {K}: {nets[K]} and {path}")
+        if K not in s.users:
+            raise UserError(f"--short-term-net: {path} is a network for K = {K} users, but this run has K in "
+                            f"{list(s.users)} (--num-users); give a network trained for that K")
         nets[K] = path
     folder = args.short_term_dir
     if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
