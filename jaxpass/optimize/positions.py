@@ -29,7 +29,9 @@ the nearest one. The structure of good optima is known though:
 So every drop gets *physics-guided* candidate starts (:func:`aligned_positions`):
 for each waveguide-to-user assignment (all permutations for ``K = N = 4``: 24;
 for larger systems the best ``assignments`` ones by the interference-free score
-``sum_n log(h^2 + dy_n^2)``) and each nominal pinch spacing in ``spacings``, the
+``sum_n log(h^2 + dy_n^2)``, found exactly: a linear assignment problem whose k
+best solutions :mod:`jaxpass.optimize.assignment` ranks by Murty's algorithm
+once the maps are too many to enumerate) and each nominal pinch spacing in ``spacings``, the
 pinches of waveguide ``n`` are placed one after the other around the assigned
 user's ``x``: pinch ``l`` at the first point ``>= max(t_l, x_{l-1} + delta_min)``
 (``t_l`` the nominal grid point) whose total phase equals pinch 0's modulo one
@@ -86,13 +88,10 @@ per set of options and static config.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxpass import beamforming as bf
 from jaxpass import parallel
@@ -114,13 +113,16 @@ from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
 from jaxpass.geometry import project_positions, uniform_positions
 from jaxpass.metrics import sum_rate
+from jaxpass.optimize.assignment import (
+    ASSIGNMENT_SEARCHES,
+    assignment_table,
+    geometric_cost,
+    num_assignments,
+    ranked_assignments,
+)
 from jaxpass.units import SPEED_OF_LIGHT
 
 BEAMFORMERS = ("zf", "rzf", "wmmse", "kkt")
-
-#: at most this many waveguide-to-user assignments are enumerated (and then scored)
-_MAX_ENUMERATED = 5040
-
 
 class TuneResult(NamedTuple):
     """Output of :func:`tune_positions`; leading dims ``(...)`` are the batch of drops (none for one drop).
@@ -163,12 +165,17 @@ class TuneOptions(Options):
     dual_learning_rate: float = option(0.05, "Adam step size of the KKT duals (log-lambda, share logits; kkt only)")
     spacings: tuple = option((0.0, 0.03, 0.1), "nominal pinch spacings of the aligned starts [m] (0 = guided wavelength)")
     assignments: int = option(24, "waveguide-to-user assignments tried for aligned starts (0 disables them)")
+    assignment_search: str = option(
+        "exact", "how the best assignments are found: exact (every map, or Murty's k-best beyond 7! maps) or "
+        "sampled (top of a random sample of 5040 permutations beyond 7!: the old baseline)",
+        choices=ASSIGNMENT_SEARCHES)
     random_starts: int = option(2, "random feasible candidate layouts per drop")
     wmmse_iterations: int = option(2, "unrolled warm-started WMMSE updates per step (wmmse only)")
     final_wmmse_iterations: int = option(50, "WMMSE updates of the final beamformer (wmmse only)")
 
     def validate(self):
         check_choice("beamformer", self.beamformer, BEAMFORMERS)
+        check_choice("assignment_search", self.assignment_search, ASSIGNMENT_SEARCHES)
         for name in ("steps", "starts", "wmmse_iterations", "final_wmmse_iterations"):
             check_positive_int(name, getattr(self, name))
         check_nonnegative_int("assignments", self.assignments)
@@ -189,26 +196,6 @@ class TuneOptions(Options):
 
 
 # ------------------------------------------------------------------ starts
-def assignment_table(num_waveguides: int, num_users: int) -> np.ndarray:
-    """Candidate waveguide-to-user maps, ``(A, N)`` int array (``table[a, n]`` = user of waveguide n).
-
-    The maps are ``perm[n] mod K`` for permutations ``perm`` of ``range(max(N, K))``
-    (restricted to the first ``N`` entries), de-duplicated: for ``K = N`` all
-    ``N!`` permutations; for ``N > K`` every user gets ``N // K`` or ``N // K + 1``
-    waveguides; for ``K > N`` ``N`` distinct users are served. At most
-    ``5040`` maps: beyond, a fixed-seed random sample of permutations (plus the identity).
-    """
-    M = max(num_waveguides, num_users)
-    if math.factorial(M) <= _MAX_ENUMERATED:
-        perms = np.array(list(itertools.permutations(range(M))), dtype=np.int64)
-    else:
-        rng = np.random.default_rng(0)
-        perms = np.stack([np.arange(M)] + [rng.permutation(M) for _ in range(_MAX_ENUMERATED - 1)])
-    maps = perms[:, :num_waveguides] % num_users
-    _, first = np.unique(maps, axis=0, return_index=True)
-    return maps[np.sort(first)].astype(np.int32)
-
-
 def _phase_cycles(cfg: PassConfig, x, ux, dy2):
     """Total phase ``(r + n_eff x) / lambda`` [cycles] and its x-derivative [cycles/m].
 
@@ -313,28 +300,43 @@ def candidate_labels(cfg: PassConfig, options: TuneOptions | None = None, **chan
 
     ``"aligned[a=<a>,s=<spacing>]"``, then ``"uniform"``, then ``"random[<i>]"``.
     ``a`` is the row of :func:`assignment_table` when every assignment is tried
-    (``assignments >=`` the table's length, e.g. all 24 for K = N = 4), else the
-    assignment's rank by the geometric score for that drop.
+    (``assignments >=`` the number of maps, e.g. all 24 for K = N = 4), else the
+    assignment's rank by the geometric score for that drop
+    (:func:`jaxpass.optimize.assignment.ranked_assignments`).
     """
     opts = TuneOptions.resolve(options, **changes)
-    A = min(opts.assignments, len(assignment_table(cfg.num_waveguides, cfg.num_users)))
+    A = _num_aligned(cfg, opts)
     labels = [f"aligned[a={a},s={float(s):g}]" for a in range(A) for s in opts.spacings]
     return labels + ["uniform"] + [f"random[{i}]" for i in range(opts.random_starts)]
+
+
+def _num_aligned(cfg: PassConfig, opts: TuneOptions) -> int:
+    """Number of assignments the aligned starts use (the option, capped at the maps available)."""
+    N, K = cfg.num_waveguides, cfg.num_users
+    available = len(assignment_table(N, K)) if opts.assignment_search == "sampled" else num_assignments(N, K)
+    return min(opts.assignments, available)
+
+
+def best_maps(cfg: PassConfig, users, count: int, search: str = "exact"):
+    """The ``count`` best waveguide-to-user maps of one drop, ``(count, N)`` int32, best first.
+
+    Ranked by the interference-free geometric cost
+    (:func:`jaxpass.optimize.assignment.geometric_cost`; every map when there
+    are at most ``count``, in :func:`assignment_table` order); ``search`` as
+    :func:`jaxpass.optimize.assignment.ranked_assignments`. Pure: runs under
+    ``jit``/``vmap`` with ``users (K, 2)`` traced.
+    """
+    cost = geometric_cost(cfg.lane_y.astype(users.dtype), cfg.height, users)
+    return ranked_assignments(cost, count, search)
 
 
 def _candidates(cfg: PassConfig, opts: TuneOptions, users, key):
     """All candidate starts of one drop, ``(C, N, L)``, in :func:`candidate_labels` order."""
     dt = users.dtype
-    table = jnp.asarray(assignment_table(cfg.num_waveguides, cfg.num_users))
-    A = min(opts.assignments, table.shape[0])
-    if 0 < A < table.shape[0]:
-        # interference-free geometric score: waveguide n's coherent gain ~ 1 / (h^2 + dy^2)
-        dy2 = (cfg.lane_y.astype(dt)[None, :] - users[table, 1]) ** 2  # (T, N)
-        score = -jnp.sum(jnp.log(dy2 + jnp.asarray(cfg.height, dt) ** 2), axis=-1)
-        _, top = jax.lax.top_k(score, A)
-        table = table[top]
+    A = _num_aligned(cfg, opts)
     parts = []
     if A:
+        table = best_maps(cfg, users, A, opts.assignment_search)
         spacings = jnp.asarray(opts.spacings, dt)
         aligned = jax.vmap(lambda a: jax.vmap(lambda s: aligned_positions(cfg, users, a, s))(spacings))(table)
         parts.append(aligned.reshape((-1, cfg.num_waveguides, cfg.num_pinches)))
@@ -594,5 +596,6 @@ def tune_positions(cfg: PassConfig, users, options: TuneOptions | None = None, *
     return jax.tree.map(lambda a: a[0], out) if jnp.ndim(users) == 2 else out
 
 
-__all__ = ["BEAMFORMERS", "TuneOptions", "TuneResult", "aligned_positions", "assignment_table", "candidate_labels",
+__all__ = ["BEAMFORMERS", "TuneOptions", "TuneResult", "aligned_positions", "assignment_table", "best_maps",
+           "candidate_labels",
            "random_positions", "refine_drop", "tune_batch", "tune_drop", "tune_positions", "tuning_inputs"]
