@@ -68,6 +68,7 @@ from jaxpass.experiments.io import environment, write_json, write_text, writes_r
 from jaxpass.geometry import is_feasible, sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
+from jaxpass.optimize.assignment import best_assignment
 
 #: optimisation row id -> label, in table order (the default rows)
 OPTIMISATION_ROWS = {
@@ -291,8 +292,8 @@ def interference_free_rate(cfg: PassConfig, users):
     """Interference-free reference sum rate of one drop [bps/Hz], scalar (K = N).
 
     ``max_a sum_n log2(1 + (P/K) beta (sum_l a[n,l])^2 / (sigma^2 (h^2 + (y_{a(n)} - y_n)^2)))``
-    over the waveguide-to-user assignments ``a`` of
-    :func:`jaxpass.optimize.positions.assignment_table`: waveguide n serves
+    over the waveguide-to-user permutations ``a`` (solved exactly by
+    :func:`jaxpass.optimize.assignment.best_assignment`): waveguide n serves
     user ``a(n)`` alone with power P/K, its L pinches right at the user's x and
     adding coherently (docs/model.md §3.1: the LoS channel with amplitudes
     ``a[n,l]``, ``(sum_l a)^2 = L`` for equal radiation). ``users (K, 2)``
@@ -301,11 +302,11 @@ def interference_free_rate(cfg: PassConfig, users):
     if cfg.num_users != cfg.num_waveguides:
         raise ValueError(f"the interference-free reference needs K == N, got K={cfg.num_users}, N={cfg.num_waveguides}")
     dt = users.dtype
-    table = jnp.asarray(tuning.assignment_table(cfg.num_waveguides, cfg.num_users))  # (A, N)
     coherent = jnp.sum(radiation_amplitudes(cfg, dtype=dt), axis=-1) ** 2  # (N,)
-    dy2 = (cfg.lane_y.astype(dt)[None, :] - users[table, 1]) ** 2  # (A, N)
-    snr = (cfg.power / cfg.num_users) * cfg.beta * coherent / (cfg.noise_power * (cfg.height ** 2 + dy2))
-    return jnp.max(jnp.sum(jnp.log2(1.0 + snr), axis=-1))
+    dy2 = (cfg.lane_y.astype(dt)[:, None] - users[None, :, 1]) ** 2  # (N, K)
+    snr = (cfg.power / cfg.num_users) * cfg.beta * coherent[:, None] / (cfg.noise_power * (cfg.height ** 2 + dy2))
+    _, neg_rate = best_assignment(-jnp.log2(1.0 + snr))  # exact: a linear assignment problem
+    return -neg_rate
 
 
 def interference_free_row(cfg: PassConfig, users, *, mesh=None) -> RowResult:
