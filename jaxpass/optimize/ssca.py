@@ -156,7 +156,8 @@ from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
 from jaxpass.geometry import project_positions, uniform_positions
 from jaxpass.metrics import sum_rate
-from jaxpass.optimize.positions import aligned_positions, assignment_table
+from jaxpass.optimize.assignment import num_assignments
+from jaxpass.optimize.positions import aligned_positions, best_maps
 from jaxpass.slots import SIGMA_U, SLOT_DISTRIBUTIONS, draw_slots
 
 SHORT_TERM_SOLVERS = ("wmmse", "rzf", "kkt")
@@ -485,14 +486,10 @@ def evaluate(key, cfg: PassConfig, X, homes, num_slots: int, options: SscaOption
 def _aligned_candidates(cfg: PassConfig, homes, options: SscaOptions):
     """``(C, N, L)``: aligned layouts (best ``assignments`` maps x ``spacings``) then the uniform one."""
     dt = homes.dtype
-    table = jnp.asarray(assignment_table(cfg.num_waveguides, cfg.num_users))
-    A = min(options.assignments, table.shape[0])
+    A = min(options.assignments, num_assignments(cfg.num_waveguides, cfg.num_users))
     parts = []
     if A:
-        if A < table.shape[0]:  # interference-free geometric score (as tune_positions)
-            dy2 = (cfg.lane_y.astype(dt)[None, :] - homes[table, 1]) ** 2
-            _, top = jax.lax.top_k(-jnp.sum(jnp.log(dy2 + jnp.asarray(cfg.height, dt) ** 2), axis=-1), A)
-            table = table[top]
+        table = best_maps(cfg, homes, A)  # interference-free geometric score, exact (as tune_positions)
         spacings = jnp.asarray(options.spacings, dt)
         aligned = jax.vmap(lambda a: jax.vmap(lambda s: aligned_positions(cfg, homes, a, s))(spacings))(table)
         parts.append(aligned.reshape((-1, cfg.num_waveguides, cfg.num_pinches)))
