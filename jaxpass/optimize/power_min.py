@@ -525,21 +525,25 @@ def pgd(cfg: PassConfig, users, snr_target, options: PgdOptions | None = None, *
 # ------------------------------------------------------------ projected L-BFGS
 def _two_loop(g, S, Y, valid, free, gamma0):
     """L-BFGS direction ``-H g`` on the free variables (newest pair last in ``S``, ``Y``)."""
-    m = S.shape[0]
     fm = free.astype(g.dtype)
     q = g * fm
     Sf, Yf = S * fm, Y * fm
     sy = jnp.sum(Sf * Yf, axis=-1)
     use = valid & (sy > 0)
     rho = jnp.where(use, 1.0 / jnp.where(use, sy, 1.0), 0.0)
-    alphas = [None] * m
-    for i in reversed(range(m)):
-        alphas[i] = rho[i] * jnp.dot(Sf[i], q)
-        q = q - alphas[i] * Yf[i]
-    r = gamma0 * q
-    for i in range(m):
-        beta = rho[i] * jnp.dot(Yf[i], r)
-        r = r + Sf[i] * (alphas[i] - beta)
+
+    def backward(q, pair):  # newest pair first
+        s, y, rh = pair
+        alpha = rh * jnp.dot(s, q)
+        return q - alpha * y, alpha
+
+    def forward(r, pair):  # oldest pair first
+        s, y, rh, alpha = pair
+        return r + s * (alpha - rh * jnp.dot(y, r)), None
+
+    # the two loops of the L-BFGS recursion as scans over the memory (no unrolling in m)
+    q, alphas = jax.lax.scan(backward, q, (Sf, Yf, rho), reverse=True)
+    r, _ = jax.lax.scan(forward, gamma0 * q, (Sf, Yf, rho, alphas))
     return -r * fm
 
 
@@ -730,17 +734,19 @@ def exhaustive_search_drop(cfg: PassConfig, users, snr_target, options: Exhausti
     hi, dt = drop.hi, drop.dtype
     h = hi / (options.grid - 1)
     x, fx = _grid_min(drop.power, jnp.zeros((N,), dt), jnp.full((N,), h, dt), options.grid, options.chunk)
-    hist = [fx]
-    for _ in range(options.refine):
+
+    def refine(carry, _):  # zoom on a +-2 h box around the incumbent (a scan: no unrolling in `refine`)
+        x, fx, h = carry
         lo = jnp.clip(x - 2.0 * h, 0.0, hi)
         top = jnp.clip(x + 2.0 * h, 0.0, hi)
         step = (top - lo) / (options.refine_points - 1)
         xr, fr = _grid_min(drop.power, lo, step, options.refine_points, options.chunk)
         better = fr < fx
         x, fx = jnp.where(better, xr, x), jnp.where(better, fr, fx)
-        hist.append(fx)
-        h = 4.0 * h / (options.refine_points - 1)
-    return _result(drop, x, jnp.stack(hist))
+        return (x, fx, 4.0 * h / (options.refine_points - 1)), fx
+
+    (x, _, _), hist = jax.lax.scan(refine, (x, fx, h), None, length=options.refine)
+    return _result(drop, x, jnp.concatenate([fx[None], hist]))
 
 
 @functools.partial(jax.jit, static_argnames="options")
