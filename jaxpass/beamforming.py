@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxpass._checks import check_nonnegative, check_positive_int, check_shape, is_tracer
 from jaxpass._safe import safe_div, safe_rsqrt, safe_sqrt
-from jaxpass.linalg import cholesky_solve, jacobi_svd, regularized_pinv_qr
+from jaxpass.linalg import cholesky_solve, regularized_pinv_qr, svd
 from jaxpass.metrics import sum_rate
 
 NORMALIZE_MODES = ("columns", "total")
@@ -183,10 +183,10 @@ class WmmseResult(NamedTuple):
 def _svd(M):
     """SVD of a (non-differentiated) small ``(K, N)`` matrix: ``U (K, K)``, ``s (K,)``, ``Vt (N, K)``.
 
-    ``M = U diag(s) Vt^H``; one-sided Jacobi (``jaxpass.linalg.jacobi_svd``), which
-    vectorises across a vmapped batch instead of one LAPACK call per matrix.
+    ``M = U diag(s) Vt^H``; ``jaxpass.linalg.svd``: one-sided Jacobi, which
+    vectorises across a vmapped batch, for ``K <= 8``; LAPACK/cuSOLVER above.
     """
-    return jacobi_svd(jax.lax.stop_gradient(M))
+    return svd(jax.lax.stop_gradient(M))
 
 
 def _regularized_floor(s):

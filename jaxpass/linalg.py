@@ -107,6 +107,34 @@ def jacobi_svd(M, sweeps: int | None = None):
     return U, s, A * inv_s[None, :]
 
 
+#: :func:`svd` runs one-sided Jacobi up to this many rows K, LAPACK/cuSOLVER above
+JACOBI_MAX_ROWS = 8
+
+
+def svd(M):
+    """SVD of a small ``(K, N)`` complex matrix in :func:`jacobi_svd`'s convention, by size.
+
+    One-sided Jacobi (elementwise, fuses across a vmapped batch) for
+    ``K <= JACOBI_MAX_ROWS``; ``jnp.linalg.svd`` (LAPACK on CPU, cuSOLVER on
+    GPU) above, where Jacobi's ``sweeps * K^2 / 2`` sequential rotations lose.
+    Measured on a 2-core CPU, batch 64 square complex64 matrices, per matrix
+    (Jacobi vs LAPACK): K = 4: 3.6 vs 5.8 us; K = 8: 29 vs 24 us; K = 12: 349
+    vs 46 us; K = 16: 687 vs 44 us; K = 32: 10.2 ms vs 0.54 ms (compile 1.9-3.6
+    s vs under 1 s). The threshold keeps Jacobi at the papers' sizes.
+
+    Returns:
+      ``U (K, K)``, ``s (K,)`` (zeros when ``K > N``; not sorted), ``Vt (N, K)``
+      (zero columns where ``s = 0``), with ``M = U diag(s) Vt^H``.
+    """
+    K, N = M.shape
+    if K <= JACOBI_MAX_ROWS:
+        return jacobi_svd(M)
+    U, s, Vh = jnp.linalg.svd(M, full_matrices=True)  # U (K, K), s (min,), Vh (N, N)
+    m = min(K, N)
+    Vt = jnp.zeros((N, K), M.dtype).at[:, :m].set(jnp.conj(Vh[:m]).T)
+    return U, jnp.zeros((K,), s.dtype).at[:m].set(s), Vt
+
+
 def cholesky_solve(M, B):
     """Solve ``M X = B`` for Hermitian positive-definite ``M (n, n)`` by an unrolled Cholesky.
 

@@ -107,3 +107,19 @@ def test_small_matmul_and_jit_options():
     np.testing.assert_allclose(f(jnp.ones((3, 4))), 8.0)
     g = jp.jit(static_argnums=1)(lambda x, n: x * n)
     assert float(g(2.0, 3)) == 6.0
+
+
+@pytest.mark.parametrize("K,N", [(4, 4), (12, 12), (12, 6), (6, 12), (10, 16)])
+def test_svd_dispatch_matches_jacobi_convention(x64, K, N):
+    """linalg.svd (Jacobi for K <= 8, LAPACK above) reconstructs M in jacobi_svd's shapes and convention."""
+    from jaxpass.linalg import svd
+
+    rng = np.random.default_rng(K * N)
+    M = random_matrix(rng, K, N, jnp.complex128)
+    U, s, Vt = jax.jit(svd)(M)
+    assert U.shape == (K, K) and s.shape == (K,) and Vt.shape == (N, K)
+    np.testing.assert_allclose(np.asarray(U) @ np.diag(np.asarray(s)) @ np.asarray(Vt).conj().T, M, atol=1e-11)
+    np.testing.assert_allclose(np.asarray(U).conj().T @ np.asarray(U), np.eye(K), atol=1e-11)
+    np.testing.assert_allclose(np.sort(np.asarray(s))[::-1][: min(K, N)], np.linalg.svd(np.asarray(M), compute_uv=False),
+                               atol=1e-11)
+    assert np.all(np.sort(np.asarray(s))[: max(K - N, 0)] == 0)

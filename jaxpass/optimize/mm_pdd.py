@@ -136,7 +136,7 @@ from jaxpass.beamforming import _power_multiplier
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
 from jaxpass.geometry import project_positions, uniform_positions
-from jaxpass.linalg import cholesky_solve, jacobi_svd
+from jaxpass.linalg import cholesky_solve, svd
 from jaxpass.metrics import sum_rate
 
 
@@ -338,7 +338,7 @@ def update_dq(prob: Problem, st: State) -> State:
     eye = jnp.eye(K, dtype=A.dtype)
     B = (sg * st.v)[:, None] * A
     T = sg[:, None] * (eye + rho * st.v[:, None] * st.lam_q)
-    Um, s, Vt = jacobi_svd(B)  # B = Um diag(s) Vt^H
+    Um, s, Vt = svd(B)  # B = Um diag(s) Vt^H (Jacobi for K <= 8, LAPACK above)
     z = jnp.conj(Um).T @ T  # (K, K)
     s2 = s * s
     floor = (jnp.finfo(s.dtype).eps * jnp.max(s)) ** 2 + jnp.finfo(s.dtype).tiny
