@@ -22,6 +22,7 @@ SUITE = {
     "mm_pdd": "benchmarks.mm_pdd",
     "power_min": "benchmarks.power_min",
     "short_term": "benchmarks.short_term",
+    "size_scaling": "benchmarks.size_scaling",
     "short_term_convergence": "benchmarks.short_term_convergence",
     "table1": "benchmarks.table1",
     "throughput": "benchmarks.throughput",
