@@ -171,15 +171,17 @@ def _hungarian(C):
     inf = jnp.asarray(jnp.inf, dt)
     a = jnp.pad(C, ((1, 0), (1, 0)))  # a[i, j] for rows/columns 1..S
     cols = jnp.arange(S + 1)
+    rows = cols
 
     def add_row(i, state):
         u, v, p, way = state
         p = p.at[0].set(i)
 
         def search(s):
-            u, v, p, way, minv, used, j0 = s
+            u, v, p, way, minv, used, visited, j0 = s
             used = used.at[j0].set(True)
             i0 = p[j0]
+            visited = visited | (rows == i0)  # rows matched to used columns (elementwise: no scatter)
             cur = a[i0] - u[i0] - v
             better = (~used) & (cur < minv)
             minv = jnp.where(better, cur, minv)
@@ -187,15 +189,15 @@ def _hungarian(C):
             free = jnp.where(used, inf, minv)
             j1 = jnp.argmin(free).astype(jnp.int32)
             delta = free[j1]
-            u = u.at[p].add(jnp.where(used, delta, 0.0))
+            u = jnp.where(visited, u + delta, u)
             v = jnp.where(used, v - delta, v)
             minv = jnp.where(used, minv, minv - delta)
-            return u, v, p, way, minv, used, j1
+            return u, v, p, way, minv, used, visited, j1
 
         minv = jnp.full((S + 1,), inf, dt)
         used = jnp.zeros((S + 1,), bool)
-        u, v, p, way, _, _, j0 = jax.lax.while_loop(
-            lambda s: s[2][s[6]] != 0, search, (u, v, p, way, minv, used, jnp.zeros((), jnp.int32)))
+        u, v, p, way, _, _, _, j0 = jax.lax.while_loop(
+            lambda s: s[2][s[7]] != 0, search, (u, v, p, way, minv, used, used, jnp.zeros((), jnp.int32)))
 
         def augment(s):
             p, j0 = s
