@@ -24,14 +24,19 @@ iterations (relative tolerance 1e-5, float32 rounding), and at every ``P_max``:
 dynamic >= static >= fixed antenna, EE-oriented >= SE-oriented in EE (dynamic
 and static), tunable >= fixed coupling (dynamic and static); ties count as
 holding within the same 1e-5 (EE- and SE-oriented designs coincide when
-Dinkelbach keeps ``P_max``).
+Dinkelbach keeps ``P_max``). It also checks, for every fitting size in
+``static_check_counts`` and fitting seed in ``static_check_seeds``, that the
+static design (start and outer iteration chosen on the validation drops it
+holds back, ``DesignOptions.validation_fraction``) scores at least the fixed
+antenna's EE on the held-out drops (:func:`jaxpass.experiments.ee.static_vs_fixed`).
 
 JSON (``<out>/energy-<device>.json``, schema_version 1): the common envelope
 (``benchmark``, ``env``, ``config``), ``records`` (one per design:
 ``{"id": "<section>/<scheme>/<param>=<v>", "section", "impl": scheme, "params",
 "metrics": {"mean_ee", "mean_se", "ms_per_drop", "compile_s"}}``), ``ratios``
 (``ee_<a>_over_<b>@P=<dBm>`` for the acceptance comparisons), ``results`` (the
-full experiment output of :func:`jaxpass.experiments.ee.run_all`), ``acceptance``
+full experiment output of :func:`jaxpass.experiments.ee.run_all`, with
+``static_vs_fixed``: the rows of that check), ``acceptance``
 (rows with ``status`` PASS / FAIL) and ``wall_s``. The figure is
 ``<out>/energy-<device>.png``.
 """
@@ -65,6 +70,8 @@ FULL = dict(
     held_out_drops=64,
     held_out_seed=1000,
     train_counts=(16, 64, 256),
+    static_check_counts=(64, 128, 256),  # held-out static >= fixed antenna, per fitting size and seed
+    static_check_seeds=(0, 1, 2),
 )
 QUICK = dict(
     num_drops=2,
@@ -81,6 +88,8 @@ QUICK = dict(
     held_out_drops=2,
     held_out_seed=1000,
     train_counts=(2,),
+    static_check_counts=(4,),
+    static_check_seeds=(0,),
 )
 
 
@@ -117,6 +126,9 @@ def acceptance(results: dict) -> list:
     for r in results.get("orderings", []):
         rows.append({"name": f"{r['name']} @ P_max={r['p_max_dbm']:g} dBm", "value": r["ratio"],
                      "status": "PASS" if r["holds"] else "FAIL"})
+    for r in results.get("static_vs_fixed", []):
+        rows.append({"name": f"held-out static >= fixed antenna ({r['train_drops']} fitting drops, seed {r['seed']})",
+                     "value": r["ratio"], "status": "PASS" if r["holds"] else "FAIL"})
     return rows
 
 
@@ -146,7 +158,8 @@ def run(quick: bool = False, out_dir: Path | None = None) -> dict:
                          convergence_counts=s["convergence_counts"],
                          convergence_iterations=s["convergence_iterations"], options=options,
                          held_out_drops=s["held_out_drops"], held_out_seed=s["held_out_seed"],
-                         train_counts=s["train_counts"])
+                         train_counts=s["train_counts"], static_check_counts=s["static_check_counts"],
+                         static_check_seeds=s["static_check_seeds"])
     wall = time.perf_counter() - t0
     accept = acceptance(results)
     ratios = {f"ee_{r['a']}_over_{r['b']}@P={r['p_max_dbm']:g}": r["ratio"] for r in results.get("orderings", [])}

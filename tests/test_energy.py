@@ -218,8 +218,10 @@ def designs(small):
         "dynamic": E.dynamic_design(cfg, users, p_max=pm, **kw),
         "dynamic_se": E.dynamic_design(cfg, users, p_max=pm, objective="se", **kw),
         "dynamic_fixed": E.dynamic_design(cfg, users, p_max=pm, coupling="fixed", fixed_split=0.4, **kw),
-        "static": E.static_design(cfg, users, p_max=pm, **kw),
-        "static_multistart": E.static_design(cfg, users, p_max=pm, initial="multistart", **kw),
+        # chosen in-sample (validation_fraction=0): these tests check the fit's own mechanics
+        "static": E.static_design(cfg, users, p_max=pm, validation_fraction=0.0, **kw),
+        "static_multistart": E.static_design(cfg, users, p_max=pm, initial="multistart", validation_fraction=0.0,
+                                             **kw),
         "fixed_antenna": E.fixed_antenna(cfg, users, p_max=pm),
     }, pm
 
@@ -240,7 +242,8 @@ def test_designs_are_monotone_feasible_and_consistent(small, designs):
         assert np.mean(obj) == pytest.approx(h[-1], rel=1e-5)  # the default fit is the coherent (physical) value
         s = r.summary()
         assert s["drops"] == 4 and s["ms_per_drop"] is None  # drivers do not time (jaxpass.experiments.ee does)
-    rp = E.static_design(cfg, users, p_max=pm, static_gain="random_phase", outer_iterations=2, coupling_steps=2)
+    rp = E.static_design(cfg, users, p_max=pm, static_gain="random_phase", outer_iterations=2, coupling_steps=2,
+                         validation_fraction=0.0)
     fitted = E.ergodic_objective(cfg, rp.positions[0], rp.split, users, pm, gain="random_phase")
     assert float(fitted) == pytest.approx(rp.history[-1], rel=1e-5)  # a random-phase fit records its own objective
     assert np.all(np.diff(rp.history) >= -1e-6 * abs(rp.history[-1]))
@@ -269,7 +272,7 @@ def test_split_start_puts_tunable_coupling_ahead_of_fixed_coupling(small, design
     assert split.history[0] == pytest.approx(fixed.history[0], rel=1e-6)  # the same start
     assert split.history[1] >= fixed.history[1] * (1 - 1e-6)
     assert split.split.std() > 0 and np.allclose(fixed.split, 0.4)  # the couplings did move
-    best = E.static_design(cfg, users, p_max=pm, initial="multistart", **kw)
+    best = E.static_design(cfg, users, p_max=pm, initial="multistart", validation_fraction=0.0, **kw)
     runs = [E.static_design(cfg, users, p_max=pm, initial=s, **kw) for s in ("paper", "centre")]
     assert best.history[-1] == pytest.approx(max(r.history[-1] for r in runs + [split]), rel=1e-6)
 
@@ -521,3 +524,31 @@ def test_power_sweep_compiles_once(small):
         E.static_design(cfg.replace(power_dbm=p_dbm), users, **kw)
         E.static_design(cfg, users, float(jp.units.dbm_to_watt(p_dbm)), **kw)
     assert E_design._outer_step._cache_size() == size
+
+
+def test_static_design_is_chosen_on_validation_drops_and_not_below_the_fixed_antenna_held_out():
+    """Issue 24 item 2 at tiny sizes: the start and iteration are chosen on the drops held back from the fit
+    (the fixed antenna, the centre start's iteration 0, is a candidate); held out, the static design scores
+    at least the fixed antenna for every fitting seed."""
+    cfg = jp.PassConfig.energy_efficiency(num_pinches=4, num_users=2)
+    kw = dict(outer_iterations=2, grid_points=GRID, coupling_steps=2)
+    held = jp.sample_users(jax.random.key(1000), cfg, (64,))
+    fixed = E.fixed_antenna(cfg, held).mean_ee
+    for seed in (0, 1, 2):
+        users = jp.sample_users(jax.random.key(seed), cfg, (64,))
+        r = E.static_design(cfg, users, **kw)
+        V = r.validation_drops
+        assert V == 16 and len(r.candidates) == 3 * 3 and r.summary()["validation_drops"] == V
+        val = users[-V:]
+        ee, _, _ = E.evaluate_design(cfg, r.positions[0], r.split, val)
+        assert r.validation_score == pytest.approx(float(np.mean(ee)), rel=1e-5)  # the returned design's score
+        chosen = [c for c in r.candidates if (c["start"], c["iteration"]) == (r.initial, r.chosen_iteration)]
+        assert chosen[0]["validation"] == pytest.approx(r.validation_score, rel=1e-6)
+        (ref,) = [c for c in r.candidates if (c["start"], c["iteration"]) == ("centre", 0)]
+        fa_val = E.fixed_antenna(cfg, val).mean_ee
+        assert ref["validation"] == pytest.approx(fa_val, rel=1e-5) and r.validation_score >= fa_val * (1 - 1e-5)
+        assert E.held_out(cfg, r, held, **kw).mean_ee >= fixed * (1 - 1e-5), seed
+    with pytest.raises(ValueError, match="validation_fraction"):
+        E.DesignOptions(validation_fraction=1.5)
+    assert E.options.validation_count(E.DesignOptions(), 1) == 0
+    assert E.options.validation_count(E.DesignOptions(), 3) == 1

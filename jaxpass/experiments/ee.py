@@ -73,7 +73,7 @@ LABELS = {
 
 #: the ``DesignOptions`` fields ``jaxpass ee`` exposes as flags (objective and coupling are set per scheme)
 DESIGN_FLAGS = ("outer_iterations", "gs_sweeps", "coupling_steps", "fixed_split", "grid_spacing", "grid_points",
-                "grid_batch", "dinkelbach_iterations", "line_search", "initial")
+                "grid_batch", "dinkelbach_iterations", "line_search", "initial", "validation_fraction")
 
 
 def _log(msg: str):
@@ -281,9 +281,10 @@ def generalisation(cfg: PassConfig, train_counts=(16, 64, 256), options: E.Desig
     """The static design's held-out EE against the number of fitting drops, by fitted gain.
 
     For each count D, the static (EE, tunable) design is fitted on the first D
-    drops of ``seed`` with ``static_gain="random_phase"`` (the default: the
-    expected EE over the users' phases) and ``"coherent"`` (the paper's sample
-    average), then scored on ``held_out_users``; the fixed antenna on the same
+    drops of ``seed`` with ``static_gain="random_phase"`` (the expected EE over
+    the element phases) and ``"coherent"`` (the paper's sample average, the
+    default), the start chosen on ``options.validation_fraction`` of the drops
+    held back, then scored on ``held_out_users``; the fixed antenna on the same
     held-out drops is the reference.
 
     Returns:
@@ -303,6 +304,39 @@ def generalisation(cfg: PassConfig, train_counts=(16, 64, 256), options: E.Desig
                  f"(fixed antenna {fixed:.4g})")
         out["schemes"][gain] = rows
     return out
+
+
+def static_vs_fixed(cfg: PassConfig, train_counts=(64, 128, 256), seeds=(0, 1, 2),
+                    options: E.DesignOptions = E.DesignOptions(), *, held_out_users, progress: bool = False,
+                    mesh=None, rtol: float = 1e-5) -> list:
+    """Held-out static design (EE, tunable coupling, default choice on validation drops) vs the fixed antenna.
+
+    For each fitting seed and count D, the static design is fitted on the first D
+    drops of that seed (``options.validation_fraction`` of them held back to choose
+    the start and iteration, :func:`jaxpass.optimize.energy.static_design`) and
+    scored on ``held_out_users``, as is the fixed antenna. ``holds``: held-out
+    static >= fixed antenna within ``rtol`` (float32 rounding; the fixed antenna
+    itself is a candidate, the centre start before any iteration).
+
+    Returns:
+      rows ``{"seed", "train_drops", "held_out", "in_sample", "fixed_antenna", "ratio", "holds", "initial",
+      "chosen_iteration", "validation_drops", "validation_score"}``.
+    """
+    fixed = E.fixed_antenna(cfg, held_out_users, options=options).mean_ee
+    rows = []
+    for seed in seeds:
+        users = drops(cfg, max(train_counts), seed)
+        for D in train_counts:
+            r = run_scheme(cfg, users[:D], "static_ee_tunable", options, progress=progress)
+            h = E.held_out(cfg, r, held_out_users, options, mesh=mesh)
+            rows.append({"seed": int(seed), "train_drops": int(D), "held_out": h.mean_ee, "in_sample": r.mean_ee,
+                         "fixed_antenna": fixed, "ratio": h.mean_ee / fixed if fixed > 0 else float("inf"),
+                         "holds": bool(h.mean_ee >= fixed * (1 - rtol)), "initial": r.initial,
+                         "chosen_iteration": r.chosen_iteration, "validation_drops": r.validation_drops,
+                         "validation_score": r.validation_score, "seconds": r.seconds})
+            _log(f"[ee] static on {D} drops (seed {seed}): EE {h.mean_ee:.4g} held-out, chose {r.initial} after "
+                 f"{r.chosen_iteration} iterations on {r.validation_drops} validation drops (fixed antenna {fixed:.4g})")
+    return rows
 
 
 def monotone_histories(convergence_result: dict, rtol: float = 1e-5) -> list:
@@ -438,13 +472,15 @@ FIGURES = ("convergence", "power", "elements", "length")
 def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_dbm=(0, 10, 20, 30),
             element_counts=(2, 4, 8, 16), lengths=(10.0, 20.0, 30.0), convergence_counts=(4, 8, 16),
             convergence_iterations=5, options: E.DesignOptions = E.DesignOptions(), progress: bool = False,
-            held_out_drops: int = 0, held_out_seed: int = 1000, train_counts=(), mesh=None) -> dict:
+            held_out_drops: int = 0, held_out_seed: int = 1000, train_counts=(), static_check_counts=(),
+            static_check_seeds=(0, 1, 2), mesh=None) -> dict:
     """Run the requested figures; returns ``{figure: result}`` plus ``"orderings"``/``"monotone"``.
 
     With ``held_out_drops > 0``, the power and element sweeps also score every
     design on ``held_out_drops`` drops from ``held_out_seed`` (which must differ
     from ``seed``); tables and orderings then report the held-out numbers, the
-    in-sample ones beside them, and ``train_counts`` adds :func:`generalisation`. ``mesh``
+    in-sample ones beside them, ``train_counts`` adds :func:`generalisation` and
+    ``static_check_counts`` :func:`static_vs_fixed` (over ``static_check_seeds``). ``mesh``
     (:func:`jaxpass.parallel.drops_mesh`): the held-out evaluations run data-parallel over its devices.
     """
     for f in figures:
@@ -472,8 +508,23 @@ def run_all(cfg: PassConfig, *, figures=FIGURES, num_drops=16, seed=0, powers_db
     if train_counts and held is not None:
         results["generalisation"] = generalisation(cfg, train_counts, options, seed=seed, held_out_users=held,
                                                    progress=progress, mesh=mesh)
+    if static_check_counts and held is not None:
+        for sd in static_check_seeds:
+            if sd == held_out_seed:
+                raise ValueError(f"the held-out seed must differ from the fitting seeds, both are {sd}")
+        results["static_vs_fixed"] = static_vs_fixed(cfg, static_check_counts, static_check_seeds, options,
+                                                     held_out_users=held, progress=progress, mesh=mesh)
     results["wall_s"] = time.perf_counter() - t0
     return results
+
+
+def static_vs_fixed_table(rows: list) -> str:
+    """Markdown: per fitting seed and count, held-out static vs fixed antenna and the chosen candidate."""
+    return _table(["seed", "fitting drops", "held-out static", "fixed antenna", "ratio", "chosen (start, iteration)",
+                   "validation drops"],
+                  [[r["seed"], r["train_drops"], f"{r['held_out']:.2f}", f"{r['fixed_antenna']:.2f}",
+                    f"{r['ratio']:.4f}", f"{r['initial']}, {r['chosen_iteration']}", r["validation_drops"]]
+                   for r in rows])
 
 
 def report(results: dict) -> str:
@@ -490,6 +541,9 @@ def report(results: dict) -> str:
         out += ["### Fig. 3: mean EE vs N", "", sweep_table(results["elements"], "element_counts", "N"), ""]
     if "length" in results:
         out += ["### Fig. 4: mean EE vs S_x", "", sweep_table(results["length"], "lengths_m", "S_x [m]"), ""]
+    if "static_vs_fixed" in results:
+        out += ["### Static design (start and iteration chosen on validation drops) vs fixed antenna, held-out EE", "",
+                static_vs_fixed_table(results["static_vs_fixed"]), ""]
     return "\n".join(out)
 
 

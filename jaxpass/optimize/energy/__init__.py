@@ -56,8 +56,11 @@ are ``p_k = P_max`` (SE increases in every ``p_k``), and its EE is then
   compact sub-arrays keep a coherent gain over a region of users that
   independent phases deny them. ``initial="auto"`` (default) runs the static
   design from the paper's point, from the centre antenna and (tunable
-  coupling) from the compact centre layout with the fixed split, and keeps the
-  best fitted objective.
+  coupling) from the compact centre layout with the fixed split, and chooses
+  among the starts (and their outer iterations) on validation drops held back
+  from the fit (``validation_fraction``, ``validation_margin``: the fixed
+  antenna, the centre start before any iteration, is kept unless another
+  candidate beats it there significantly).
 * *Fixed coupling* baseline: every element has the same split coefficient
   (``fixed_split``, default 0.5: most power leaves through the first few
   elements, as EE Fig. 3 describes); locations are still optimised.
@@ -70,10 +73,10 @@ are ``p_k = P_max`` (SE increases in every ``p_k``), and its EE is then
   iterations. ``initial="multistart"`` also runs from the centre-antenna point
   (element 0 at ``S_x/2`` with ``delta_0 = 1``: the fixed-antenna baseline as a
   PASS point) and, with tunable coupling, from the centre layout with every
-  ``delta_n = fixed_split`` (``initial="split"``), and keeps the best design,
-  which makes "static >= fixed antenna" hold by construction on the design
-  drops and puts tunable coupling ahead of fixed coupling after the first
-  outer iteration.
+  ``delta_n = fixed_split`` (``initial="split"``), and keeps the design chosen
+  on the validation drops, which makes "static >= fixed antenna" hold by
+  construction on them (with ``validation_fraction=0``: the best fitted
+  objective, and then on the fitting drops).
 
 Shapes: ``x (N,)`` positions [m] on the waveguide, ``split (N,)``, ``users (K, 2)``
 for one drop or ``(D, K, 2)`` for D drops.

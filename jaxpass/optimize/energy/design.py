@@ -35,7 +35,7 @@ from jaxpass.optimize.energy.coupling import ascend
 from jaxpass.optimize.energy.location import locate
 from jaxpass.optimize.energy.model import centre_antenna_point, fixed_split, initial_point
 from jaxpass.optimize.energy.objective import METRIC_FIELDS, drops_value, evaluate_batch, evaluate_drop, record_batch
-from jaxpass.optimize.energy.options import DesignOptions, default_grid_points, with_grid
+from jaxpass.optimize.energy.options import DesignOptions, default_grid_points, validation_count, with_grid
 
 _STEP_FIELDS = ("objective", "coupling", "gs_sweeps", "coupling_steps", "grid_points", "grid_spacing",
                 "grid_batch", "dinkelbach_iterations", "line_search", "gain", "phase_samples")
@@ -52,16 +52,22 @@ class DesignResult:
       positions: ``(D, N)`` per-drop positions [m] (static: the same row repeated).
       split: ``(N,)`` split coefficients.
       power: ``(D, K)`` powers [W] (Dinkelbach for ``"ee"``, ``P_max`` for ``"se"``).
-      ee: ``(D,)`` energy efficiency per drop [bit/s/Hz per W].
+      ee: ``(D,)`` energy efficiency per drop [bit/s/Hz per W] (on every drop passed, the
+        validation drops included).
       se: ``(D,)`` spectral efficiency per drop [bps/Hz].
-      history: ``(outer_iterations + 1,)`` the ergodic objective the design fits, after each
-        outer iteration (entry 0: the initial point); non-decreasing. For the static
-        design with ``static_gain="phase_averaged"`` (default) it is the objective with
-        phase-averaged gains (the expected value over the users' phases).
+      history: ``(outer_iterations + 1,)`` the ergodic objective the design fits, on the
+        fitting drops, after each outer iteration of the chosen start (entry 0: the initial
+        point); non-decreasing. For the static design with ``static_gain="random_phase"``
+        it is the objective with random-phase gains (the expected value over the element phases).
       ee_history: ``(outer_iterations + 1,)`` mean EE with the physical (coherent) gains
         on the fitting drops after each outer iteration (in-sample).
       p_max: power budget [W].
-      initial: which initial point the design started from.
+      initial: which initial point the returned design started from (the chosen start).
+      validation_drops, chosen_iteration, validation_score, candidates: how the static
+        design chose among its starts (``validation_fraction``): the number of drops held
+        back from the fit (the last ones), the outer iteration of the returned iterate
+        (``outer_iterations`` when chosen in-sample), its score on the validation drops
+        and every candidate's score (``None`` when chosen in-sample).
       seconds, compile_seconds: wall time of the design after compilation and of the
         compilation [s]; ``None`` unless the caller measured them (``jaxpass.experiments.ee``).
     """
@@ -84,6 +90,15 @@ class DesignResult:
     fitted_on: str | None = None
     #: ``"in-sample"`` (scored on the fitting drops) or ``"held-out"`` (:func:`held_out`)
     scored_on: str = "in-sample"
+    #: drops held back from the fit to choose among the static design's candidates (0: chosen in-sample)
+    validation_drops: int = 0
+    #: outer iterations of the returned iterate of the chosen start (``initial``)
+    chosen_iteration: int | None = None
+    #: the chosen candidate's objective (physical gains) on the validation drops; ``None`` without them
+    validation_score: float | None = None
+    #: every candidate ``{"start", "iteration", "validation"}`` with its validation score (and, where the centre
+    #: start is one, ``advantage`` over its iteration 0 and ``advantage_se``, paired); ``None`` without them
+    candidates: list | None = None
 
     @property
     def mean_ee(self) -> float:
@@ -104,6 +119,8 @@ class DesignResult:
             "history": [float(v) for v in self.history],
             "ee_history": [float(v) for v in self.ee_history],
             "split": [float(v) for v in self.split], "scored_on": self.scored_on,
+            "validation_drops": self.validation_drops, "chosen_iteration": self.chosen_iteration,
+            "validation_score": self.validation_score, "candidates": self.candidates,
             "seconds": self.seconds, "compile_seconds": self.compile_seconds,
             "ms_per_drop": None if self.seconds is None else 1e3 * self.seconds / max(D, 1),
         }
@@ -197,7 +214,16 @@ def fingerprint(users) -> str:
     return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
 
 
-def _run_from(kind, start, cfg, users, pm, *, options, callback):
+class _Run(NamedTuple):
+    """One start's fit: the fitted objective and in-sample EE after each outer iteration, and the iterates."""
+
+    start: str
+    history: list
+    ee_history: list
+    iterates: list  # [(X, split)] after each outer iteration (entry 0: the start)
+
+
+def _run_from(kind, start, cfg, users, pm, *, options, callback) -> _Run:
     D = users.shape[0]
     x0, split = _start(cfg, start, options, users.dtype)
     X = _broadcast(x0, D) if kind == "dynamic" else x0
@@ -207,7 +233,7 @@ def _run_from(kind, start, cfg, users, pm, *, options, callback):
                               grid_points=default_grid_points(cfg, options.static_grid_spacing))
     elif kind == "static":
         fit = options.replace(gain=options.static_gain)
-    metric = options.replace(gain="coherent").restricted(*METRIC_FIELDS)  # what is reported: the physics
+    metric = _metric(options)  # what is reported: the physics
     fit_metric = fit.restricted(*METRIC_FIELDS)
     step = fit.restricted(*_STEP_FIELDS)
 
@@ -217,7 +243,7 @@ def _run_from(kind, start, cfg, users, pm, *, options, callback):
         return float(v), float(record_batch(cfg, Xd, split, users, pm, metric)[1])
 
     v, e = record(X, split)
-    history, ee_history = [v], [e]
+    history, ee_history, iterates = [v], [e], [(X, split)]
     if callback is not None:
         callback(0, history[0])
     for t in range(1, options.outer_iterations + 1):
@@ -225,14 +251,52 @@ def _run_from(kind, start, cfg, users, pm, *, options, callback):
         v, e = record(X, split)
         history.append(v)
         ee_history.append(e)
+        iterates.append((X, split))
         if callback is not None:
             callback(t, history[-1])
-    X = _broadcast(X, D)
-    ee, se, p = evaluate_batch(cfg, X, split, users, pm, metric)
-    return DesignResult(kind=kind, objective=options.objective, coupling=options.coupling, positions=np.asarray(X),
-                        split=np.asarray(split), power=np.asarray(p), ee=np.asarray(ee), se=np.asarray(se),
-                        history=np.asarray(history), ee_history=np.asarray(ee_history), p_max=float(pm),
-                        initial=start, fitted_on=fingerprint(users))
+    return _Run(start, history, ee_history, iterates)
+
+
+def _metric(options):
+    """The options of the reported score: the design's objective with the physical (coherent) gains."""
+    return options.replace(gain="coherent").restricted(*METRIC_FIELDS)
+
+
+def _choose(cfg, runs, val_users, pm, options):
+    """``(run, iteration, validation score, candidates)``: the candidate the design returns.
+
+    Without validation drops: each run's last iterate, the best fitted objective
+    (the first start wins ties). With them: every start after every outer
+    iteration (0: the start itself) scored by the design's objective with the
+    physical gains on ``val_users``; the best is kept if it beats the reference
+    candidate (the ``"centre"`` start before any iteration, the fixed antenna
+    as a PASS point, when it is a candidate) by more than
+    ``options.validation_margin`` paired standard errors over the validation
+    drops, else the reference is kept.
+    """
+    if val_users is None:
+        run = max(runs, key=lambda r: r.history[-1])  # first wins ties ("paper")
+        return run, options.outer_iterations, None, None
+    metric = _metric(options)
+    V = val_users.shape[0]
+    values = [(r, t, np.asarray(_drop_values(cfg, _broadcast(X, V), split, val_users, pm, metric), np.float64))
+              for r in runs for t, (X, split) in enumerate(r.iterates)]
+    ref = next((i for i, (r, t, _) in enumerate(values) if r.start == "centre" and t == 0), None)
+    candidates = []
+    for r, t, v in values:
+        c = {"start": r.start, "iteration": t, "validation": float(v.mean())}
+        if ref is not None:  # the paired advantage over the reference and its standard error
+            d = v - values[ref][2]
+            c.update(advantage=float(d.mean()), advantage_se=float(d.std(ddof=1) / np.sqrt(V)) if V > 1 else None)
+        candidates.append(c)
+    best = max(range(len(values)), key=lambda i: candidates[i]["validation"])  # the first wins ties
+    if ref is not None and best != ref:
+        c = candidates[best]
+        se = float("inf") if c["advantage_se"] is None else c["advantage_se"]
+        if not c["advantage"] > options.validation_margin * se:
+            best = ref
+    r, t, v = values[best]
+    return r, t, float(v.mean()), candidates
 
 
 def _design(kind, cfg, users, p_max, options, callback):
@@ -246,8 +310,19 @@ def _design(kind, cfg, users, p_max, options, callback):
         starts = ("paper", "centre") + (("split",) if options.coupling == "tunable" else ())
     else:
         starts = (initial,)
-    runs = [_run_from(kind, s, cfg, users, pm, options=options, callback=callback) for s in starts]
-    return max(runs, key=lambda r: r.history[-1])  # first wins ties ("paper")
+    D = users.shape[0]
+    V = validation_count(options, D) if kind == "static" and len(starts) > 1 else 0
+    fit_users, val_users = (users[:D - V], users[D - V:]) if V else (users, None)
+    runs = [_run_from(kind, s, cfg, fit_users, pm, options=options, callback=callback) for s in starts]
+    run, t, score, candidates = _choose(cfg, runs, val_users, pm, options)
+    X, split = run.iterates[t]
+    X = _broadcast(X, D)
+    ee, se, p = evaluate_batch(cfg, X, split, users, pm, _metric(options))
+    return DesignResult(kind=kind, objective=options.objective, coupling=options.coupling, positions=np.asarray(X),
+                        split=np.asarray(split), power=np.asarray(p), ee=np.asarray(ee), se=np.asarray(se),
+                        history=np.asarray(run.history), ee_history=np.asarray(run.ee_history), p_max=float(pm),
+                        initial=run.start, fitted_on=fingerprint(users), validation_drops=V, chosen_iteration=t,
+                        validation_score=score, candidates=candidates)
 
 
 def dynamic_design(cfg, users, p_max=None, options: DesignOptions | None = None, *,
@@ -292,16 +367,32 @@ def static_design(cfg, users, p_max=None, options: DesignOptions | None = None, 
     (the centre layout with every ``delta_n = fixed_split``: a compact array
     whose power decays along the elements, the start from which the
     fixed-coupling baseline does best) or ``"multistart"`` (run from all of
-    them and keep the design with the best final fitted objective; ``"split"``
-    only with tunable coupling, where it differs from ``"centre"``; three times
-    the cost; ``"auto"``, the default, is multistart here). The first outer
+    them and keep the best design, see below; ``"split"`` only with tunable
+    coupling, where it differs from ``"centre"``; three times the cost;
+    ``"auto"``, the default, is multistart here). The first outer
     iteration from ``"split"`` is the fixed-coupling baseline's first
     Gauss-Seidel sweep from the same point followed by improving coupling
     steps, so tunable coupling starts ahead of fixed coupling. From
     ``"centre"`` the design cannot leave the single-antenna family (the other
     elements get no power and hence no gradient), so it only moves that antenna.
-    With ``static_gain="random_phase"`` the choice between the starts is made
-    on the expected EE over the users, not on one sample's phases.
+
+    **Choosing among the starts on validation drops.** With several starts and
+    ``options.validation_fraction > 0`` (default 0.25), the last
+    ``V = round(validation_fraction * D)`` drops (at least 1, at most ``D - 1``,
+    :func:`~jaxpass.optimize.energy.options.validation_count`) are held back:
+    every start is fitted on the first ``D - V`` drops, and the candidate kept is
+    the start and outer iteration (0 included: the start itself, so the
+    ``"centre"`` start's iteration 0, the fixed antenna, is always a candidate)
+    with the best objective (physical gains, EE eq. (20) or the SE) on the
+    ``V`` held-back drops, provided it beats the ``"centre"`` start's iteration 0
+    there by more than ``validation_margin`` paired standard errors over the
+    ``V`` drops (else that fixed-antenna point is kept): a choice made on drops
+    the design was not fitted on, which the in-sample objective, rewarding the
+    layouts that chase the fitting sample's phase ripples, is not, and that
+    leaves the fixed antenna only for a significant gain. ``validation_fraction=0`` chooses each
+    start's last iterate by the fitted objective (in-sample). The result records
+    the choice (``initial``, ``chosen_iteration``, ``validation_score``,
+    ``candidates``).
 
     Arguments as :func:`dynamic_design`.
 

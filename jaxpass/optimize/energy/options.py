@@ -96,6 +96,14 @@ class DesignOptions(Options):
                                        "delta_n = fixed_split: a compact array, the fixed-coupling baseline's "
                                        "best start), 'multistart' (all of them, keep the best fitted objective) "
                                        "or 'auto' (multistart for the static design, paper for the dynamic one)", choices=INITIALS)
+    validation_fraction: float = option(0.25, help="fraction of the drops the STATIC design holds back from its fit "
+                                                   "to choose among its candidates (each start after each outer "
+                                                   "iteration) on drops it was not fitted on; used when it has "
+                                                   "several starts and at least 2 drops (at least 1 held back, at "
+                                                   "least 1 fitted); 0: choose on the fitted objective (in-sample)")
+    validation_margin: float = option(2.0, help="paired standard errors (over the validation drops) by which the "
+                                               "best candidate must beat the centre start's iteration 0 (the fixed "
+                                               "antenna) to be chosen over it; 0: the best candidate")
 
     def validate(self) -> None:
         check_choice("objective", self.objective, OBJECTIVES)
@@ -117,6 +125,8 @@ class DesignOptions(Options):
         check_positive_int("grid_batch", self.grid_batch)
         check_positive_int("dinkelbach_iterations", self.dinkelbach_iterations)  # 0: EE would silently be SE
         check_positive_int("line_search", self.line_search)
+        check_number("validation_fraction", self.validation_fraction, low=0.0, high=1.0)
+        check_number("validation_margin", self.validation_margin, low=0.0)
 
     @property
     def dinkelbach(self) -> DinkelbachOptions:
@@ -149,6 +159,17 @@ def default_grid_points(cfg, spacing=None) -> int:
                         "traced config set DesignOptions.grid_points (e.g. default_grid_points(cfg))")
     length = float(np.max(np.asarray(cfg.length_x)))
     return int(math.ceil(length / spacing)) + 1
+
+
+def validation_count(options: DesignOptions, num_drops: int) -> int:
+    """Drops the static design holds back for choosing among its candidates: ``round(fraction * D)``.
+
+    At least 1 when the fraction is positive, and at most ``D - 1`` (the fit keeps
+    a drop); 0 for a single drop or ``validation_fraction = 0``.
+    """
+    if options.validation_fraction <= 0 or num_drops < 2:
+        return 0
+    return min(max(int(round(options.validation_fraction * num_drops)), 1), num_drops - 1)
 
 
 def grid_size(cfg, options: DesignOptions) -> int:
