@@ -101,11 +101,16 @@ def tune_bytes(K: int, N: int, L: int, drops: int, options=None) -> float:
     its fields (``starts``, ``steps``, ``assignments``, ``spacings``, ``random_starts``);
     missing fields take the library defaults.
     """
+    from jaxpass.optimize.assignment import enumerable
     from jaxpass.optimize.positions import TuneOptions
 
     o = options if isinstance(options, TuneOptions) else TuneOptions(**dict(options or {}))
     candidates = o.assignments * len(o.spacings) + o.random_starts + 1
     per_drop = TUNE_FACTOR * (candidates + o.starts) * K * N * L * COMPLEX_BYTES + 8 * o.starts * o.steps
+    if o.assignments and not enumerable(N, K):
+        # Murty's k-best: a pool of 1 + k N subproblem masks (N x K) and N square problems per pop
+        S = K * -(-N // K)
+        per_drop += (1 + o.assignments * N) * (N * K + 4 * N + 8) + TUNE_FACTOR * N * (S + 1) ** 2 * 8
     return per_drop * drops
 
 

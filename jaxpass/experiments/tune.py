@@ -32,7 +32,7 @@ from jaxpass.experiments.io import atomic_path, environment, write_json, writes_
 from jaxpass.optimize.positions import TuneOptions
 
 #: the tuning options the ``tune`` command exposes (defaults and help from :class:`TuneOptions`)
-CLI_OPTIONS = ("beamformer", "steps", "starts", "learning_rate")
+CLI_OPTIONS = ("beamformer", "steps", "starts", "learning_rate", "assignments", "assignment_search")
 
 
 def load_users(path: str) -> np.ndarray:
@@ -148,8 +148,14 @@ def _config(args, num_users=None):
     from jaxpass.experiments.demo import preset
 
     overrides = {}
+    if num_users is not None and args.num_users is not None and args.num_users != num_users:
+        raise UserError(f"--num-users {args.num_users} does not match the {num_users} users per drop in --users")
     if num_users is not None:
         overrides["num_users"] = int(num_users)
+    elif args.num_users is not None:
+        overrides["num_users"] = args.num_users
+    if args.num_waveguides is not None:
+        overrides["num_waveguides"] = args.num_waveguides
     if args.num_pinches is not None:
         overrides["num_pinches"] = args.num_pinches
     if args.power_dbm is not None:
@@ -273,6 +279,9 @@ def add_command(subparsers) -> None:
     p.add_argument("--drops", type=positive_int, default=8, action=_Given,
                    help="sampled drops; not with --users FILE (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for drops and random starts (default: %(default)s)")
+    p.add_argument("--num-users", type=positive_int, default=None,
+                   help="override K, users per drop (with --users FILE it must match the file)")
+    p.add_argument("--num-waveguides", type=positive_int, default=None, help="override N, waveguides")
     p.add_argument("--num-pinches", type=positive_int, default=None, help="override L, pinches per waveguide")
     p.add_argument("--power-dbm", type=float, default=None, help="override the power budget [dBm]")
     add_options(p, TuneOptions, CLI_OPTIONS)
