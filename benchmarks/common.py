@@ -243,6 +243,40 @@ def memory_per_item(compiled, count: int) -> dict[str, float] | None:
     }
 
 
+def nominal_peak_flops(cpuinfo: str | None = None, cores: int | None = None) -> dict:
+    """Nominal float32 peak of this CPU from its model: ``cores x SIMD lanes x 2 (FMA) x FMA units x clock``.
+
+    Read from ``/proc/cpuinfo`` (or the ``cpuinfo`` text given): SIMD lanes
+    from the widest float32 vector extension in ``flags`` (``avx512f``: 16,
+    ``avx``/``avx2``: 8, else 4); a fused multiply-add (``fma`` flag) counts 2
+    FLOPs; 2 FMA units per core (AMD Zen 2-4 and Intel server cores since
+    Haswell issue two vector FMAs per cycle: an assumption, named in the
+    result); the clock from ``cpu MHz`` (the current one; turbo can exceed
+    it). ``cores`` defaults to the CPUs this process may run on. Returns the
+    parts and ``flops_per_s``, or ``flops_per_s = None`` when the model is not readable.
+    """
+    import os
+    import re
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    flags = set((re.search(r"^flags\s*:(.*)$", cpuinfo, re.M) or [None, ""])[1].split())
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, re.M)
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+    lanes = 16 if "avx512f" in flags else 8 if flags & {"avx", "avx2"} else 4
+    fma = 2 if "fma" in flags else 1
+    units = 2
+    clock = float(mhz.group(1)) * 1e6 if mhz else None
+    return {"model": model.group(1).strip() if model else None, "cores": cores, "simd_f32_lanes": lanes,
+            "flops_per_fma": fma, "fma_units_assumed": units, "clock_hz": clock,
+            "flops_per_s": None if clock is None else cores * lanes * fma * units * clock}
+
+
 # ------------------------------------------------------------------ output
 def result_path(out_dir: Path, name: str, suffix: str = "json", device: str | None = None) -> Path:
     """``<out_dir>/<name>-<device>.<suffix>``."""

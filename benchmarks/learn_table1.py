@@ -116,15 +116,20 @@ def throughput(cfg, s: Settings) -> dict:
         f"vs a float32 matmul {n}^2")
     t = common.time_interleaved(cases, repeats=s.repeats, min_time=s.min_time)
     peak = flops["matmul"] / t["matmul"].median_s
+    nominal = common.nominal_peak_flops()
     out = {"parameters": count_parameters(model), "batch": s.throughput_batch, "model_kwargs": dict(s.throughput_model),
-           "matmul_n": n, "peak_flops_per_s": peak, "timing": {k: v.metrics() for k, v in t.items()}}
+           "matmul_n": n, "peak_flops_per_s": peak, "nominal_peak": nominal,
+           "matmul_nominal_fraction": None if nominal["flops_per_s"] is None else peak / nominal["flops_per_s"],
+           "timing": {k: v.metrics() for k, v in t.items()}}
     for name in ("train step", "inference"):
         sec = t[name].median_s
         f = flops[name]
         out[name] = {"seconds": sec, "samples_per_s": s.throughput_batch / sec,
                      "ms_per_64": sec * 1e3 * 64 / s.throughput_batch, "flops": f,
                      "flops_per_s": None if f is None else f / sec,
-                     "peak_fraction": None if f is None else f / sec / peak}
+                     "peak_fraction": None if f is None else f / sec / peak,
+                     "nominal_peak_fraction": None if f is None or nominal["flops_per_s"] is None
+                     else f / sec / nominal["flops_per_s"]}
     frac = out["train step"]["peak_fraction"]
     out["acceptance"] = {"target": TARGET_PEAK_FRACTION, "peak_fraction": frac,
                          "status": "n/a" if frac is None else ("PASS" if frac >= TARGET_PEAK_FRACTION else "FAIL")}
@@ -172,16 +177,28 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.0f} %"
 
 
+def _nominal_note(tp: dict) -> str:
+    """`` (x % of the nominal peak ...)`` for results that carry the nominal peak (older files do not)."""
+    nom = tp.get("nominal_peak") or {}
+    if nom.get("flops_per_s") is None:
+        return ""
+    return (f" ({_pct(tp['matmul_nominal_fraction'])} of the nominal {nom['flops_per_s'] / 1e9:.0f} GFLOP/s = "
+            f"{nom['cores']} cores x {nom['simd_f32_lanes']} lanes x {nom['flops_per_fma']} (FMA) x "
+            f"{nom['fma_units_assumed']} FMA units (assumed) x {nom['clock_hz'] / 1e9:.2f} GHz, {nom['model']})")
+
+
 def report(payload: dict) -> str:
     """Markdown: the throughput table and the Table I rows (also rendered into the README)."""
     tp = payload["throughput"]
     lines = [common.markdown_table(
         ["KDL-Transformer, batch " + str(tp["batch"]), "ms / call", "samples/s", "ms / 64 drops", "GFLOP / call",
-         "fraction of the f32 matmul peak"],
+         "fraction of the f32 matmul peak (same run)", "fraction of the nominal f32 peak"],
         [[name, f"{tp[name]['seconds'] * 1e3:.1f}", f"{tp[name]['samples_per_s']:.0f}", f"{tp[name]['ms_per_64']:.1f}",
-          "n/a" if tp[name]["flops"] is None else f"{tp[name]['flops'] / 1e9:.2f}", _pct(tp[name]["peak_fraction"])]
+          "n/a" if tp[name]["flops"] is None else f"{tp[name]['flops'] / 1e9:.2f}", _pct(tp[name]["peak_fraction"]),
+          _pct(tp[name].get("nominal_peak_fraction"))]
          for name in ("train step", "inference")]),
-        "", f"float32 matmul peak ({tp['matmul_n']}^2, same run): {tp['peak_flops_per_s'] / 1e9:.1f} GFLOP/s; "
+        "", f"float32 matmul peak ({tp['matmul_n']}^2, same run): {tp['peak_flops_per_s'] / 1e9:.1f} GFLOP/s"
+        + _nominal_note(tp) + "; "
         f"{tp['parameters']} parameters; acceptance (training >= {100 * TARGET_PEAK_FRACTION:.0f} % of the peak): "
         f"{tp['acceptance']['status']}.", ""]
 
