@@ -177,31 +177,8 @@ def cholesky_solve(M, B):
     return jnp.stack(x, axis=0)
 
 
-def regularized_pinv_qr(M, reg):
-    """``M^H (M M^H + reg I)^{-1}`` for a small ``(K, N)`` matrix, by QR; shape ``(N, K)``.
-
-    With ``A = [M^H; sqrt(reg) I_K]`` (``(N + K) x K``) and ``A = Q R``,
-    ``M M^H + reg I = R^H R`` and ``M^H = Q_top R``, so the result is
-    ``Q_top R^{-H}``. The QR is classical Gram-Schmidt with one
-    re-orthogonalisation (CGS2: orthogonal to working precision), so the result
-    is accurate to ``eps * cond(A)`` (no squaring of the condition number as in a
-    Gram/Cholesky solve) and plainly differentiable (reverse and forward mode).
-
-    Both the Gram-Schmidt sweep over the K columns and the forward substitution
-    for ``R^{-H}`` run in ``lax.fori_loop`` s with a fixed trip count K, so the
-    traced program has the same size for every K (an earlier version unrolled
-    the column loops in Python: about K^2 projections in a dependency chain
-    about K^2 deep, which took XLA 168 s to compile at K = N = 16). Each loop
-    body is elementwise products and reductions over the whole ``(N + K, K)``
-    panel (the not-yet-computed columns of Q are zero), so a vmapped batch
-    still becomes a few fused SIMD loops; that costs ~2x the flops of the
-    triangular schedule, ``O((N + K) K^2)`` per matrix.
-
-    Args:
-      M: ``(K, N)`` complex matrix.
-      reg: scalar ``> 0`` (use a tiny floor for zero-forcing; it keeps ``R``'s
-        diagonal at least ``sqrt(reg)``, so coincident rows stay finite).
-    """
+def _pinv_qr_parts(M, reg):
+    """``(F, Z)``: ``F = M^H (M M^H + reg I)^{-1}`` and ``Z = R^{-H}`` of the QR of ``[M^H; sqrt(reg) I]``."""
     K, N = M.shape
     rdt = jnp.finfo(M.dtype).dtype
     A = jnp.concatenate([jnp.conj(M).T, jnp.sqrt(reg).astype(M.dtype) * jnp.eye(K, dtype=M.dtype)], axis=0)
@@ -233,4 +210,57 @@ def regularized_pinv_qr(M, reg):
         return jax.lax.dynamic_update_index_in_dim(Z, acc / jax.lax.dynamic_index_in_dim(r_i, i, keepdims=False), i, axis=0)
 
     Z = jax.lax.fori_loop(0, K, substitute, jnp.zeros((K, K), M.dtype))
-    return small_matmul(Q[:N], Z)
+    return _matmul(Q[:N], Z), Z
+
+
+def _matmul(a, b):
+    """``a @ b``: the fused broadcast product for small operands (<= 8 per side), XLA's dot above."""
+    return small_matmul(a, b) if max(a.shape[-2:] + b.shape[-1:]) <= 8 else a @ b
+
+
+@jax.custom_jvp
+def regularized_pinv_qr(M, reg):
+    """``M^H (M M^H + reg I)^{-1}`` for a small ``(K, N)`` matrix, by QR; shape ``(N, K)``.
+
+    With ``A = [M^H; sqrt(reg) I_K]`` (``(N + K) x K``) and ``A = Q R``,
+    ``M M^H + reg I = R^H R`` and ``M^H = Q_top R``, so the result is
+    ``Q_top R^{-H}``. The QR is classical Gram-Schmidt with one
+    re-orthogonalisation (CGS2: orthogonal to working precision), so the result
+    is accurate to ``eps * cond(A)`` (no squaring of the condition number as in a
+    Gram/Cholesky solve).
+
+    Both the Gram-Schmidt sweep over the K columns and the forward substitution
+    for ``R^{-H}`` run in ``lax.fori_loop`` s with a fixed trip count K, so the
+    traced program has the same size for every K (an earlier version unrolled
+    the column loops in Python: about K^2 projections in a dependency chain
+    about K^2 deep, which took XLA 168 s to compile at K = N = 16). Each loop
+    body is elementwise products and reductions over the whole ``(N + K, K)``
+    panel (the not-yet-computed columns of Q are zero), so a vmapped batch
+    still becomes a few fused SIMD loops; that costs ~2x the flops of the
+    triangular schedule, ``O((N + K) K^2)`` per matrix.
+
+    Derivatives (forward and reverse mode) come from a ``custom_jvp`` in closed
+    form, not from differentiating the loops: with ``G = (M M^H + reg I)^{-1}
+    = Z^H Z`` (``Z = R^{-H}``, already computed) and ``F`` the result,
+    ``dF = T - F (M T) - F (dM F) - dreg F G`` where ``T = dM^H G``: a few
+    small matrix products, linear in the tangents (so JAX transposes it for
+    reverse mode), and no stored per-iteration panels.
+
+    Args:
+      M: ``(K, N)`` complex matrix.
+      reg: scalar ``> 0`` (use a tiny floor for zero-forcing; it keeps ``R``'s
+        diagonal at least ``sqrt(reg)``, so coincident rows stay finite).
+    """
+    return _pinv_qr_parts(M, reg)[0]
+
+
+@regularized_pinv_qr.defjvp
+def _regularized_pinv_qr_jvp(primals, tangents):
+    M, reg = primals
+    dM, dreg = tangents
+    F, Z = _pinv_qr_parts(M, reg)
+    G = _matmul(jnp.conj(Z).T, Z)  # (M M^H + reg I)^{-1}
+    T = _matmul(jnp.conj(dM).T, G)  # (N, K)
+    dF = T - _matmul(F, _matmul(M, T)) - _matmul(F, _matmul(dM, F))
+    dF = dF - jnp.asarray(dreg, F.dtype) * _matmul(F, G)
+    return F, dF
