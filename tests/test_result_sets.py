@@ -211,8 +211,8 @@ def test_default_out_of_reproduce_is_checked_too(tmp_path, monkeypatch, capsys):
     (tmp_path / "benchmarks" / "results").write_text("a file")
     assert main(["reproduce", "table1", "--quick"]) == 2
     err = capsys.readouterr().err
-    assert err == ("jaxpass reproduce: error: --out benchmarks/results/quick: cannot create it, "
-                   f"{tmp_path / 'benchmarks' / 'results'} is not a directory\n")
+    assert err == (f"jaxpass reproduce: error: --out {tmp_path / 'benchmarks' / 'results' / 'quick'}: cannot create "
+                   f"it, {tmp_path / 'benchmarks' / 'results'} is not a directory\n")  # paths are made absolute
 
 
 # --------------------------------------------------------------------- interrupts (subprocesses)
