@@ -83,9 +83,10 @@ def _cmd_demo(args) -> int:
 
     progress.set_quiet(args.quiet)
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
-    need = memory.check_fits(lambda d: memory.demo_bytes(K, N, L, d, tune_steps=args.tune_steps,
-                                                     devices=memory.shards(mesh_from_args(args))), args.drops,
-                             flag="--drops")
+    shards = memory.shards(mesh_from_args(args))
+    by_steps = (lambda t: memory.demo_bytes(K, N, L, args.drops, tune_steps=int(t), devices=shards), args.tune_steps)
+    need = memory.check_fits(lambda d: memory.demo_bytes(K, N, L, d, tune_steps=args.tune_steps, devices=shards),
+                             args.drops, flag="--drops", others={"--tune-steps": by_steps})
     print(f"jaxpass demo: preset {args.preset} (K={cfg.num_users}, N={cfg.num_waveguides}, "
           f"L={cfg.num_pinches}, P={float(cfg.power_dbm):g} dBm), {args.drops} drops, seed {args.seed}, "
           f"uniform pinch positions"

@@ -113,6 +113,25 @@ def test_check_fits_names_a_value_that_fits():
         memory.check_fits(lambda d: 10**9 + d, 5, flag="--drops", available=10**6)
 
 
+def test_check_fits_names_the_size_that_dominates(monkeypatch, tmp_path, capsys):
+    """``tune --steps 1e9 --drops 2``: the steps, not the drops, blow the estimate; the message says so."""
+    def need(drops, steps):
+        return 1000 * drops + 100 * drops * steps
+
+    def check(drops, steps):
+        return memory.check_fits(lambda d: need(d, steps), drops, flag="--drops", available=10**6,
+                                 others={"--steps": (lambda t: need(drops, t), steps)})
+
+    with pytest.raises(UserError, match=r"^--steps 1000000000 needs .* \(with --drops 2\), .*; it dominates the "
+                                        r"estimate: use --steps <= 4900$"):
+        check(2, 10**9)
+    with pytest.raises(UserError, match=r"^--drops 100000 needs .*; use --drops <= 500 or run in batches$"):
+        check(10**5, 10)  # the drops dominate: reducing --steps alone would not fit
+    monkeypatch.setenv(memory.ENV_AVAILABLE, "8G")
+    assert main(["tune", "--steps", "1000000000", "--drops", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "it dominates the estimate: use --steps <= " in capsys.readouterr().err
+
+
 
 def test_unknown_available_memory_refuses_nothing(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: None)

@@ -311,7 +311,7 @@ def largest_fitting(need_fn, value, available: int, *, decreasing: bool = False,
 
 
 def check_fits(need_fn, value, *, flag: str, available: int | None = None, decreasing: bool = False,
-               integer: bool = True, hint: str = " or run in batches") -> int:
+               integer: bool = True, hint: str = " or run in batches", others: dict | None = None) -> int:
     """Refuse a run whose estimate does not fit; return the estimate [bytes].
 
     Args:
@@ -322,6 +322,9 @@ def check_fits(need_fn, value, *, flag: str, available: int | None = None, decre
       decreasing: the estimate falls as the size grows (a grid spacing).
       integer: the size is an integer (a count).
       hint: appended to the suggestion.
+      others: ``{flag: (need_fn, value)}`` of the other sizes the estimate grows with (e.g.
+        ``--steps``). When no value of ``flag`` fits, or another size shrunk alone to its given
+        value would, the message names the one that dominates and a value of it that fits.
 
     Raises:
       UserError: ``"--drops 50000000 needs ~120 GiB, 22 GiB available; use --drops <= 9000000
@@ -334,6 +337,14 @@ def check_fits(need_fn, value, *, flag: str, available: int | None = None, decre
         return need
     best = largest_fitting(need_fn, value, available, decreasing=decreasing, integer=integer)
     msg = f"{flag} {_fmt(value)} needs ~{format_bytes(need)} of memory, {format_bytes(available)} available"
+    for other, (other_fn, other_value) in (others or {}).items():
+        # the size that dominates: none of `flag` fits, or setting the other to 1 saves more than setting `flag` to 1
+        if best is None or (not decreasing and other_fn(1) < need_fn(1)):
+            fit = largest_fitting(other_fn, other_value, available)
+            if fit is not None and fit < other_value:
+                raise UserError(f"{other} {_fmt(other_value)} needs ~{format_bytes(other_fn(other_value))} of memory "
+                                f"(with {flag} {_fmt(value)}), {format_bytes(available)} available; it dominates the "
+                                f"estimate: use {other} <= {_fmt(fit)}")
     if best is None:
         raise UserError(msg + "; no value of " + flag + " fits: use smaller sizes or a larger machine")
     raise UserError(msg + f"; use {flag} {'>=' if decreasing else '<='} {_fmt(best)}{hint}")

@@ -181,8 +181,10 @@ def _cmd_tune(args) -> int:
 
     def fits(c, drops, flag):  # the memory estimate, before anything compiles (refuses what cannot fit)
         L = c.num_users, c.num_waveguides, c.num_pinches
+        by_steps = (lambda t: memory.tune_command_bytes(*L, drops, mem_opts.replace(steps=int(t)), devices=devices),
+                    mem_opts.steps)
         return memory.check_fits(lambda d: memory.tune_command_bytes(*L, d, mem_opts, devices=devices), drops,
-                                 flag=flag)
+                                 flag=flag, others={"--steps": by_steps})
 
     if args.users is not None:
         users, cfg = _file_drops(args)
