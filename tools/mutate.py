@@ -74,9 +74,9 @@ MUTANTS = (
            "upper = jnp.asarray(cfg.length_x, X.dtype) - (L - 1) * delta",
            "upper = jnp.asarray(cfg.length_x, X.dtype) - L * delta",
            ("tests/test_geometry.py",), "projection_equals_independent_qp"),
-    Mutant("projection: isotonic regression prefix instead of suffix minimum", "jaxpass/geometry.py",
-           "suffix_min = jax.lax.cummin(avg, axis=avg.ndim - 1, reverse=True)",
-           "suffix_min = jax.lax.cummin(avg, axis=avg.ndim - 1, reverse=False)",
+    Mutant("projection: pool-adjacent-violators merges ordered blocks", "jaxpass/geometry.py",
+           "merge = (m > 0) & (below[0] / below[1] > top[0] / top[1])",
+           "merge = (m > 0) & (below[0] / below[1] < top[0] / top[1])",
            ("tests/test_geometry.py",), "projection_equals_independent_qp"),
     # -------------------------------------------------------------- beamformers
     Mutant("beamforming: MRT without the conjugate", "jaxpass/beamforming.py",
@@ -88,6 +88,10 @@ MUTANTS = (
     Mutant("beamforming: WMMSE receiver without the noise term", "jaxpass/beamforming.py",
            "J = jnp.diagonal(P) + interference + 1.0", "J = jnp.diagonal(P) + interference",
            ("tests/test_beamforming.py",), "stationary_point"),
+    # --------------------------------------------------------------------- ssca
+    Mutant("ssca: envelope mode without the stop_gradient on W (the total gradient)", "jaxpass/optimize/ssca.py",
+           "W = jax.lax.stop_gradient(W)", "W = W",
+           ("tests/test_ssca.py",), "explicit_plus_implicit"),
     # ------------------------------------------------------------------- energy
     Mutant("energy: water level 1/q instead of 1/(q ln 2)", "jaxpass/optimize/energy/dinkelbach.py",
            "level = 1.0 / (_LN2 * jnp.maximum(q, tiny))", "level = 1.0 / jnp.maximum(q, tiny)",
