@@ -97,7 +97,19 @@ def test_a_new_set_replaces_files_and_keeps_others(tmp_path):
         io.write_json(out / "demo.json", {"run": "new"})
     assert json.loads((out / "demo.json").read_text()) == {"run": "new"}
     assert (out / "notes.txt").read_text() == "mine\n" and (out / "demo.md").read_text() == "previous\n"
-    assert set(io.read_result_set(out)["files"]) == {"demo.json"}
+    manifest = io.read_result_set(out)
+    assert set(manifest["files"]) == {"demo.json"}
+    # run.json describes every file of the folder: the earlier set's files it kept, with their command line
+    assert set(manifest["kept"]) == {"demo.md", "demo.png"} and manifest["others"] == ["notes.txt"]
+    assert manifest["kept"]["demo.md"]["argv"] == ["jaxpass", "demo", "--out", str(out)]
+    with io.result_set(out, "demo --check"):  # a third set: the first set's files are still described
+        io.write_json(out / "check.json", {"run": "check"})
+    manifest = io.read_result_set(out)
+    assert set(manifest["files"]) == {"check.json"} and set(manifest["kept"]) == {"demo.json", "demo.md", "demo.png"}
+    assert manifest["kept"]["demo.md"]["command"] == "demo" and manifest["kept"]["demo.json"]["command"] == "demo"
+    (out / "demo.md").write_text("edited\n")  # a kept file that changed: the folder no longer matches
+    with pytest.raises(ValueError, match="demo.md: SHA-256 differs"):
+        io.read_result_set(out)
 
 
 def test_an_empty_or_failed_set_into_a_new_folder_creates_nothing(tmp_path):
@@ -207,12 +219,11 @@ def test_out_pointing_at_a_file_fails_at_once(argv, tmp_path, capsys):
 
 def test_default_out_of_reproduce_is_checked_too(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "benchmarks").mkdir()
-    (tmp_path / "benchmarks" / "results").write_text("a file")
+    (tmp_path / "table1_out").write_text("a file")  # the default folder: table1_out[/quick], not benchmarks/results
     assert main(["reproduce", "table1", "--quick"]) == 2
     err = capsys.readouterr().err
-    assert err == (f"jaxpass reproduce: error: --out {tmp_path / 'benchmarks' / 'results' / 'quick'}: cannot create "
-                   f"it, {tmp_path / 'benchmarks' / 'results'} is not a directory\n")  # paths are made absolute
+    assert err == (f"jaxpass reproduce: error: --out {tmp_path / 'table1_out' / 'quick'}: cannot create "
+                   f"it, {tmp_path / 'table1_out'} is not a directory\n")  # paths are made absolute
 
 
 # --------------------------------------------------------------------- interrupts (subprocesses)

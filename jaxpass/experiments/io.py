@@ -12,7 +12,8 @@
   ``D/.jaxpass.tmp-<pid>-<random>/``; on success the files replace their
   namesakes in ``D`` together, the manifest ``D/run.json`` (command line,
   versions, device, seed, SHA-256 of every file: :func:`read_result_set`
-  checks it) last; on an error or interrupt the temporary folder is removed
+  checks it; earlier sets' files still there, unchanged, under ``kept`` with
+  the command line that wrote them, any other entry under ``others``) last; on an error or interrupt the temporary folder is removed
   and ``D`` keeps the previous set. :func:`writes_result_set` makes a writer
   function's files one set;
 * :func:`compile_and_run`: compile apart, then blocked, timed calls.
@@ -350,14 +351,43 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _kept(rs: ResultSet, files: list[str]) -> dict:
+    """Files of earlier sets that stay in ``out_dir`` beside this set: ``{name: {sha256, bytes, command, argv}}``.
+
+    Read from the previous ``run.json`` (its ``files`` and its own ``kept``); an entry is carried over
+    when this set does not replace the file and the file is unchanged (same SHA-256).
+    """
+    try:
+        old = json.loads((rs.out_dir / MANIFEST).read_text())
+        entries = dict(old.get("kept", {}))  # already with the command that wrote them
+        entries.update({n: {**i, "command": old.get("command"), "argv": old.get("argv")}
+                        for n, i in old.get("files", {}).items()})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    kept = {}
+    for name, info in sorted(entries.items()):
+        f = rs.out_dir / name
+        with contextlib.suppress(OSError, KeyError, TypeError):
+            if name not in files and f.is_file() and _sha256(f) == info["sha256"]:
+                kept[name] = {"sha256": info["sha256"], "bytes": f.stat().st_size, "command": info.get("command"),
+                              "argv": info.get("argv")}
+    return kept
+
+
 def _manifest(rs: ResultSet, files: list[str]) -> dict:
     import jaxpass
 
     env = environment()
+    kept = _kept(rs, files)
+    listed = {Path(n).parts[0] for n in [*files, *kept]} | {MANIFEST}
+    try:
+        others = sorted(e.name for e in os.scandir(rs.out_dir) if e.name not in listed and not e.name.startswith("."))
+    except OSError:
+        others = []
     return {"command": rs.command, "argv": rs.argv, "seed": rs.seed,
             "jaxpass_version": jaxpass.__version__, "jax_version": jax.__version__, "device": env["device"],
             "files": {f: {"sha256": _sha256(rs.tmp / f), "bytes": (rs.tmp / f).stat().st_size} for f in files},
-            "env": env}
+            "kept": kept, "others": others, "env": env}
 
 
 def _commit(rs: ResultSet) -> None:
@@ -466,15 +496,16 @@ def writes_result_set(command: str):
 def read_result_set(out_dir) -> dict:
     """The manifest of the result set in ``out_dir``, after checking every file's SHA-256.
 
-    Raises ``ValueError`` when ``run.json`` is missing or a listed file is
-    missing or differs (an incomplete or mixed set).
+    Raises ``ValueError`` when ``run.json`` is missing or a listed file (of
+    this set, ``files``, or kept from earlier sets, ``kept``) is missing or
+    differs (an incomplete or mixed set).
     """
     path = Path(out_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: missing (no complete result set in {out_dir})") from None
-    for name, info in manifest["files"].items():
+    for name, info in {**manifest.get("kept", {}), **manifest["files"]}.items():
         f = Path(out_dir) / name
         if not f.is_file():
             raise ValueError(f"{f}: listed in {path} but missing")

@@ -1,10 +1,11 @@
 """``jaxpass reproduce {table1,sweeps}``: the JB Table I optimisation rows and the Figs. 4-6 sweeps.
 
 * ``jaxpass reproduce table1 [--quick]`` -> ``table1.json``, ``table1.md`` (default folder
-  ``benchmarks/results``, or ``benchmarks/results/quick`` with ``--quick``), table on stdout,
+  ``table1_out``, or ``table1_out/quick`` with ``--quick``: never the repository's committed
+  ``benchmarks/results``, which ``python -m benchmarks`` writes), table on stdout,
   progress on stderr (:mod:`jaxpass.experiments.table1`).
 * ``jaxpass reproduce sweeps [--quick]`` -> ``sweeps.json``, ``sweeps.md``, ``sweeps.png``
-  (:mod:`jaxpass.experiments.sweeps`).
+  (default folder ``sweeps_out``, or ``sweeps_out/quick``; :mod:`jaxpass.experiments.sweeps`).
 
 Both take ``--devices N`` / ``--distributed``
 (:func:`jaxpass.experiments.cli_args.add_parallel_options`): the drops run
@@ -19,14 +20,15 @@ import os
 from jaxpass.experiments import memory, progress
 from jaxpass.experiments.cli_args import UserError, add_parallel_options, mesh_from_args, positive_int
 
-DEFAULT_OUT = os.path.join("benchmarks", "results")
-QUICK_OUT = os.path.join("benchmarks", "results", "quick")
+#: default output folder of ``reproduce TARGET`` (a folder per target; ``quick`` inside it with ``--quick``)
+DEFAULT_OUT = "{target}_out"
 
 
 def _out_dir(args) -> str:
     if args.out is not None:
         return args.out
-    return QUICK_OUT if args.quick else DEFAULT_OUT
+    folder = DEFAULT_OUT.format(target=args.target)
+    return os.path.join(folder, "quick") if args.quick else folder
 
 
 def _given(args, **fields) -> dict:
@@ -100,7 +102,7 @@ def add_command(subparsers) -> None:
         "reproduce",
         help="reproduce JB Table I (optimisation rows) or the Figs. 4-6 sweeps",
         description="Reproduce paper results with jaxpass's optimisers. Results go to --out "
-        f"(default {DEFAULT_OUT}, or {QUICK_OUT} with --quick).",
+        "(default TARGET_out, e.g. table1_out, or TARGET_out/quick with --quick).",
     )
     sub = p.add_subparsers(dest="target", metavar="TARGET")
     sub.required = True
