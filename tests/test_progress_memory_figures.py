@@ -57,6 +57,17 @@ def test_tty_progress_redraws_in_place_and_ends_the_line():
     assert "[x] scheme: outer 2/4 [##########          ] obj" in out
 
 
+def test_progress_shows_the_fraction_done_and_the_time_left():
+    s = _Stream(tty=False)
+    with progress.Progress("train", 4, stream=s, interval=0) as bar:
+        for i in range(1, 5):
+            time.sleep(0.02)
+            bar.update(i, "loss 1")
+    lines = s.getvalue().splitlines()
+    assert "left" not in lines[0] and "left" not in lines[-1]  # no rate yet; done
+    assert re.fullmatch(r"\[train\] 2/4 \[#+ *\] loss 1 \d+\.\d s, 50 % done, ~0\.\d s left", lines[1]), lines
+
+
 def test_phase_ticks_and_reports_its_time():
     s = _Stream(tty=False)
     bar = progress.Progress("t", stream=s, interval=0.05)

@@ -1,6 +1,7 @@
 """Progress on stderr for the ``jaxpass`` commands: one shared, light implementation.
 
-A :class:`Progress` shows ``[label] [#####     ] 3/8 text`` updated in place
+A :class:`Progress` shows ``[label] 3/8 [#####     ] text 12.0 s, 38 % done, ~20.0 s left``
+(the time left from the rate since its first update) updated in place
 (``\\r``) when stderr is a terminal, and plain lines otherwise: the first, the
 last and at most one per ``interval`` seconds between, so a log file stays
 readable. :meth:`Progress.phase` announces a phase (``"compiling"``,
@@ -92,6 +93,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self._width = 0  # length of the open \r line (0: none open)
         self._last_plain = -float("inf")
+        self._first = None  # (step, time) of the first update: the rate behind the time-left estimate
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ output
@@ -124,6 +126,8 @@ class Progress:
         if not self.enabled:
             return
         now = time.perf_counter()
+        if self._first is None:
+            self._first = (step, now)
         last = self.total is not None and step >= self.total
         if not self.tty and not last and step > 1 and now - self._last_plain < self.interval:
             return
@@ -135,7 +139,12 @@ class Progress:
             head += f"{step}/{self.total} [{'#' * int(20 * frac):<20}]"
         else:
             head += f"{step}"
-        parts = (f"[{self.label}]", head, text, _fmt_s(now - self.t0))
+        clock = _fmt_s(now - self.t0)
+        done0, t_first = self._first
+        if self.total and not last and step > done0 and now > t_first:  # the rate since the first update
+            left = (now - t_first) / (step - done0) * (self.total - step)
+            clock += f", {100 * step / self.total:.0f} % done, ~{_fmt_s(left)} left"
+        parts = (f"[{self.label}]", head, text, clock)
         self._write(" ".join(p for p in parts if p), final=last)
 
     @contextlib.contextmanager
