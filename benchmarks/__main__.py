@@ -17,6 +17,7 @@ from pathlib import Path
 #: name -> module (imported lazily so ``--only`` skips the others' imports)
 SUITE = {
     "energy": "benchmarks.energy",
+    "energy_static": "benchmarks.energy_static",
     "learn_aligned": "benchmarks.learn_aligned",
     "learn_table1": "benchmarks.learn_table1",
     "mm_pdd": "benchmarks.mm_pdd",

@@ -275,9 +275,43 @@ def render_energy(results: Path) -> str:
                          "coherent": "coherent (the paper's sample average, default)"}.get(k, k)]
                        + [f"{rate(r['held_out'])} ({rate(r['in_sample'])})" for r in v]
                        for k, v in g["schemes"].items()])]
+    if R.get("static_vs_fixed"):
+        out += ["", _static_vs_fixed(R["static_vs_fixed"], c["settings"])]
     out.append("")
     out.append(f"The run took {d['wall_s'] / 60:.1f} minutes.")
     return "\n".join(out)
+
+
+def _static_vs_fixed(rows: list, settings: dict) -> str:
+    """The held-out static design against the fixed antenna, per fitting seed and number of fitting drops."""
+    counts = sorted({r["train_drops"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    by = {(r["seed"], r["train_drops"]): r for r in rows}
+    held = sum(r["holds"] for r in rows)
+    ties = sum(abs(r["ratio"] - 1) < 1e-5 for r in rows)
+    return "\n".join([
+        f"Held-out static design (validation_fraction = {settings['validation_fraction']:g} of the fitting drops "
+        "held back to choose the start and outer iteration; a candidate must beat the fixed antenna there by "
+        f"{settings['validation_margin']:g} paired standard errors) against the fixed antenna "
+        f"({rate(rows[0]['fixed_antenna'])} on the same held-out drops), per fitting seed and number of fitting "
+        f"drops, the chosen start and iteration in brackets: held-out static >= fixed antenna (within 1e-5) in "
+        f"{held} of {len(rows)} ({ties} of them ties):", "",
+        table(["fitting seed \\ fitting drops"] + [str(n) for n in counts],
+              [[str(sd)] + [f"{rate(by[sd, n]['held_out'])} ({by[sd, n]['initial']}, {by[sd, n]['chosen_iteration']})"
+                            for n in counts] for sd in seeds])])
+
+
+def render_energy_static(results: Path) -> str:
+    d = load(results, "energy_static")
+    c = d["config"]
+    return "\n".join([
+        f"`python -m benchmarks --only energy_static` (EE preset N = {c['N']}, K = {c['K']}, the energy benchmark's "
+        f"grid ({c['grid_points']} points per element) and {c['outer_iterations']} outer iterations with "
+        f"{c['coupling_steps']} coupling steps; fitted on the first D drops of each seed, scored on "
+        f"{c['held_out_drops']} drops of seed {c['held_out_seed']}; {env_line(d)}; "
+        "`benchmarks/results/energy_static-cpu-2core.json`), mean EE [bit/s/Hz/W].", "",
+        _static_vs_fixed(d["results"], c["settings"]), "",
+        f"The run took {d['wall_s'] / 60:.1f} minutes."])
 
 
 # ------------------------------------------------------------------ power minimisation
@@ -403,14 +437,18 @@ def render_two_timescale(results: Path) -> str:
     notes += tt.precoder_lines(sweep)
     notes += [line for K, by_p in sweep.items()
               if (line := tt.convergence_line(by_p, s["blocks"], o["iterations"], f"K = {K}: "))]
+    notes += [line for K, by_p in sweep.items() if (line := tt.kept_line(by_p, f"K = {K}: "))]
+    if d.get("envelope"):
+        notes.append(tt.envelope_line(d["envelope"], s["blocks"]))
     st = d.get("step_time")
     if st:
         notes.append(f"One SSCA iteration at N_s = {st['slots']} slots (one block, WMMSE short-term) takes "
                      f"{ms(st['median_s'])}.")
     out.append("\n\n".join(notes))
     if d["sigma_study"]:
-        out += ["", table(["sigma_u [m]"] + [ROWS[r] for r in SIGMA_ROWS] + ["bound - SSCA"],
-                          [[k.split("=")[1]] + [rate(v[r]["mean"]) for r in SIGMA_ROWS]
+        cols = [r for r in SIGMA_ROWS if all(r in v for v in d["sigma_study"].values())]
+        out += ["", table(["sigma_u [m]"] + [ROWS[r] for r in cols] + ["bound - SSCA"],
+                          [[k.split("=")[1]] + [rate(v[r]["mean"]) for r in cols]
                            + [rate(v["single_timescale"]["mean"] - v["tt_wmmse"]["mean"])]
                            for k, v in d["sigma_study"].items()])]
         out.append("")
@@ -521,11 +559,54 @@ def render_scaling(results: Path) -> str:
     ])
 
 
+def render_size_scaling(results: Path) -> str:
+    d = load(results, "size_scaling")
+    sizes = [tuple(s) for s in d["config"]["sizes"]]
+    label = lambda s: f"{s[0]}/{s[1]}/{s[2]}"  # noqa: E731
+    comps = list(dict.fromkeys(r["component"] for r in d["records"] if r["component"] != "tune_positions"))
+    by = {(r["component"], (r["params"]["K"], r["params"]["N"], r["params"]["L"])): r["metrics"] for r in d["records"]}
+
+    def cell(comp, s, key):
+        m = by.get((comp, s))
+        return "-" if m is None else ms(m[key])
+
+    run_rows = [[c] + [cell(c, s, "run_per_drop_s") for s in sizes] for c in comps]
+    compile_rows = [[c] + [f"{by[(c, s)]['compile_s']:.2g} s" if (c, s) in by else "-" for s in sizes]
+                    for c in comps]
+    tune = [["tune_positions first call"] + [f"{by[('tune_positions', s)]['first_call_s']:.3g} s" for s in sizes],
+            ["tune_positions per drop"] + [ms(by[("tune_positions", s)]["run_per_drop_s"]) for s in sizes]]
+    lines = [
+        f"`python -m benchmarks --only size_scaling` ({env_line(d)}; `benchmarks/results/size_scaling-{DEVICE}.json`, "
+        f"figure `size_scaling-{DEVICE}.png`). K/N/L; run time per drop (batch of "
+        f"{d['records'][0]['params']['drops']} drops, `jit(vmap)`, median):", "",
+        table(["component"] + [label(s) for s in sizes], run_rows + tune), "",
+        "compile time (trace and lowering apart in the JSON):", "",
+        table(["component"] + [label(s) for s in sizes], compile_rows), "",
+    ]
+    for q in d["quality"]:
+        line = (f"Quality at K = N = {q['K']}, L = {q['L']} ({q['drops']} drops, seed {q['seed']}): uniform + WMMSE "
+                f"{rate(q['uniform_wmmse'])}; tuned ({d['config']['tune']['steps']} steps, "
+                f"{d['config']['tune']['starts']} starts) with the exact assignment search {rate(q['exact'])} against "
+                f"{rate(q['sampled'])} with the old random sample: paired {q['exact_minus_sampled']:+.3f} +- "
+                f"{q['exact_minus_sampled_se']:.3f} bps/Hz (exact better on {q['exact_better_drops']}/{q['drops']} "
+                f"drops; {ms(q['exact_s_per_drop'])} vs {ms(q['sampled_s_per_drop'])} per drop).")
+        if q["curve"]:
+            line += " Tuning curve (steps x starts: rate, time per drop): " + "; ".join(
+                f"{c['steps']} x {c['starts']}: {rate(c['sum_rate'])}, {ms(c['s_per_drop'])}" for c in q["curve"]) + "."
+        lines += [line, ""]
+    held = sum(c["holds"] for c in d["checks"])
+    lines += [f"Checks: {held} of {len(d['checks'])} hold.", ""]
+    lines += [f"- {'holds' if c['holds'] else '**fails**'}: {c['check']}: {sig(c['value'], 3)} (target {c['target']})"
+              for c in d["checks"]]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "table1": render_table1,
     "sweeps": render_sweeps,
     "mm_pdd": render_mm_pdd,
     "energy": render_energy,
+    "energy_static": render_energy_static,
     "power_min": render_power_min,
     "throughput": render_throughput,
     "two_timescale": render_two_timescale,

@@ -141,6 +141,41 @@ def test_explicit_plus_implicit_gradient_is_the_total_gradient(x64, short_term):
     assert float(jnp.max(jnp.abs(gw2))) == 0.0 and float(v2) == pytest.approx(float(value), rel=1e-12)
 
 
+def test_nonfinite_slots_are_left_out_and_counted():
+    cfg = jp.PassConfig.two_timescale(**SMALL)
+    X = jp.uniform_positions(cfg)
+    batch = slots.sample_slots(jax.random.key(5), cfg, _homes(cfg, 1)[0], 4)
+    bad = batch.at[1].set(jnp.nan)
+    opts = S.SscaOptions(short_term="rzf")
+    v, gx, gw, n = jax.jit(lambda b: S.objective_gradients_count(cfg, X, b, opts))(bad)
+    ref = jax.jit(lambda b: S.objective_gradients_count(cfg, X, b, opts))(batch[jnp.array([0, 2, 3])])
+    assert int(n) == 1 and int(ref[3]) == 0
+    for a, b in zip((v, gx, gw), ref[:3]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+
+
+def test_ssca_never_returns_a_layout_below_its_start_on_the_validation_slots():
+    """The quick ``jaxpass ssca`` settings (4 iterations x 4 slots): the layout returned scores at least its
+    start on the validation mini-batch (slots of validation_key, never ascended on), recomputed here."""
+    from jaxpass._checks import drop_keys
+    from jaxpass.experiments import two_timescale as tt
+
+    opts = tt.quick_settings().ssca
+    cfg = tt.scenario(4, 28.0)
+    homes = tt.block_homes(cfg, 2, 0)
+    key = jax.random.key(1)
+    res = S.ssca(cfg, homes, opts, key=key)
+    score = jax.jit(jax.vmap(lambda k, X, h: S.evaluate(S.validation_key(k), cfg, X, h, opts.validation_slots, opts)))
+    keys = drop_keys(key, (2,))
+    start, final, kept = (np.asarray(score(keys, X, homes)) for X in (res.initial, res.final, res.positions))
+    np.testing.assert_allclose(np.asarray(res.validation_rate), np.stack([start, final], -1), rtol=1e-5)
+    assert np.all(kept >= start) and np.all(kept >= final - 1e-4 * np.abs(final))
+    np.testing.assert_array_equal(np.asarray(res.kept_final), final >= start)
+    # without the validation slots: the last iterate, wherever it lands (the pure kernel, no SSCA rerun)
+    X, kept, rates = S.keep_better(key, cfg, homes[0], res.initial[0], res.final[0], opts.replace(validation_slots=0))
+    assert X is res.final[0] and bool(kept) and bool(jnp.all(jnp.isnan(rates)))
+
+
 # ------------------------------------------------------------------- SSCA
 def test_every_iterate_is_feasible_and_shapes(small):
     cfg, homes, res = small
@@ -152,7 +187,10 @@ def test_every_iterate_is_feasible_and_shapes(small):
     assert bool(jnp.all(jnp.isfinite(res.rate))) and bool(jnp.all(res.rate > 0))
     # rho^0 = 1: the first average is the first mini-batch's rate
     np.testing.assert_allclose(res.avg_rate[:, 0], res.rate[:, 0], rtol=1e-6)
-    assert float(jnp.max(jnp.abs(res.positions - res.initial))) > 0  # it moved
+    assert float(jnp.max(jnp.abs(res.final - res.initial))) > 0  # it moved
+    kept = np.asarray(res.kept_final)[:, None, None]
+    np.testing.assert_array_equal(res.positions, np.where(kept, res.final, res.initial))  # the kept one
+    assert res.nonfinite_slots.shape == (B,) and int(jnp.sum(res.nonfinite_slots)) == 0
 
 
 def test_fixed_key_is_reproducible(small):

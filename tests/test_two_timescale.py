@@ -26,10 +26,43 @@ def test_checks_flag_each_ordering_and_monotonicity():
                         "uniform_wmmse": row(60.0), "single_timescale": row(80.0)},
                  28.0: {"tt_wmmse": row(90.0), "ssca_thp": row(85.0), "digital_mimo": row(39.0),
                         "uniform_wmmse": row(80.0), "single_timescale": row(85.0)}}}
+    sweep[4][12.0]["tt_start"], sweep[4][28.0]["tt_start"] = row(71.0), row(80.0)
     got = {(c.get("P_dbm"), c["check"]): c["holds"] for c in tt.checks(sweep)}
+    assert got[(12.0, "tt_wmmse >= tt_start")] is False and got[(28.0, "tt_wmmse >= tt_start")] is True
     assert got[(12.0, "tt_wmmse >= ssca_thp")] is False and got[(28.0, "tt_wmmse >= ssca_thp")] is True
     assert got[(28.0, "tt_wmmse <= single_timescale")] is False and got[(12.0, "tt_wmmse <= single_timescale")] is True
     assert got[(None, "digital_mimo rises with P")] is False and got[(None, "tt_wmmse rises with P")] is True
+
+
+def test_sigma_checks_kept_and_envelope_lines():
+    rows = {"tt_wmmse": {"mean": 10.0, "per_block": [10.0, 10.0], "kept": ["final", "start"], "nonfinite_slots": [0, 2]},
+            "tt_start": {"mean": 10.5, "per_block": [10.4, 10.6]}}
+    (c,) = tt.sigma_checks({0.5: rows}, 4, 20.0)
+    assert c["check"] == "tt_wmmse >= tt_start" and c["sigma_u"] == 0.5 and c["holds"] is False
+    assert "K=4 P=20 sigma_u=0.5 tt_wmmse >= tt_start" in tt.checks_line([c])
+    line = tt.kept_line({20.0: rows}, "K = 4: ")
+    assert line.startswith("K = 4: ") and "tt_wmmse 1 of 2" in line and line.endswith("left out: 2.")
+    env = {"K": 6, "P_dbm": 20.0, "total": {"mean": 3.0}, "envelope": {"mean": 2.5}, "diff_mean": 0.5, "diff_se": 0.1}
+    assert "total - envelope = +0.50 ± 0.10 (paired over 16 blocks)" in tt.envelope_line(env, 16)
+
+
+def test_scored_reuses_a_scorer_only_for_equal_options():
+    """``_scored`` computes each distinct scorer once: a reused entry must hold that scorer's own rates
+    (checked against held_out_rate), and different precoders must give different rates."""
+    s = tt.quick_settings()
+    cfg = tt.scenario(4, 12.0)
+    homes = tt.block_homes(cfg, 2, 0)
+    X = np.broadcast_to(np.asarray(uniform_positions(cfg)), (2,) + uniform_positions(cfg).shape)
+    ev = dict(key=jax.random.key(s.held_out_seed), num_slots=3)
+    rzf = s.ssca.replace(short_term="rzf")
+    scorers = {"wider": (rzf.replace(sigma_u=2.0), None), "rzf": (rzf, None),  # other slots: recomputed
+               "ssca_short_term": (s.ssca.replace(short_term="rzf"), None)}  # equal to "rzf", another object
+    row = tt._scored(cfg, X, homes, ev, scorers, "ssca_short_term", 0.0)
+    ref = np.asarray(ssca.held_out_rate(cfg, X, homes, rzf, **ev))
+    np.testing.assert_allclose(row["same_positions"]["rzf"], ref, rtol=1e-6)
+    np.testing.assert_allclose(row["same_positions"]["ssca_short_term"], ref, rtol=1e-6)
+    assert row["per_block"] == row["same_positions"]["ssca_short_term"]
+    assert np.max(np.abs(np.asarray(row["same_positions"]["wider"]) - ref)) > 1e-3 * np.max(ref)
 
 
 def test_paired_difference_its_split_and_verdicts():
@@ -103,12 +136,23 @@ def test_ssca_command_quick_writes_json_md_png(tmp_path, capsys):
             assert set(r["same_positions"]) == {"wmmse", "rzf", "ssca_short_term"}
             assert r["per_block"] == r["same_positions"][r["scored_with"]]
         assert point["ssca_thp"]["scored_with"] == "rzf" and point["tt_wmmse"]["scored_with"] == "wmmse"
-        assert point["ssca_thp"]["same_positions"]["rzf"] == point["ssca_thp"]["same_positions"]["ssca_short_term"]
+        for row in ("tt_wmmse", "ssca_thp"):  # SSCA kept the better of its start and final iterate
+            r = point[row]
+            assert len(r["kept"]) == 2 and set(r["kept"]) <= {"final", "start"} and r["nonfinite_slots"] == [0, 0]
+            for k, a, b in zip(r["kept"], r["validation_start"], r["validation_final"]):
+                assert (k == "final") == (b >= a)
         assert point["single_timescale"]["mean"] > point["uniform_wmmse"]["mean"]  # re-tuned per slot vs even spread
     for row in ("uniform_wmmse", "digital_mimo", "single_timescale"):  # more power, more rate, on the same slots
         assert sweep["P=28"][row]["mean"] > sweep["P=12"][row]["mean"]
     assert list(payload["sigma_study"]) == ["sigma_u=0.5"] and payload["step_time"]["median_s"] > 0
     assert {c["verdict"] for c in payload["checks"]} <= {"holds", "tie", "fails"}
+    names = {c["check"] for c in payload["checks"]}
+    assert {"tt_wmmse >= tt_start", "tt_wmmse >= ssca_thp"} <= names
+    assert any(c.get("sigma_u") == 0.5 and c["check"] == "tt_wmmse >= tt_start" for c in payload["checks"])
+    env = payload["envelope"]
+    assert (env["K"], env["P_dbm"]) == (4, 28.0) and env["total"]["per_block"] == sweep["P=28"]["tt_wmmse"]["per_block"]
+    assert np.isfinite(env["diff_mean"]) and "Envelope mode (K = 4, P = 28 dBm" in text
+    assert "SSCA returned its final iterate" in text
     assert all("diff_se" in c for c in payload["checks"] if "P_dbm" in c)
     assert (out / "two_timescale.md").read_text().startswith("Two-timescale design")
     assert (out / "two_timescale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

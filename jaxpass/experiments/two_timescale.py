@@ -12,6 +12,9 @@ never seen by an optimiser). Rows (:data:`ROWS`):
   one mini-batch, or uniform), scored the same way: what SSCA adds;
 * ``tt_uniform``: the same SSCA from evenly spread pinches (``init="uniform"``),
   scored the same way: what the physics-guided start adds;
+* ``home_tuned``: the baseline a user would try first: :func:`jaxpass.optimize.tune_positions`
+  (``Settings.home_tune``) on the block's home positions, as if the users stood still
+  there, then WMMSE per held-out slot;
 * ``ssca_thp``: TT's SSCA-THP baseline: SSCA with the short-term precoder
   fixed to RZF, scored with RZF (its precoder);
 * ``digital_mimo``: an N-antenna ULA at the origin with WMMSE per slot;
@@ -41,6 +44,13 @@ the row is reported with). So a gap between two rows splits into a
 precoder part (the other precoder at the same positions) and a positions
 part (the same precoder at the other positions): :func:`checks`.
 
+Every SSCA row returns the better of its start and its final iterate on a
+validation mini-batch of slots SSCA did not ascend on
+(:func:`jaxpass.optimize.ssca.keep_better`), scored as the row is (WMMSE
+with ``eval_wmmse_iterations`` updates, RZF, the network); the row records which was kept
+per block (``kept``), both validation scores and the mini-batch slots left
+out as non-finite (``nonfinite_slots``).
+
 Every ordering check (:func:`checks`) compares the row means and, paired over
 the blocks (the same homes and held-out slots), gives the mean difference and
 its standard error; ``verdict`` is ``"holds"``, ``"tie"`` (the wrong way by
@@ -51,7 +61,10 @@ Also measured: SSCA convergence (the first iteration whose relative change of
 the averaged surrogate value is below ``1e-3``, and the time per block to get
 there), the time of one SSCA iteration at ``N_s = 100`` slots, and the
 ``sigma_u`` study (how much of the single-timescale bound survives averaging
-over the users' motion, for each ``sigma_u`` in ``sigma_study``).
+over the users' motion, for each ``sigma_u`` in ``sigma_study``, beside the
+home-tuned layout and SSCA's start) and the envelope study (``mode="envelope"``
+beside the total gradient at one K and P, paired over the blocks:
+:func:`envelope_study`).
 
 Drivers only (timing, progress, files); the solvers are the pure kernels of
 :mod:`jaxpass.optimize.ssca`, :mod:`jaxpass.optimize.positions` and
@@ -88,6 +101,7 @@ ROWS = {
     "tt_wmmse": "two-timescale (SSCA, WMMSE short-term)",
     "tt_kdl": "two-timescale (SSCA, KDL short-term)",
     "tt_start": "SSCA start, no SSCA (WMMSE short-term)",
+    "home_tuned": "positions tuned at the homes (tune_positions) + WMMSE",
     "tt_uniform": "two-timescale from uniform pinches (SSCA, WMMSE short-term)",
     "ssca_thp": "SSCA-THP (SSCA, RZF short-term)",
     "digital_mimo": "digital MIMO (N-antenna ULA) + WMMSE",
@@ -95,7 +109,9 @@ ROWS = {
     "single_timescale": "single-timescale bound (positions re-tuned per slot)",
 }
 #: rows of the sigma_u study (run only when all of them are selected)
-SIGMA_ROWS = ("tt_start", "tt_wmmse", "uniform_wmmse", "single_timescale")
+SIGMA_ROWS = ("tt_start", "tt_wmmse", "home_tuned", "uniform_wmmse", "single_timescale")
+#: rows the sigma_u study needs (``home_tuned`` joins it when selected)
+SIGMA_NEEDS = ("tt_start", "tt_wmmse", "uniform_wmmse", "single_timescale")
 #: relative change of the averaged surrogate value that counts as converged
 CONVERGED = 1e-3
 #: an ordering the wrong way by at most this many paired standard errors (over blocks) is a tie
@@ -118,6 +134,10 @@ class Settings:
     eval_wmmse_iterations: int = 20
     rows: tuple = tuple(ROWS)
     bound_tune: dict = field(default_factory=lambda: dict(steps=30, starts=2))
+    #: ``tune_positions`` options of the ``home_tuned`` row (empty: its defaults, what a user would run)
+    home_tune: dict = field(default_factory=dict)
+    #: ``(K, P [dBm])`` of the envelope study (SSCA mode "envelope" beside "total"); None: skipped
+    envelope_study: tuple | None = (6, 20.0)
     sigma_study: tuple = (0.05, 0.5, 2.0)
     sigma_study_users: int = 4
     sigma_study_power_dbm: float = 20.0
@@ -136,7 +156,8 @@ def quick_settings() -> Settings:
     return Settings(users=(4,), powers_dbm=(12.0, 28.0), blocks=2, held_out_slots=6,
                     ssca=ssca.SscaOptions(iterations=4, slots_per_iteration=4, wmmse_iterations=2, assignments=4),
                     eval_wmmse_iterations=5, bound_tune=dict(steps=2, starts=1, assignments=4, random_starts=0),
-                    sigma_study=(0.5,), step_time_slots=8)
+                    home_tune=dict(steps=2, starts=1, assignments=4, random_starts=0),
+                    sigma_study=(0.5,), step_time_slots=8, envelope_study=(4, 28.0))
 
 
 def _log(msg: str):
@@ -214,6 +235,8 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
     """
     rows = tuple(settings.rows if rows is None else rows)
     opts = settings.ssca
+    if not opts.validation_wmmse_iterations:  # SSCA keeps the better of start and end as the rows are scored
+        opts = opts.replace(validation_wmmse_iterations=settings.eval_wmmse_iterations)
     eval_opts = opts.replace(short_term="wmmse", wmmse_iterations=settings.eval_wmmse_iterations)
     rzf_opts = opts.replace(short_term="rzf")
     ev = dict(key=jax.random.key(settings.held_out_seed), num_slots=settings.held_out_slots, mesh=mesh)
@@ -225,7 +248,7 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
         """(SSCA result, row summary): SSCA with ``options``/``solver``, scored on the held-out slots."""
         res, sec = _timed(ssca.ssca, cfg, homes, options, key=key, solver=solver, mesh=mesh)
         summary = _scored(cfg, res.positions, homes, ev, _scorers(eval_opts, rzf_opts, options, solver), scored_with,
-                          sec, feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()))
+                          sec, feasible=bool(np.asarray(is_feasible(cfg, res.positions)).all()), **kept_fields(res))
         return res, summary
 
     if "tt_wmmse" in rows or "tt_start" in rows:
@@ -251,6 +274,13 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
                                  ssca.kkt_solver(held_duals_fn(short_term)))[1]
     if "ssca_thp" in rows:
         out["ssca_thp"] = ssca_row(rzf_opts, "rzf")[1]
+    if "home_tuned" in rows:
+        beam = "zf" if cfg.num_users <= cfg.num_waveguides else "wmmse"
+        tuned, sec = _timed(tune_positions, cfg, homes, key=jax.random.fold_in(key, 11), beamformer=beam, mesh=mesh,
+                            **settings.home_tune)
+        rate = ssca.held_out_rate(cfg, tuned.positions, homes, eval_opts, **ev)
+        out["home_tuned"] = _summary(rate, sec, beamformer=beam,
+                                     feasible=bool(np.asarray(is_feasible(cfg, tuned.positions)).all()))
     slots = None
     if {"digital_mimo", "single_timescale"} & set(rows):
         slots = held_out_slots(cfg, homes, settings, opts)
@@ -273,6 +303,16 @@ def run_point(cfg: PassConfig, homes, settings: Settings, rows=None, *, key=None
         out["single_timescale"] = _summary(np.asarray(rates).mean(-1), sec, beamformer=beam,
                                            feasible=bool(np.asarray(is_feasible(cfg, tuned.positions)).all()))
     return out
+
+
+def kept_fields(res) -> dict:
+    """Per block: which layout SSCA returned (``kept``: "final" or "start"), both validation scores and the
+    slots left out as non-finite (:class:`jaxpass.optimize.ssca.SscaResult`)."""
+    rates = np.asarray(res.validation_rate, np.float64)
+    return {"kept": ["final" if k else "start" for k in np.asarray(res.kept_final).reshape(-1)],
+            "validation_start": [float(v) for v in rates[..., 0].reshape(-1)],
+            "validation_final": [float(v) for v in rates[..., 1].reshape(-1)],
+            "nonfinite_slots": [int(v) for v in np.asarray(res.nonfinite_slots).reshape(-1)]}
 
 
 def _scorers(eval_opts, rzf_opts, options, solver=None) -> dict:
@@ -400,16 +440,59 @@ def run_two_timescale(settings: Settings | None = None, *, mesh=None, short_term
     cfg = scenario(s.sigma_study_users, s.sigma_study_power_dbm)
     homes = block_homes(cfg, s.blocks, s.seed)
     sigma = {}
-    sigma_rows = [r for r in SIGMA_ROWS if r in s.rows]
-    for sig in s.sigma_study if len(sigma_rows) == len(SIGMA_ROWS) else ():
+    sigma_rows = tuple(r for r in SIGMA_ROWS if r in s.rows)
+    for sig in s.sigma_study if all(r in s.rows for r in SIGMA_NEEDS) else ():
         t0 = time.perf_counter()
         study = dataclasses.replace(s, ssca=s.ssca.replace(sigma_u=sig))
-        sigma[sig] = run_point(cfg, homes, study, rows=SIGMA_ROWS, mesh=mesh)
+        sigma[sig] = run_point(cfg, homes, study, rows=sigma_rows, mesh=mesh)
         _log(f"[two-timescale] sigma_u={sig:g} m: " + ", ".join(f"{r} {v['mean']:.2f}" for r, v in sigma[sig].items())
              + f" ({time.perf_counter() - t0:.1f} s)")
+    envelope = envelope_study(s, sweep, mesh=mesh) if s.envelope_study and "tt_wmmse" in s.rows else None
     timing = step_time(cfg, homes, s) if "tt_wmmse" in s.rows else None
-    return {"settings": s, "sweep": sweep, "sigma": sigma, "step_time": timing,
-            "checks": checks(sweep), "notes": notes, "wall_s": time.perf_counter() - t_start}
+    return {"settings": s, "sweep": sweep, "sigma": sigma, "envelope": envelope, "step_time": timing,
+            "checks": checks(sweep) + sigma_checks(sigma, s.sigma_study_users, s.sigma_study_power_dbm),
+            "notes": notes, "wall_s": time.perf_counter() - t_start}
+
+
+def envelope_study(s: Settings, sweep: dict | None = None, *, mesh=None) -> dict:
+    """SSCA (WMMSE short-term) with ``mode="envelope"`` (``f_W`` dropped) beside ``mode="total"``.
+
+    At ``s.envelope_study = (K, P)``: the same homes, SSCA key and held-out slots
+    as the sweep's ``tt_wmmse`` row (reused from ``sweep`` when it ran there with
+    the total gradient), so the two are paired over the blocks.
+
+    Returns:
+      ``{"K", "P_dbm", "total", "envelope"}`` (row summaries) plus :func:`paired`'s
+      ``diff_mean`` / ``diff_se`` of total minus envelope [bps/Hz].
+    """
+    K, P = s.envelope_study
+    cfg = scenario(K, P)
+    homes = block_homes(cfg, s.blocks, s.seed)
+    t0 = time.perf_counter()
+    total = (sweep or {}).get(K, {}).get(P, {}).get("tt_wmmse") if s.ssca.mode == "total" else None
+    if total is None:
+        total = run_point(cfg, homes, dataclasses.replace(s, ssca=s.ssca.replace(mode="total")), rows=("tt_wmmse",),
+                          mesh=mesh)["tt_wmmse"]
+    env = run_point(cfg, homes, dataclasses.replace(s, ssca=s.ssca.replace(mode="envelope")), rows=("tt_wmmse",),
+                    mesh=mesh)["tt_wmmse"]
+    out = {"K": K, "P_dbm": P, "total": total, "envelope": env}
+    out.update({k: v for k, v in paired(out, "total", "envelope").items() if k in ("diff_mean", "diff_se")})
+    _log(f"[two-timescale] envelope study K={K} P={P:g} dBm: total {total['mean']:.2f}, envelope {env['mean']:.2f} "
+         f"({time.perf_counter() - t0:.1f} s)")
+    return out
+
+
+def sigma_checks(sigma: dict, K: int, P: float) -> list:
+    """"SSCA >= its start" in the sigma_u study, paired over the blocks (rows as :func:`checks`, with ``sigma_u``)."""
+    out = []
+    for sig, rows in sigma.items():
+        if "tt_wmmse" in rows and "tt_start" in rows:
+            va, vb = rows["tt_wmmse"]["mean"], rows["tt_start"]["mean"]
+            stats = paired(rows, "tt_wmmse", "tt_start")
+            holds = bool(va >= vb)
+            out.append({"K": K, "P_dbm": P, "sigma_u": sig, "check": "tt_wmmse >= tt_start", "a": va, "b": vb,
+                        "holds": holds, **stats, "verdict": verdict(holds, stats)})
+    return out
 
 
 def paired(rows: dict, a: str, b: str) -> dict:
@@ -451,7 +534,8 @@ def checks(sweep: dict) -> list:
     statistics of :func:`paired` and a :func:`verdict`; each row also gets a
     "rises with P" check (strictly increasing means).
     """
-    pairs = [("tt_wmmse", "ssca_thp", ">="), ("tt_wmmse", "digital_mimo", ">="), ("ssca_thp", "digital_mimo", ">="),
+    pairs = [("tt_wmmse", "tt_start", ">="), ("tt_uniform", "uniform_wmmse", ">="),  # SSCA >= its start
+             ("tt_wmmse", "ssca_thp", ">="), ("tt_wmmse", "digital_mimo", ">="), ("ssca_thp", "digital_mimo", ">="),
              ("tt_wmmse", "uniform_wmmse", ">="), ("tt_wmmse", "single_timescale", "<="),
              ("tt_kdl", "ssca_thp", ">="), ("tt_kdl", "digital_mimo", ">="), ("tt_kdl", "uniform_wmmse", ">="),
              ("tt_kdl", "single_timescale", "<=")]
@@ -477,7 +561,8 @@ def checks(sweep: dict) -> list:
 def checks_line(checks_: list) -> str:
     """One line: how many checks hold, which are ties (with their paired difference) and which fail."""
     def where(c):
-        return f"K={c['K']}" + (f" P={c['P_dbm']:g}" if "P_dbm" in c else "") + f" {c['check']}"
+        return (f"K={c['K']}" + (f" P={c['P_dbm']:g}" if "P_dbm" in c else "")
+                + (f" sigma_u={c['sigma_u']:g}" if "sigma_u" in c else "") + f" {c['check']}")
 
     ties = [c for c in checks_ if c["verdict"] == "tie"]
     fails = [c for c in checks_ if c["verdict"] == "fails"]
@@ -519,6 +604,30 @@ def convergence_line(by_p: dict, blocks: int, iterations: int, prefix: str = "")
     return line + f"; {iterations} iterations take {took} per block (batched over {blocks} blocks, {compiled})."
 
 
+def kept_line(by_p: dict, prefix: str = "") -> str:
+    """Over the powers of one K: how often each SSCA row returned its final iterate (else its start), and the
+    mini-batch slots left out as non-finite ("" without SSCA rows)."""
+    parts, nonfinite = [], 0
+    for row in ROWS:
+        kept = [k for rows in by_p.values() if row in rows for k in rows[row].get("kept", [])]
+        nonfinite += sum(n for rows in by_p.values() if row in rows for n in rows[row].get("nonfinite_slots", []))
+        if kept:
+            parts.append(f"{row} {kept.count('final')} of {len(kept)}")
+    if not parts:
+        return ""
+    return (f"{prefix}SSCA returned its final iterate (else its start, which scored higher on the validation "
+            f"mini-batch) in: {'; '.join(parts)} block runs; non-finite mini-batch slots left out: {nonfinite}.")
+
+
+def envelope_line(env: dict, blocks: int) -> str:
+    """One line: the envelope study's means and total - envelope, paired over the blocks."""
+    line = (f"Envelope mode (K = {env['K']}, P = {env['P_dbm']:g} dBm, SSCA with WMMSE short-term): total gradient "
+            f"{env['total']['mean']:.2f}, envelope (f_W dropped) {env['envelope']['mean']:.2f} bps/Hz")
+    if "diff_mean" in env:
+        line += f"; total - envelope = {env['diff_mean']:+.2f} ± {env['diff_se']:.2f} (paired over {blocks} blocks)"
+    return line + "."
+
+
 def precoder_lines(sweep: dict) -> list:
     """Per K: the precoder's share of ``tt_kdl - ssca_thp`` (:func:`paired`'s split), over the powers."""
     lines = []
@@ -544,6 +653,7 @@ def payload(results: dict) -> dict:
     return {"experiment": "two_timescale", "schema_version": 1, "settings": settings,
             "sweep": {f"K={K}": {f"P={P:g}": rows for P, rows in by_p.items()} for K, by_p in results["sweep"].items()},
             "sigma_study": {f"sigma_u={k:g}": v for k, v in results["sigma"].items()},
+            "envelope": results.get("envelope"),
             "step_time": results["step_time"], "checks": results["checks"], "notes": results.get("notes", []),
             "wall_s": results["wall_s"],
             "env": environment()}
@@ -565,15 +675,21 @@ def markdown(results: dict) -> str:
         conv = convergence_line(by_p, s.blocks, s.ssca.iterations)
         if conv:
             lines += ["", conv]
+        kept = kept_line(by_p)
+        if kept:
+            lines += ["", kept]
         lines.append("")
     if results["sigma"]:
+        cols = [r for r in SIGMA_ROWS if all(r in rows for rows in results["sigma"].values())]
         lines += [f"### sigma_u study (K = {s.sigma_study_users}, P = {s.sigma_study_power_dbm:g} dBm)", "",
-                  "| sigma_u [m] | " + " | ".join(ROWS[r] for r in SIGMA_ROWS) + " | bound - SSCA |",
-                  "|---|---|---|---|---|---|"]
+                  "| sigma_u [m] | " + " | ".join(ROWS[r] for r in cols) + " | bound - SSCA |",
+                  "|---|" + "---|" * (len(cols) + 1)]
         for sig, rows in results["sigma"].items():
-            lines.append(f"| {sig:g} | " + " | ".join(f"{rows[r]['mean']:.2f}" for r in SIGMA_ROWS)
+            lines.append(f"| {sig:g} | " + " | ".join(f"{rows[r]['mean']:.2f}" for r in cols)
                 + f" | {rows['single_timescale']['mean'] - rows['tt_wmmse']['mean']:.2f} |")
         lines.append("")
+    if results.get("envelope"):
+        lines += [envelope_line(results["envelope"], s.blocks), ""]
     st = results["step_time"]
     if st:
         lines += [f"One SSCA iteration at N_s = {st['slots']} slots (WMMSE short-term, one block): "
@@ -607,7 +723,8 @@ def plot(results: dict, path: str) -> str:
     ax = axes[0][-1]
     sig = list(results["sigma"])
     for row in SIGMA_ROWS:
-        ax.plot(sig, [results["sigma"][v][row]["mean"] for v in sig], marker="o", label=ROWS[row])
+        if all(row in results["sigma"][v] for v in sig):
+            ax.plot(sig, [results["sigma"][v][row]["mean"] for v in sig], marker="o", label=ROWS[row])
     ax.set_xscale("log")
     ax.set_xlabel("sigma_u [m]")
     ax.set_title("motion within a block")

@@ -72,6 +72,16 @@ updates; held-out gain over the aligned start, bps/Hz) among 0 (off), 0.25,
 ``mode="envelope"`` drops ``f_W`` (no gradient through ``W``; the envelope
 theorem's approximation, exact only at a stationary ``W``).
 
+Never below the start: SSCA is a stochastic local method, and with few
+iterations or slots its last iterate can score below its (physics-guided)
+start. After the last step, the start ``X^0`` and the final ``X^T`` are
+scored on a validation mini-batch of ``validation_slots`` slots drawn from a
+key SSCA never ascends on (:func:`validation_key`), with the short-term
+solver, and the better is returned (:func:`keep_better`;
+``SscaResult.kept_final`` says which, ``validation_rate`` holds both scores).
+Slots whose value or gradient is not finite are left out of the averages and
+counted (``SscaMetrics.nonfinite``, ``SscaResult.nonfinite_slots``).
+
 Short-term solvers
 ------------------
 A short-term solver is a callable ``(cfg, H) -> (W, aux)`` for ONE slot
@@ -189,6 +199,12 @@ class SscaOptions(Options):
     sigma_u: float = option(SIGMA_U, "std of a user's position around its home per slot [m] (gaussian slots)")
     assignments: int = option(24, "waveguide-to-user assignments of the aligned start (aligned init)")
     spacings: tuple = option((0.0, 0.03, 0.1), "nominal pinch spacings of the aligned start [m] (aligned init)")
+    validation_slots: int = option(100, "slots of the validation mini-batch (drawn with a key SSCA never ascends "
+                                        "on) on which the start X^0 and the final X^T are compared; the better "
+                                        "is returned (0: always X^T)")
+    validation_wmmse_iterations: int = option(0, "WMMSE updates of the validation score with the named wmmse / "
+                                                 "kkt short-term solver (0: wmmse_iterations, the solver SSCA "
+                                                 "ascended; set it to the updates the layout will be scored with)")
 
     def validate(self):
         check_int("iterations", self.iterations, low=1, unit="SSCA iterations")
@@ -208,6 +224,8 @@ class SscaOptions(Options):
         check_choice("slot_model", self.slot_model, SLOT_DISTRIBUTIONS)
         check_number("sigma_u", self.sigma_u, unit="m", low=0.0)
         check_nonnegative_int("assignments", self.assignments)
+        check_nonnegative_int("validation_slots", self.validation_slots)
+        check_nonnegative_int("validation_wmmse_iterations", self.validation_wmmse_iterations)
         object.__setattr__(self, "spacings", check_spacings("spacings", self.spacings))
 
 
@@ -238,25 +256,36 @@ class SscaMetrics(NamedTuple):
     Attributes:
       avg_rate: ``-f^t``: the recursively averaged sum rate, i.e. minus the
         surrogate (10) at ``X^t`` (``fbar^t(X^t) = f^t``) [bps/Hz].
-      rate: mini-batch mean sum rate at ``X^t`` [bps/Hz].
+      rate: mini-batch mean sum rate at ``X^t`` [bps/Hz] (over the finite slots).
       X: ``(N, L)`` the iterate ``X^t`` the mini-batch was evaluated at [m].
+      nonfinite: ``()`` int32, slots of the mini-batch left out because their value or
+        gradient was not finite.
     """
 
     avg_rate: jax.Array
     rate: jax.Array
     X: jax.Array
+    nonfinite: jax.Array
 
 
 class SscaResult(NamedTuple):
     """Output of :func:`ssca`; leading dims ``(...)`` are the blocks (none for one block).
 
     Attributes:
-      positions: ``(..., N, L)`` final ``X^T`` [m] (feasible).
+      positions: ``(..., N, L)`` the layout returned [m] (feasible): the final ``X^T``, or the
+        start ``X^0`` where that scored higher on the validation mini-batch (``kept_final``).
       initial: ``(..., N, L)`` the start ``X^0`` [m].
       avg_rate: ``(..., T)`` ``-f^t`` per iteration (:class:`SscaMetrics`) [bps/Hz].
       rate: ``(..., T)`` mini-batch mean sum rate at ``X^t`` [bps/Hz].
       X: ``(..., T, N, L)`` the iterates ``X^0 .. X^{T-1}`` [m].
       tau: ``(...)`` the run's proximal weight (``max_first_step``'s calibration) [bps/Hz per m^2].
+      final: ``(..., N, L)`` the last iterate ``X^T`` [m].
+      kept_final: ``(...)`` bool, ``positions`` is ``X^T`` (else ``X^0``).
+      validation_rate: ``(..., 2)`` mean sum rate of ``X^0`` and ``X^T`` on the validation
+        mini-batch (``validation_slots`` slots of :func:`validation_key`, the short-term solver
+        SSCA ascended) [bps/Hz]; NaN with ``validation_slots = 0``.
+      nonfinite_slots: ``(...)`` int32, mini-batch slots left out of the averages over the
+        run because their value or gradient was not finite (:class:`SscaMetrics`).
     """
 
     positions: jax.Array
@@ -265,6 +294,10 @@ class SscaResult(NamedTuple):
     rate: jax.Array
     X: jax.Array
     tau: jax.Array
+    final: jax.Array
+    kept_final: jax.Array
+    validation_rate: jax.Array
+    nonfinite_slots: jax.Array
 
 
 # ------------------------------------------------------------ step sizes
@@ -354,7 +387,13 @@ def minibatch_objective(cfg: PassConfig, X, slots, options: SscaOptions = SscaOp
 
 
 def objective_and_gradients(cfg: PassConfig, X, slots, options: SscaOptions = SscaOptions(), solver=None):
-    """Mini-batch value and the explicit / implicit gradients of TT (12).
+    """Mini-batch value and the explicit / implicit gradients of TT (12) (:func:`objective_gradients_count`
+    without the count)."""
+    return objective_gradients_count(cfg, X, slots, options, solver)[:3]
+
+
+def objective_gradients_count(cfg: PassConfig, X, slots, options: SscaOptions = SscaOptions(), solver=None):
+    """Mini-batch value, the explicit / implicit gradients of TT (12) and the slots left out.
 
     Per slot ``j``, ``G(X1, X2) = g(H(X1), W^s(H(X2)))``: ``d_X1 G`` is the
     explicit gradient (``W`` held fixed), ``d_X2 G = d_X W d_W g`` the implicit
@@ -367,8 +406,9 @@ def objective_and_gradients(cfg: PassConfig, X, slots, options: SscaOptions = Ss
       cfg: the scenario. X: ``(N, L)`` [m]. slots: ``(S, K, 2)`` users per slot [m].
 
     Returns:
-      ``(value (), grad_x (N, L), grad_W (N, L))``: the mean of ``g = -sum rate``
-      [bps/Hz] and the two gradient parts [bps/Hz per m].
+      ``(value (), grad_x (N, L), grad_W (N, L), nonfinite () int32)``: the mean of
+      ``g = -sum rate`` [bps/Hz], the two gradient parts [bps/Hz per m] and the number of
+      slots left out (value or gradient not finite).
     """
     envelope = options.mode == "envelope"
 
@@ -378,9 +418,9 @@ def objective_and_gradients(cfg: PassConfig, X, slots, options: SscaOptions = Ss
             W = jax.lax.stop_gradient(W)
         return -sum_rate(effective_channel(cfg, X1, users), W, cfg.noise_power)
 
-    if envelope:
+    if envelope:  # one argument: the stop_gradient on W alone keeps the implicit part out
         def per_slot(users):
-            v, gx = jax.value_and_grad(G)(X, X, users)
+            v, gx = jax.value_and_grad(lambda X: G(X, X, users))(X)
             return v, gx, jnp.zeros_like(gx)
     else:
         def per_slot(users):
@@ -395,7 +435,7 @@ def objective_and_gradients(cfg: PassConfig, X, slots, options: SscaOptions = Ss
         a = jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - 1)), a, 0.0)
         return jnp.tensordot(w.astype(a.dtype), a, axes=1)
 
-    return mean(v), mean(gx), mean(gw)
+    return mean(v), mean(gx), mean(gw), (ok.shape[0] - jnp.sum(ok)).astype(jnp.int32)
 
 
 # ------------------------------------------------------------------ SSCA
@@ -457,7 +497,7 @@ def ssca_step(key, cfg: PassConfig, homes, state: SscaState, options: SscaOption
     X = state.X
     homes = jnp.asarray(homes).astype(X.dtype)
     slots = draw_slots(key, cfg, homes, options.slots_per_iteration, options.slot_model, options.sigma_u)
-    value, gx, gw = objective_and_gradients(cfg, X, slots, options, solver)
+    value, gx, gw, nonfinite = objective_gradients_count(cfg, X, slots, options, solver)
     rho, gamma = step_sizes(state.t, options)
     rho, gamma = rho.astype(X.dtype), gamma.astype(X.dtype)
     f = (1 - rho) * state.value + rho * value
@@ -468,7 +508,7 @@ def ssca_step(key, cfg: PassConfig, homes, state: SscaState, options: SscaOption
     X_bar = project_positions(cfg, X - grad / (2.0 * tau))
     X_next = (1 - gamma) * X + gamma * X_bar
     new = SscaState(X=X_next, value=f, f_x=f_x, f_W=f_W, t=state.t + 1, tau=tau)
-    return new, SscaMetrics(avg_rate=-f, rate=-value, X=X)
+    return new, SscaMetrics(avg_rate=-f, rate=-value, X=X, nonfinite=nonfinite)
 
 
 def evaluate(key, cfg: PassConfig, X, homes, num_slots: int, options: SscaOptions = SscaOptions(), *, solver=None):
@@ -481,6 +521,42 @@ def evaluate(key, cfg: PassConfig, X, homes, num_slots: int, options: SscaOption
     X = jnp.asarray(X).astype(_float_dtype(X))
     slots = draw_slots(key, cfg, jnp.asarray(homes).astype(X.dtype), num_slots, options.slot_model, options.sigma_u)
     return -minibatch_objective(cfg, X, slots, options, solver)
+
+
+#: the stream of :func:`validation_key` (a constant folded into the block's key)
+_VALIDATION_STREAM = 0x5A1D
+
+
+def validation_key(key):
+    """The key of a block's validation mini-batch: ``jax.random.fold_in(key, 0x5A1D)`` of the block's key.
+
+    :func:`ssca_block` draws its start-screening and iteration slots from
+    ``jax.random.split(key)``; the validation slots come from this other stream,
+    so SSCA never ascends on them.
+    """
+    return jax.random.fold_in(key, _VALIDATION_STREAM)
+
+
+def keep_better(key, cfg: PassConfig, homes, X0, XT, options: SscaOptions = SscaOptions(), solver=None):
+    """``(X, kept_final, rates (2,))``: the better of the start ``X0`` and the final ``XT`` on validation slots.
+
+    Both ``(N, L)`` layouts [m] are scored by the mean sum rate [bps/Hz] with the
+    short-term solver (the named ``wmmse`` / ``kkt`` ones with
+    ``validation_wmmse_iterations`` updates when set) on the same
+    ``options.validation_slots`` slots drawn with ``key`` (:func:`validation_key`
+    of the block's key); ``XT`` is kept unless ``X0`` scores strictly higher or
+    ``XT``'s score is not finite. With ``validation_slots = 0``: ``XT``, True and
+    NaN rates. Pure, one block.
+    """
+    if options.validation_slots == 0:
+        return XT, jnp.asarray(True), jnp.full((2,), jnp.nan, XT.dtype)
+    slots = draw_slots(key, cfg, homes, options.validation_slots, options.slot_model, options.sigma_u)
+    score = options
+    if options.validation_wmmse_iterations and solver is None and options.short_term in ("wmmse", "kkt"):
+        score = options.replace(wmmse_iterations=options.validation_wmmse_iterations)
+    rates = jax.vmap(lambda X: -minibatch_objective(cfg, X, slots, score, solver))(jnp.stack([X0, XT]))
+    keep = jnp.isfinite(rates[1]) & ((rates[1] >= rates[0]) | ~jnp.isfinite(rates[0]))
+    return jnp.where(keep, XT, X0), keep, rates
 
 
 def _aligned_candidates(cfg: PassConfig, homes, options: SscaOptions):
@@ -515,7 +591,11 @@ def ssca_block(key, cfg: PassConfig, homes, X0=None, options: SscaOptions = Ssca
 
     Keys: ``k_init, k_run = jax.random.split(key)``; ``k_init`` screens the
     aligned start (unused with ``X0`` given or ``init="uniform"``) and
-    iteration ``t`` uses ``jax.random.split(k_run, iterations)[t]``.
+    iteration ``t`` uses ``jax.random.split(k_run, iterations)[t]``. At the end
+    the start and the final iterate are compared on the validation mini-batch of
+    :func:`validation_key` ``(key)`` and the better is returned
+    (:func:`keep_better`): SSCA, a stochastic local method, never returns a
+    layout that scored below its start there.
 
     Args:
       key: ``jax.random`` key. cfg: the scenario. homes: ``(K, 2)`` [m].
@@ -536,7 +616,9 @@ def ssca_block(key, cfg: PassConfig, homes, X0=None, options: SscaOptions = Ssca
         return ssca_step(k, cfg, homes, state, options, solver)
 
     state, m = jax.lax.scan(body, state, jax.random.split(k_run, options.iterations))
-    return SscaResult(positions=state.X, initial=m.X[0], avg_rate=m.avg_rate, rate=m.rate, X=m.X, tau=state.tau)
+    X, kept, rates = keep_better(validation_key(key), cfg, homes, m.X[0], state.X, options, solver)
+    return SscaResult(positions=X, initial=m.X[0], avg_rate=m.avg_rate, rate=m.rate, X=m.X, tau=state.tau,
+                      final=state.X, kept_final=kept, validation_rate=rates, nonfinite_slots=jnp.sum(m.nonfinite))
 
 
 # ----------------------------------------------------------------- drivers
@@ -659,6 +741,6 @@ def held_out_rate(cfg: PassConfig, X, homes, options: SscaOptions | None = None,
 
 
 __all__ = ["INITS", "MODES", "SHORT_TERM_SOLVERS", "SscaMetrics", "SscaOptions", "SscaResult", "SscaState",
-           "as_solver", "calibrated_tau", "evaluate", "evaluate_batch", "held_out_rate", "initial_positions", "kkt_solver",
-           "minibatch_objective", "objective_and_gradients", "short_term_beamformer", "slot_objective", "ssca",
-           "ssca_batch", "ssca_block", "ssca_init", "ssca_step", "step_sizes", "wmmse_duals"]
+           "as_solver", "calibrated_tau", "evaluate", "evaluate_batch", "held_out_rate", "initial_positions", "keep_better",
+           "kkt_solver", "minibatch_objective", "objective_and_gradients", "objective_gradients_count", "short_term_beamformer", "slot_objective", "ssca",
+           "ssca_batch", "ssca_block", "ssca_init", "ssca_step", "step_sizes", "validation_key", "wmmse_duals"]
