@@ -4,7 +4,7 @@ User errors print one line to stderr and exit with status 2.
 
 Output folder (``--out``): checked before any computation (a file, or a
 folder that cannot be created or written, is a user error). A run's files
-form one result set (:func:`jaxpass.experiments.io.result_set`): they are
+form one result set (:func:`jaxpass.runtime.io.result_set`): they are
 staged in ``<out>/.jaxpass.tmp-<pid>-<random>/`` and moved into ``<out>``
 together when the command succeeds, with the manifest ``<out>/run.json``
 (command line, versions, device, seed, SHA-256 of each file) last. A failed
@@ -79,7 +79,8 @@ def _cmd_demo(args) -> int:
         cfg = demo.preset(args.preset, **({"power_dbm": args.power_dbm} if args.power_dbm is not None else {}))
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
-    from jaxpass.experiments import memory, progress
+    from jaxpass.experiments import memory
+    from jaxpass.runtime import progress
 
     progress.set_quiet(args.quiet)
     K, N, L = cfg.num_users, cfg.num_waveguides, cfg.num_pinches
@@ -160,7 +161,7 @@ def _interrupts_end_the_run(label: list):
         return
 
     def handler(signum, frame):
-        io = sys.modules.get("jaxpass.experiments.io")
+        io = sys.modules.get("jaxpass.runtime.io")
         if io is not None and getattr(io, "after_commit", None) and io.after_commit(lambda: handler(signum, None)):
             return  # a result set is being moved in: finish it first
         state = io.abandon_open_sets() if io is not None and getattr(io, "abandon_open_sets", None) else "nothing"
@@ -221,7 +222,7 @@ def _run(args, argv) -> int:
         args.out = resolve(args)
     resolve_paths(args)
     out = getattr(args, "out", None)
-    from jaxpass.experiments import io
+    from jaxpass.runtime import io
 
     if out is not None:
         try:
@@ -248,7 +249,7 @@ def _run_silently(args) -> int:
     ``--quiet``, its stdout discarded and ``--out`` replaced by a temporary folder removed afterwards."""
     import tempfile
 
-    from jaxpass.experiments import progress
+    from jaxpass.runtime import progress
 
     args.quiet = True
     progress.set_quiet(True)

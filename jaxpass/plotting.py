@@ -6,12 +6,10 @@ returns it, so callers compose figures freely.
 
 from __future__ import annotations
 
-try:
-    import matplotlib
-except ModuleNotFoundError as err:  # the numerical core does not need matplotlib; figures do
-    raise ModuleNotFoundError(
-        "jaxpass figures need matplotlib: pip install 'jaxpass[plot]' (or matplotlib>=3.8)") from err
+from jaxpass._extras import require
 
+# the numerical core does not need matplotlib; figures do (the [plot] extra): one clear line without it
+matplotlib = require("matplotlib", "plot", "jaxpass.plotting")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -92,12 +90,12 @@ def save_figure(fig, path):
     """Save ``fig`` to ``path`` atomically (unique temp name then rename) and close it; returns ``path``.
 
     No half-written PNG is left behind; inside an open
-    :func:`jaxpass.experiments.io.result_set` covering ``path`` the figure is
+    :func:`jaxpass.runtime.io.result_set` covering ``path`` the figure is
     part of that set (it appears at ``path`` when the set commits).
     """
     import os
 
-    from jaxpass.experiments.io import atomic_path
+    from jaxpass.runtime.io import atomic_path
 
     try:
         with atomic_path(path) as tmp:

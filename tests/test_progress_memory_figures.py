@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from jaxpass.cli import main
-from jaxpass.experiments import memory, progress
+from jaxpass.experiments import memory
 from jaxpass.experiments.cli_args import UserError
+from jaxpass.runtime import progress
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
@@ -93,7 +94,7 @@ def test_quiet_silences_progress_and_log(capsys):
 def test_compile_and_run_shows_phases_and_matches_io():
     import jax.numpy as jnp
 
-    from jaxpass.experiments import io as xio
+    from jaxpass.runtime import io as xio
 
     s = _Stream(tty=False)
     bar = progress.Progress("p", stream=s)

@@ -1,4 +1,4 @@
-"""Result sets (``jaxpass.experiments.io.result_set``), the ``--out`` check and interrupts of the CLI.
+"""Result sets (``jaxpass.runtime.io.result_set``), the ``--out`` check and interrupts of the CLI.
 
 The subprocess tests run ``python -m jaxpass demo`` (or a small driver around
 ``jaxpass.cli.main``) and deliver SIGINT / SIGTERM / SIGKILL at a known phase:
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxpass.cli import main
-from jaxpass.experiments import io
+from jaxpass.runtime import io
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -210,7 +210,7 @@ def mesh_from_args(args):
 
 
 def run_batched(fn, *args, mesh=None, in_axes=0, progress=None, what: str = "", repeats: int = 1, **static):
-    """:func:`jaxpass.experiments.progress.compile_and_run` of a batched ``fn``, data-parallel over ``mesh``.
+    """:func:`jaxpass.runtime.progress.compile_and_run` of a batched ``fn``, data-parallel over ``mesh``.
 
     ``mesh=None``: exactly ``compile_and_run``. Otherwise the batched
     arguments (``in_axes`` as in :func:`jaxpass.parallel.map_drops`) are padded
@@ -221,7 +221,7 @@ def run_batched(fn, *args, mesh=None, in_axes=0, progress=None, what: str = "", 
     Returns ``(output, seconds, compile_s)`` as ``compile_and_run``.
     """
     from jaxpass import parallel
-    from jaxpass.experiments.progress import compile_and_run
+    from jaxpass.runtime.progress import compile_and_run
 
     if mesh is None:
         return compile_and_run(fn, *args, progress=progress, what=what, repeats=repeats, **static)

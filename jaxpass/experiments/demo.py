@@ -17,11 +17,11 @@ from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
 from jaxpass.experiments.cli_args import run_batched
-from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
-from jaxpass.experiments.progress import Progress
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize.positions import TuneOptions, tune_batch, tuning_inputs
+from jaxpass.runtime.io import environment, write_json, write_text, writes_result_set
+from jaxpass.runtime.progress import Progress
 
 PRESETS = {
     "joint_beamforming": PassConfig.joint_beamforming,
@@ -64,7 +64,7 @@ def run_demo(cfg: PassConfig, drops: int = 64, seed: int = 0, wmmse_iterations: 
     only when K <= N, the sum-rate problem of JB; ``tune_steps = 0`` skips it).
 
     With ``progress``, each method's compilation and run are shown on stderr
-    (:mod:`jaxpass.experiments.progress`; silenced by ``set_quiet``). With ``mesh``
+    (:mod:`jaxpass.runtime.progress`; silenced by ``set_quiet``). With ``mesh``
     (:func:`jaxpass.parallel.drops_mesh`) the drops run data-parallel over its devices
     (:func:`jaxpass.experiments.cli_args.run_batched`: same drops and keys, same results).
 

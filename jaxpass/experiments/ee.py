@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from jaxpass.config import PassConfig
-from jaxpass.experiments import memory, progress
+from jaxpass.experiments import memory
 from jaxpass.experiments.cli_args import (
     UserError,
     add_num_users,
@@ -44,9 +44,10 @@ from jaxpass.experiments.cli_args import (
     positive_float,
     positive_int,
 )
-from jaxpass.experiments.io import environment, write_json, write_text
 from jaxpass.geometry import sample_users
 from jaxpass.optimize import energy as E
+from jaxpass.runtime import progress
+from jaxpass.runtime.io import environment, write_json, write_text
 from jaxpass.units import dbm_to_watt
 
 #: scheme name -> (kind, objective, coupling), in plotting order

@@ -42,7 +42,7 @@ import numpy as np
 from jaxpass import units
 from jaxpass.blockage import monte_carlo_snr
 from jaxpass.config import PassConfig
-from jaxpass.experiments import memory, progress
+from jaxpass.experiments import memory
 from jaxpass.experiments.cli_args import (
     UserError,
     add_num_users,
@@ -53,9 +53,10 @@ from jaxpass.experiments.cli_args import (
     options_from_args,
     positive_int,
 )
-from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import sample_users
 from jaxpass.optimize import power_min as pm
+from jaxpass.runtime import progress
+from jaxpass.runtime.io import environment, write_json, write_text, writes_result_set
 
 EXPERIMENTS = ("convergence", "blockage", "snr", "layouts", "correlation")
 LBFGS_FLAGS = ("starts", "iterations", "memory")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from jaxpass.experiments import memory, progress
+from jaxpass.experiments import memory
 from jaxpass.experiments.cli_args import UserError, add_parallel_options, mesh_from_args, positive_int
+from jaxpass.runtime import progress
 
 #: default output folder of ``reproduce TARGET`` (a folder per target; ``quick`` inside it with ``--quick``)
 DEFAULT_OUT = "{target}_out"

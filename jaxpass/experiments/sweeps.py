@@ -36,10 +36,10 @@ from jaxpass import beamforming as bf
 from jaxpass import parallel
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
-from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
+from jaxpass.runtime.io import environment, write_json, write_text, writes_result_set
 
 FIGURES = ("power", "pinches", "length")
 METHODS = {

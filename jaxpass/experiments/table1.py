@@ -64,11 +64,11 @@ from jaxpass import beamforming as bf
 from jaxpass.channel import effective_channel, radiation_amplitudes
 from jaxpass.config import PassConfig
 from jaxpass.experiments.cli_args import run_batched
-from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
 from jaxpass.geometry import is_feasible, sample_users, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import positions as tuning
 from jaxpass.optimize.assignment import best_assignment
+from jaxpass.runtime.io import environment, write_json, write_text, writes_result_set
 
 #: optimisation row id -> label, in table order (the default rows)
 OPTIMISATION_ROWS = {

@@ -96,9 +96,9 @@ def _config(args):
 
 
 def _cmd_train(args) -> int:
-    from jaxpass.experiments.io import environment, write_json
     from jaxpass.learn import checkpoint as ckpt
     from jaxpass.learn.train import check_same_length, train
+    from jaxpass.runtime.io import environment, write_json
 
     opts = options_from_args(args, TrainOptions, CLI_OPTIONS)
     try:
@@ -198,12 +198,13 @@ def _cmd_evaluate(args) -> int:
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxpass.experiments import memory, progress
-    from jaxpass.experiments.io import compile_and_run
+    from jaxpass.experiments import memory
     from jaxpass.learn import checkpoint as ckpt
     from jaxpass.learn import data
     from jaxpass.learn.decode import predict
     from jaxpass.learn.train import canonical_cfg, evaluate, load_checkpoint
+    from jaxpass.runtime import progress
+    from jaxpass.runtime.io import compile_and_run
 
     progress.set_quiet(args.quiet)
     try:

@@ -28,8 +28,8 @@ import jax
 import numpy as np
 
 from jaxpass.experiments.cli_args import UserError, add_options, add_parallel_options, options_from_args, positive_int
-from jaxpass.experiments.io import atomic_path, environment, write_json, writes_result_set
 from jaxpass.optimize.positions import TuneOptions
+from jaxpass.runtime.io import atomic_path, environment, write_json, writes_result_set
 
 #: the tuning options the ``tune`` command exposes (defaults and help from :class:`TuneOptions`)
 CLI_OPTIONS = ("beamformer", "steps", "starts", "learning_rate", "assignments", "assignment_search")
@@ -169,10 +169,11 @@ def _config(args, num_users=None):
 def _cmd_tune(args) -> int:
     import jax.numpy as jnp
 
-    from jaxpass.experiments import memory, progress
+    from jaxpass.experiments import memory
     from jaxpass.experiments.cli_args import mesh_from_args, run_batched
     from jaxpass.geometry import is_feasible, sample_users
     from jaxpass.optimize.positions import tune_batch, tuning_inputs
+    from jaxpass.runtime import progress
 
     progress.set_quiet(args.quiet)
     mem_opts = options_from_args(args, TuneOptions, CLI_OPTIONS)

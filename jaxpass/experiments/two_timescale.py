@@ -88,12 +88,13 @@ from jaxpass import parallel
 from jaxpass._checks import drop_keys
 from jaxpass.channel import effective_channel
 from jaxpass.config import PassConfig
-from jaxpass.experiments import memory, progress
-from jaxpass.experiments.io import environment, write_json, write_text, writes_result_set
+from jaxpass.experiments import memory
 from jaxpass.geometry import is_feasible, uniform_positions
 from jaxpass.metrics import sum_rate
 from jaxpass.optimize import mimo, ssca
 from jaxpass.optimize.positions import tune_positions
+from jaxpass.runtime import progress
+from jaxpass.runtime.io import environment, write_json, write_text, writes_result_set
 from jaxpass.slots import draw_slots, sample_homes
 
 #: row id -> label, in table order

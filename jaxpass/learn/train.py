@@ -379,8 +379,8 @@ def _replicate(tree, mesh):
 
 
 def _Progress(total: int, enabled: bool):
-    """The shared stderr progress bar (:class:`jaxpass.experiments.progress.Progress`) over training steps."""
-    from jaxpass.experiments.progress import Progress
+    """The shared stderr progress bar (:class:`jaxpass.runtime.progress.Progress`) over training steps."""
+    from jaxpass.runtime.progress import Progress
 
     return Progress("train", total, enabled=enabled, unit="step")
 
