@@ -9,6 +9,10 @@ Public API (explicit re-exports; see README for the conventions)::
     H = jp.effective_channel(cfg, X, users)            # (K, N) complex
     W = jp.beamforming.wmmse(H, cfg.power, cfg.noise_power)
     r = jp.sum_rate(H, W, cfg.noise_power)             # bps/Hz
+
+``import jaxpass`` needs only jax, numpy and optax. ``jaxpass.learn`` (the
+``[learn]`` extra: flax, orbax-checkpoint) is imported on first use of
+``jp.learn`` or by ``import jaxpass.learn``; ``jaxpass.plotting`` needs ``[plot]``.
 """
 
 from jaxpass import (
@@ -16,7 +20,6 @@ from jaxpass import (
     blockage,
     channel,
     geometry,
-    learn,  # noqa: E402  (after the core it builds on)
     linalg,
     metrics,
     optimize,  # noqa: E402  (after the core it builds on)
@@ -59,6 +62,16 @@ from jaxpass.metrics import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """``jp.learn``: the [learn] extra, imported on first use so ``import jaxpass`` needs no flax."""
+    if name == "learn":
+        import importlib
+
+        return importlib.import_module("jaxpass.learn")
+    raise AttributeError(f"module 'jaxpass' has no attribute {name!r}")
+
+
 __all__ = [
     "PassConfig",
     "beamforming",
@@ -79,7 +92,6 @@ __all__ = [
     "linalg",
     "los_probability",
     "metrics",
-    "learn",
     "optimize",
     "parallel",
     "phase",

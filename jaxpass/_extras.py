@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+
 def require(module: str, extra: str, feature: str):
     """Import and return ``module``, or raise one ``ModuleNotFoundError`` line naming the extra to install.
 
@@ -19,7 +20,7 @@ def require(module: str, extra: str, feature: str):
     """
     try:
         return importlib.import_module(module)
-    except ImportError as err:
+    except ModuleNotFoundError as err:  # not installed (a broken install keeps its own error)
         missing = getattr(err, "name", None) or module
         raise ModuleNotFoundError(
             f"{feature} needs {missing}, which is not installed: pip install 'jaxpass[{extra}]'",

@@ -32,13 +32,13 @@ usable (a 300 dBm budget would overflow ``|W|^2`` and silently give zero rates).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from jaxpass import units
 from jaxpass._checks import RANGES
@@ -94,7 +94,12 @@ def _check_types(cfg) -> None:
                 raise TypeError(f"PassConfig.{name} must be a real number, got {v!r}")
 
 
-@struct.dataclass
+def _static(default):
+    """A static field: part of the pytree structure (so of every ``jax.jit`` cache key), never a traced leaf."""
+    return dataclasses.field(default=default, metadata={"static": True})
+
+
+@dataclasses.dataclass(frozen=True)
 class PassConfig:
     """A pinching-antenna scenario (docs/model.md §1-§6), SI units throughout.
 
@@ -123,12 +128,12 @@ class PassConfig:
     construction for concrete values and skipped for tracers.
     """
 
-    num_users: int = struct.field(pytree_node=False, default=4)
-    num_waveguides: int = struct.field(pytree_node=False, default=4)
-    num_pinches: int = struct.field(pytree_node=False, default=8)
-    radiation: str = struct.field(pytree_node=False, default="equal")
-    carrier_freq: float = struct.field(pytree_node=False, default=30e9)
-    n_eff: float = struct.field(pytree_node=False, default=1.4)
+    num_users: int = _static(4)
+    num_waveguides: int = _static(4)
+    num_pinches: int = _static(8)
+    radiation: str = _static("equal")
+    carrier_freq: float = _static(30e9)
+    n_eff: float = _static(1.4)
     height: Any = 2.5
     length_x: Any = 20.0
     width_y: Any = 10.0
@@ -140,6 +145,10 @@ class PassConfig:
     loss_db_per_m: Any = 0.0
     blockage_rate: Any = 0.0
     circuit_power_dbm: Any = 20.0
+
+    def replace(self, **changes) -> PassConfig:
+        """A copy with ``changes`` applied (``dataclasses.replace``: validated again on construction)."""
+        return dataclasses.replace(self, **changes)
 
     def __post_init__(self):
         _check_types(self)
@@ -320,11 +329,15 @@ class PassConfig:
         )
 
 
-STATIC_FIELDS = tuple(n for n, f in PassConfig.__dataclass_fields__.items() if not f.metadata.get("pytree_node", True))
+STATIC_FIELDS = tuple(f.name for f in dataclasses.fields(PassConfig) if f.metadata.get("static", False))
 """Fields that are part of the pytree structure (every jit cache key): shapes, choices, phase constants."""
 
-TRACED_FIELDS = tuple(n for n in PassConfig.__dataclass_fields__ if n not in STATIC_FIELDS)
+TRACED_FIELDS = tuple(f.name for f in dataclasses.fields(PassConfig) if f.name not in STATIC_FIELDS)
 """Fields that are traced leaves: sweeping them reuses one compilation."""
+
+# A registered dataclass, so the core needs no flax: the traced fields are the pytree's leaves (in field
+# order), the static ones its auxiliary data, compared with ``==`` when JAX looks up a jit cache entry.
+jax.tree_util.register_dataclass(PassConfig, data_fields=list(TRACED_FIELDS), meta_fields=list(STATIC_FIELDS))
 
 
 def _preset(base: dict, overrides: dict) -> PassConfig:

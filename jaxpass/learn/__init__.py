@@ -7,11 +7,18 @@
     model = KDLTransformer(cfg, rngs=nnx.Rngs(0))
     X, W = predict(model, cfg, users)          # users (B, K, 2) -> (B, N, L), (B, N, K)
     loss, aux = sum_rate_loss(model, cfg, users)
+
+Needs the ``[learn]`` extra (flax, orbax-checkpoint): ``pip install 'jaxpass[learn]'``;
+without it, importing this package raises one ``ModuleNotFoundError`` that says so.
 """
 
-from jaxpass.learn import decode, models, short_term
-from jaxpass.learn.decode import predict, sum_rate_loss
-from jaxpass.learn.models import (
+from jaxpass._extras import require as _require
+
+_require("flax", "learn", "jaxpass.learn")  # before any model module imports flax: one clear line
+
+from jaxpass.learn import decode, models, short_term  # noqa: E402
+from jaxpass.learn.decode import predict, sum_rate_loss  # noqa: E402
+from jaxpass.learn.models import (  # noqa: E402
     ARCHITECTURES,
     BlackBoxResNet,
     BlackBoxTransformer,
@@ -22,7 +29,7 @@ from jaxpass.learn.models import (
     count_parameters,
     duals_fn,
 )
-from jaxpass.learn.short_term import (
+from jaxpass.learn.short_term import (  # noqa: E402
     GramShortTermNet,
     ShortTermOptions,
     fit_short_term,

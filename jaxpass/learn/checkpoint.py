@@ -151,9 +151,9 @@ def _drop_closed_loop_noise() -> None:
 
 
 def _ocp():
-    import orbax.checkpoint as ocp
+    from jaxpass._extras import require
 
-    return ocp
+    return require("orbax.checkpoint", "learn", "jaxpass checkpoints")
 
 
 def absolute(directory) -> str:
