@@ -72,26 +72,14 @@ Training
   only in the last ``finetune_steps``). The loss functions are separable so a
   generic trainer can take them instead.
 
-Measured (2-core CPU shared with other jobs, float32; K = N = 4, L = 8,
-P = 10 dBm; 16384 teacher-labelled training drops from seed 1000; mean sum
-rate on the 64 table1 test drops / 512 fresh drops from seed 2026):
-
-* ``hidden = 64, layers = 2``, 1000 steps (``python -m benchmarks.learn_aligned``
-  with those sizes): ``top_k`` = 1, 2, 3, 4, 6 gave 82.44/82.77, 82.76/83.01,
-  82.96/83.07, 83.01/83.08, 83.01/83.11 bps/Hz; the teacher's own choice
-  (best of the 72 candidates) is 83.03/83.14. The network, not the decode,
-  dominated the inference time (~3.3 ms of ~3.5 ms per 64 drops at
-  ``top_k = 1``, loaded machine);
-* the defaults (``hidden = 32, layers = 0``, 600 steps, 23 s of training):
-  the same ranking quality (``top_k = 4``: 83.01/83.09) with a ~0.8 ms network.
-
-About half of the time the top-1 candidate is the teacher's (the rest is the
-chaotic, phase-level part), so a short list beats a single layout. The
-learned ranking is only about as good as the geometric prior's: the
-non-learned shortlist (2 best assignments by the prior x 3 spacings, 6
-layouts) gave 83.00/83.09. The shift head moves the rate by a few 0.01 bps/Hz
-at most (the best shift of the whole array over a +-0.2 m grid gains 0.05
-bps/Hz over the centred one on the table1 drops).
+What it earns is measured, not asserted here: ``python -m benchmarks --only
+learn_aligned`` scores every ``top_k``, the teacher's own choice, the same
+decode with zeroed weights and the non-learned geometric shortlist on
+held-out drops, and the README's learning section is generated from its
+result file. In those runs the learned ranking was about as good as the
+geometric prior's and a short list beat a single layout (the top-1 candidate
+is often not the teacher's: the rest is the chaotic, phase-level part of the
+landscape); the shift head moves the rate very little.
 
 Execution (docs/execution_model.md): :meth:`AlignedNet.__call__`,
 :meth:`AlignedNet.decode`, :func:`aligned_layout`, :func:`teacher_labels` and

@@ -19,9 +19,11 @@ unitary, ``U`` unitary ``N x N``) changes no rate (``W -> U^H W``). In the
 package's channel these phases turn once per few millimetres of motion, so
 ``Re``/``Im`` of ``H`` (the input of :class:`jaxpass.learn.models.ShortTermNet`'s
 Transformer) look like noise to a network. In a first trial on K = 6
-(``d_model = 64``, 2 layers, logits not yet bounded) the Transformer was below
-50 % of WMMSE after 400 steps (and then diverged to NaN), where the invariant
-network below was at 98 %; the bounded Transformer was not retried.
+(``d_model = 64``, 2 layers, logits not yet bounded; not kept as a result
+file, so no figure is quoted) the Transformer stayed far below WMMSE and then
+diverged to NaN while the invariant network below came close to WMMSE; the
+bounded Transformer was not retried. The ``short_term`` benchmark stores the
+invariant network's measured ratio to WMMSE.
 :class:`GramShortTermNet` (a :class:`ShortTermNet`, so
 ``ShortTermNet.duals`` and :func:`jaxpass.learn.models.duals_fn` work as is)
 reads exactly the invariants:
@@ -618,8 +620,10 @@ def held_duals_fn(model: ShortTermNet):
     network as well (``kkt_solver(duals_fn(model))``) follows the network's
     Jacobian, which no loss trained (at K = 6, where the served users change
     discontinuously with the channel, it is far from how the optimal duals
-    move): on the TT benchmark's K = 6, 12 dBm blocks SSCA then reached
-    71.2 bps/Hz from a 69.9 start, against 75.7 with the duals held.
+    move); in a trial on the TT benchmark's K = 6 blocks SSCA ascended less
+    that way than with the duals held (not kept as a result file, so no
+    figure is quoted; the envelope study of the two-timescale benchmark is
+    the stored comparison of a partial against the total gradient).
     """
     return jax.tree_util.Partial(_held, duals_fn(model))
 
