@@ -68,6 +68,9 @@ COMMAND_MODULES = (
     "jaxpass.experiments.two_timescale",
     "jaxpass.experiments.train",
 )
+#: command modules of an optional extra -> the commands they add (listed, and refused with the extra's
+#: name, when the extra is not installed: ``jaxpass train`` without ``jaxpass[learn]``)
+EXTRA_COMMANDS = {"jaxpass.experiments.train": ("train", "evaluate")}
 
 
 def _cmd_demo(args) -> int:
@@ -136,8 +139,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_parallel_options(demo)
     demo.set_defaults(func=_cmd_demo)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).add_command(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:  # its extra is not installed: the commands say so when run
+            if name not in EXTRA_COMMANDS:
+                raise
+            for command in EXTRA_COMMANDS[name]:
+                _add_missing_extra_command(sub, command, err)
+            continue
+        module.add_command(sub)
     return parser
+
+
+def _add_missing_extra_command(subparsers, command: str, err: ModuleNotFoundError) -> None:
+    """``jaxpass COMMAND ...`` without its extra: listed, and one error line naming the extra (exit 2)."""
+    p = subparsers.add_parser(command, help=str(err), add_help=False)
+
+    def refuse(args):
+        raise ModuleNotFoundError(str(err), name=err.name)
+
+    p.set_defaults(func=refuse, missing_extra=True)  # its arguments are not parsed: the error names the extra
 
 
 #: exit status of a command that ran to the end but whose check failed (``powermin --check-mc``): its
@@ -280,7 +301,7 @@ def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentP
 def _main(argv, label) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # reported by the command's own parser: its usage, and "jaxpass evaluate: error: ..."
+    if extra and not getattr(args, "missing_extra", False):  # reported by the command's own parser: its usage, and "jaxpass evaluate: error: ..."
         _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     label[0] = f"jaxpass {args.command}"
     try:

@@ -20,8 +20,12 @@ CORE = ("config", "units", "geometry", "channel", "phase", "linalg", "beamformin
 #: layer rank of each top-level part of the package (a package's modules share its rank)
 RANK = {**dict.fromkeys(CORE, 0), "optimize": 1, "learn": 2, "plotting": 2, "experiments": 3, "cli": 4,
         "__main__": 4}
-#: same-rank imports that are still refused: learn ([learn] extra) must not need matplotlib ([plot] extra)
-SIDEWAYS = {("learn", "plotting")}
+#: the pure numerics of the core: no I/O or progress, so no runtime (DESIGN.md "Pure numerics")
+NUMERICS = ("config", "units", "geometry", "channel", "phase", "linalg", "beamforming", "metrics", "blockage",
+            "slots", "_safe")
+#: same-rank imports that are still refused: learn ([learn] extra) must not need matplotlib ([plot] extra),
+#: and the numerical core must not reach runtime
+SIDEWAYS = {("learn", "plotting"), *((name, "runtime") for name in NUMERICS)}
 
 
 def _modules():

@@ -82,6 +82,24 @@ else:
     assert len(lines) == 1 and f"pip install 'jaxpass[{extra}]'" in lines[0], out.stdout
 
 
+def test_the_cli_without_the_learn_extra():
+    """The other commands work; ``train`` / ``evaluate`` are listed and refused in one line naming the extra."""
+    out = _run(BLOCKED + """
+import contextlib, io
+from jaxpass.cli import main
+for argv in (["train", "--steps", "3"], ["evaluate", "--checkpoint", "x"]):
+    assert main(argv) == 2, argv
+text = io.StringIO()
+with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+    main(["tune", "--help"])
+assert "--steps" in text.getvalue()
+""")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines == [f"jaxpass {c}: error: jaxpass.learn needs flax, which is not installed: "
+                     "pip install 'jaxpass[learn]'" for c in ("train", "evaluate")], out.stderr
+
+
 def test_root_imports_only_the_core_and_optimize_eagerly():
     """``jaxpass/__init__.py``'s module-level imports stay below learn (``jp.learn`` is loaded on first use)."""
     tree = ast.parse((ROOT / "jaxpass" / "__init__.py").read_text())
