@@ -204,13 +204,50 @@ def test_channel_bad_input(jb_cfg):
         jp.ula_channel(jb_cfg, users, 0)
 
 
-def test_channel_gradient_float64_finite_differences(x64, jb_cfg):
+@pytest.mark.parametrize("L", [3, 40])
+def test_channel_gradient_float64_finite_differences(x64, jb_cfg, L):
+    """Reverse mode (the path sum's custom VJP) against finite differences, every array input.
+
+    L = 40 is summed in three padded blocks of 14 pinches.
+    """
     from jax.test_util import check_grads
 
-    cfg = jb_cfg.replace(loss_db_per_m=0.1, num_pinches=3)
+    cfg = jb_cfg.replace(loss_db_per_m=0.1, num_pinches=L, radiation="coupled")
     X, users = random_drop(12, cfg)
-    f = lambda X, u: jnp.sum(jnp.abs(jp.effective_channel(cfg, X, u) @ jnp.arange(1.0, 5.0)) ** 2)
-    check_grads(f, (X, users), order=1, modes=["rev", "fwd"], eps=1e-7, atol=1e-8, rtol=1e-5)
+    a = jp.radiation_amplitudes(cfg, jax.random.uniform(jax.random.key(3), (cfg.num_waveguides, L)))
+    los = jax.random.uniform(jax.random.key(4), (cfg.num_users, cfg.num_waveguides, L))
+    w = jnp.arange(1.0, 5.0) + 0.5j
+
+    def f(X, u, a, los):
+        return jnp.sum(jnp.abs(jp.effective_channel(cfg, X, u, amplitudes=a, los=los) @ w) ** 2)
+
+    check_grads(f, (X, users, a, los), order=1, modes=["rev"], eps=1e-7, atol=1e-8, rtol=1e-5)
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.grad(f, argnums=(0, 1, 2, 3))(X, users, a, los))
+
+
+def test_channel_forward_mode_is_refused_clearly(jb_cfg):
+    """The path sum has a custom VJP (recomputation instead of stored paths): no ``jax.jvp`` through it."""
+    X, users = random_drop(0, jb_cfg)
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda X: jp.effective_channel(jb_cfg, X, users), (X,), (jnp.ones_like(X),))
+
+
+def test_channel_jaxpr_size_does_not_grow_with_k_n_l():
+    """Compile time independent of the sizes: the channel and its gradient at (K=N, L) = (4, 8) and (16, 32)."""
+    from test_geometry import jaxpr_size
+
+    sizes = []
+    for K, L in ((4, 8), (16, 32), (32, 64)):
+        cfg = jp.PassConfig.joint_beamforming(num_users=K, num_waveguides=K, num_pinches=L, loss_db_per_m=0.1)
+        X, users = jp.uniform_positions(cfg), jp.sample_users(jax.random.key(0), cfg)
+        value = jaxpr_size(lambda X, u: jp.effective_channel(cfg, X, u), X, users)
+        grad = jaxpr_size(jax.grad(lambda X, u: jnp.sum(jnp.abs(jp.effective_channel(cfg, X, u)) ** 2), (0, 1)), X, users)
+        sizes.append((value, grad))
+    (v0, g0), (v1, g1), (v2, g2) = sizes
+    # (4, 8) is one block of pinches; (16, 32) and (32, 64) are 2 and 4 blocks under one vmap:
+    # the block split and its transpose add a fixed 16 / 40 equations (measured: 354 / 694 at (4, 8))
+    assert abs(v1 - v0) <= 24 and abs(g1 - g0) <= 48, sizes
+    assert (v2, g2) == (v1, g1), sizes
 
 
 def test_channel_gradient_float32_matches_float64(jb_cfg):
@@ -233,16 +270,24 @@ def test_channel_gradient_float32_matches_float64(jb_cfg):
 
 @pytest.mark.parametrize("mode", ["rev", "fwd"])
 def test_float32_link_derivatives_match_float64_for_every_input(jb_cfg, mode):
-    """The float32 links' custom derivative rule covers users, height, lanes and carrier too."""
+    """The float32 links' custom derivative rule covers users, height, lanes and carrier too.
+
+    Forward mode checks the per-path links instead of the effective channel, whose path sum
+    has a custom VJP.
+    """
     cfg = jb_cfg.replace(num_pinches=3, waveguide_y=(1.0, 3.5, 6.0, 9.0))
     X, users = random_drop(14, cfg)
     w = jnp.array([1.0, -0.5, 0.25, 2.0])
 
     def f(X, u, height, lanes, freq):
         c = cfg.replace(height=height, waveguide_y=lanes, carrier_freq=freq)
-        H = jp.effective_channel(c, X, u)
         G = jp.ula_channel(c, u, 3)
-        return jnp.sum(jnp.real(H @ w) + 0.3 * jnp.imag(H @ w)) + jnp.sum(jnp.abs(G @ w[:3]) ** 2)
+        ula = jnp.sum(jnp.abs(G @ w[:3]) ** 2)
+        if mode == "fwd":  # the per-path links (no path sum) carry forward mode
+            F = jp.free_space_links(c, X, u) * w[:, None, None]
+            return jnp.sum(jnp.real(F) + 0.3 * jnp.imag(F)) + ula
+        H = jp.effective_channel(c, X, u)
+        return jnp.sum(jnp.real(H @ w) + 0.3 * jnp.imag(H @ w)) + ula
 
     def derivatives(dtype):
         args = tuple(jnp.asarray(a, dtype) for a in (X, users, cfg.height, jnp.asarray(cfg.waveguide_y), cfg.carrier_freq))
@@ -258,7 +303,9 @@ def test_float32_link_derivatives_match_float64_for_every_input(jb_cfg, mode):
         assert np.abs(b).max() > 0, name
         # measured 5.1e-4 (users, fwd) to 9.2e-4 (lanes, rev): traced height, lanes and carrier
         # are float32 values, so these phases lose the double-float precision
-        assert np.abs(a - b).max() < 2e-3 * np.abs(b).max(), name
+        err = np.abs(a - b).max() / np.abs(b).max()
+        # the summed per-path links (fwd) cancel more than the channel: measured 3.2e-3 (users)
+        assert err < (2e-3 if mode == "rev" else 1e-2), name
 
 
 def test_pb_lmax_depends_on_distances_only(x64):
