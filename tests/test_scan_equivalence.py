@@ -126,4 +126,5 @@ def test_zf_value_and_grad_jaxpr_does_not_grow():
         H = jnp.ones((K, 2 * K), jnp.complex64)
         return _equations(jax.grad(lambda h: jnp.sum(jnp.abs(jp.beamforming.zf(h, 1.0)) ** 2)), H)
 
-    assert size(4) == size(16) == size(32)
+    # K <= 8 uses the fused small products, K > 8 XLA's dot (a constant difference); no growth beyond
+    assert size(16) == size(32) and abs(size(4) - size(16)) <= 40
