@@ -372,14 +372,14 @@ def _path_sum(method, X, gain, guide, los, ux, uy, lanes, h, inv_hi, inv_lo):
     :func:`_links_double_float`. Forward mode (``jax.jvp``) is not available
     through it. Per drop, batch 64, float32, ``effective_channel`` then
     ``|H @ W|^2``, value and gradient w.r.t. ``X``, measured on a 2-core CPU shared
-    with other jobs (process CPU time, best of 10 after compiling) [us]:
+    with other jobs (process CPU time, best of 10-20 after compiling) [us]:
 
     ==========  =====================  =====================
     K = N, L    before: fwd / v+g      now: fwd / v+g
     ==========  =====================  =====================
-    4, 8        1.5 / 3.9              2.0 / 5.6 (noise: +-1)
-    16, 32      25 / 116 (4.6x)        48 / 149 (3.1x)
-    32, 64      310 / 2730 (8.8x)      356 / 1131 (3.2x)
+    4, 8        0.78 / 2.4 (3.1x)      0.79 / 2.5 (3.1x)
+    16, 32      26 / 110 (4.2x)        47 / 147 (3.1x)
+    32, 64      308 / 2831 (9.2x)      355 / 1057 (3.0x)
     ==========  =====================  =====================
 
     At (16, 32) the former two unrolled 16-pinch blocks compiled to an unusually
