@@ -251,7 +251,7 @@ def test_ssca_improves_the_held_out_rate_over_the_uniform_start():
     what the aligned start is for (examples/two_timescale.py)."""
     cfg = jp.PassConfig.two_timescale(**SMALL)
     homes = _homes(cfg, 2, seed=8)
-    opts = S.SscaOptions(iterations=40, slots_per_iteration=12, wmmse_iterations=5, sigma_u=0.003, init="uniform")
+    opts = S.SscaOptions(iterations=60, slots_per_iteration=12, wmmse_iterations=5, sigma_u=0.003, init="uniform")
     res = S.ssca(cfg, homes, opts, key=jax.random.key(0))
     key = jax.random.key(123)  # held-out slots: not a key the optimisation used
     before = S.held_out_rate(cfg, res.initial, homes, opts, key=key, num_slots=200)
