@@ -142,14 +142,19 @@ def timing_table(results: dict) -> str:
     return markdown_table(["scheme (power sweep)", "ms per drop (min .. max over P_max)", "compile [s]"], rows)
 
 
-def run(quick: bool = False, out_dir: Path | None = None) -> dict:
-    """Run the EE experiments, print tables + acceptance, write JSON + PNG."""
+def setup(quick: bool, out_dir: Path | None):
+    """``(settings, out_dir, cfg, options, grid points)`` shared by the energy benchmarks."""
     s = dict(QUICK if quick else FULL)
     out_dir = Path(out_dir) if out_dir is not None else common.default_out_dir(quick)
     cfg = jp.PassConfig.energy_efficiency(num_pinches=s["num_elements"])
     options = energy.DesignOptions(outer_iterations=s["outer_iterations"], coupling_steps=s["coupling_steps"],
                                    grid_points=s["grid_points"])
-    grid = s["grid_points"] or energy.default_grid_points(cfg)
+    return s, out_dir, cfg, options, s["grid_points"] or energy.default_grid_points(cfg)
+
+
+def run(quick: bool = False, out_dir: Path | None = None) -> dict:
+    """Run the EE experiments, print tables + acceptance, write JSON + PNG."""
+    s, out_dir, cfg, options, grid = setup(quick, out_dir)
     log(f"[energy] EE preset N={cfg.num_pinches}, K={cfg.num_users}, {s['num_drops']} drops, "
         f"grid {grid} points per element ({float(cfg.length_x) / (grid - 1) * 1e3:.3g} mm)")
     t0 = time.perf_counter()

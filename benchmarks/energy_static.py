@@ -26,24 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-import jaxpass as jp
 from benchmarks import common
 from benchmarks.common import log, markdown_table
-from benchmarks.energy import FULL, QUICK
+from benchmarks.energy import setup
 from jaxpass.experiments import ee
-from jaxpass.optimize import energy
 
 NAME = "energy_static"
 
 
 def run(quick: bool = False, out_dir: Path | None = None) -> dict:
     """Run the check, print its table, write the JSON."""
-    s = dict(QUICK if quick else FULL)
-    out_dir = Path(out_dir) if out_dir is not None else common.default_out_dir(quick)
-    cfg = jp.PassConfig.energy_efficiency(num_pinches=s["num_elements"])
-    options = energy.DesignOptions(outer_iterations=s["outer_iterations"], coupling_steps=s["coupling_steps"],
-                                   grid_points=s["grid_points"])
-    grid = s["grid_points"] or energy.default_grid_points(cfg)
+    s, out_dir, cfg, options, grid = setup(quick, out_dir)
     log(f"[energy_static] EE preset N={cfg.num_pinches}, K={cfg.num_users}, fitting drops "
         f"{list(s['static_check_counts'])} x seeds {list(s['static_check_seeds'])}, grid {grid} points per element")
     t0 = time.perf_counter()
