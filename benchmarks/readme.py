@@ -595,9 +595,21 @@ def render_size_scaling(results: Path) -> str:
                 f"{c['steps']} x {c['starts']}: {rate(c['sum_rate'])}, {ms(c['s_per_drop'])}" for c in q["curve"]) + "."
         lines += [line, ""]
     held = sum(c["holds"] for c in d["checks"])
-    lines += [f"Checks: {held} of {len(d['checks'])} hold.", ""]
-    lines += [f"- {'holds' if c['holds'] else '**fails**'}: {c['check']}: {sig(c['value'], 3)} (target {c['target']})"
-              for c in d["checks"]]
+    lines += [f"Checks: {held} of {len(d['checks'])} hold (every check with its value in the JSON's `checks`).", ""]
+    kinds = (("compile", "compile at every size within 3x of the 4/4/8 compile"),
+             ("run-time growth", "run-time growth 4/4/8 -> 32/32/64 within 3x of the FLOP model's growth"),
+             ("exact - sampled", "exact assignment search >= the random sample (paired mean)"))
+    for key, text in kinds:
+        group = [c for c in d["checks"] if key in c["check"]]
+        if group:
+            worst = max(group, key=lambda c: c["value"]) if key != "exact - sampled" else \
+                min(group, key=lambda c: c["value"])
+            lines.append(f"- {text}: {sum(c['holds'] for c in group)} of {len(group)} hold "
+                         f"(extreme: {worst['check']}: {sig(worst['value'], 3)})")
+    lines += [f"- **fails**: {c['check']}: {sig(c['value'], 3)} (target {c['target']})"
+              for c in d["checks"] if not c["holds"] and not any(k in c["check"] for k, _ in kinds)]
+    lines += [f"- holds: {c['check']}: {sig(c['value'], 3)} (target {c['target']})"
+              for c in d["checks"] if c["holds"] and not any(k in c["check"] for k, _ in kinds)]
     return "\n".join(lines)
 
 
@@ -615,6 +627,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "learn_table1": render_learn_table1,
     "short_term": render_short_term,
     "scaling": render_scaling,
+    "size_scaling": render_size_scaling,
 }
 
 
