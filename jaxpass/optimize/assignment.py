@@ -174,7 +174,7 @@ def _add_row(a, i, state):
     dt = a.dtype
     inf = jnp.asarray(jnp.inf, dt)
     index = jnp.arange(S1)
-    p = p.at[0].set(i)
+    p = p.at[0].set(jnp.asarray(i, jnp.int32))
 
     def search(s):
         u, v, p, way, minv, used, visited, j0 = s
