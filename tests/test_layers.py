@@ -1,4 +1,4 @@
-"""Import layering (DESIGN.md "Layout"): no module of ``jaxpass`` imports a layer above its own.
+"""Import layering (core < optimize < learn/plotting < experiments < cli): no module of ``jaxpass`` imports a layer above its own.
 
 core (config ... parallel, runtime) < optimize < learn < experiments < cli, and
 ``plotting`` (the ``[plot]`` extra) sits beside ``learn``: it may use core, optimize,
@@ -20,7 +20,7 @@ CORE = ("config", "units", "geometry", "channel", "phase", "linalg", "beamformin
 #: layer rank of each top-level part of the package (a package's modules share its rank)
 RANK = {**dict.fromkeys(CORE, 0), "optimize": 1, "learn": 2, "plotting": 2, "experiments": 3, "cli": 4,
         "__main__": 4}
-#: the pure numerics of the core: no I/O or progress, so no runtime (DESIGN.md "Pure numerics")
+#: the pure numerics of the core: no I/O or progress, so no runtime
 NUMERICS = ("config", "units", "geometry", "channel", "phase", "linalg", "beamforming", "metrics", "blockage",
             "slots", "_safe")
 #: same-rank imports that are still refused: learn ([learn] extra) must not need matplotlib ([plot] extra),
@@ -69,7 +69,7 @@ def _imports(module: str, path: Path):
 
 def _rank(part: str) -> int:
     if part not in RANK:
-        raise AssertionError(f"jaxpass.{part} has no layer: add it to RANK in tests/test_layers.py (and DESIGN.md)")
+        raise AssertionError(f"jaxpass.{part} has no layer: add it to RANK in tests/test_layers.py")
     return RANK[part]
 
 

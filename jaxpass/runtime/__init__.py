@@ -9,6 +9,6 @@
 
 They live below ``jaxpass.learn``, ``jaxpass.plotting`` and
 ``jaxpass.experiments`` so that none of those imports a layer above itself
-(DESIGN.md "Layout"; ``tests/test_layers.py`` checks it). The numerical core
+(the layering in docs/execution_model.md; ``tests/test_layers.py`` checks it). The numerical core
 does not use them: it has no I/O or side effects.
 """
